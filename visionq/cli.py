@@ -1,0 +1,197 @@
+"""The `visionq` command (API.md, "Commands").
+
+This module is the composition root: it is the one place in the `visionq` package that
+reaches into the adapters (`service`, `workers`), and only inside the subcommand that
+needs them, so `visionq submit` never imports Flask or Celery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from visionq.queues import DEFAULT_CONCURRENCY, POOLS, QUEUES
+from visionq.settings import Settings
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _api(args: argparse.Namespace) -> int:
+    from service.server import serve
+
+    serve(
+        Settings.from_env(),
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        threads=args.threads,
+    )
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    unknown = set(queues) - set(QUEUES)
+    if unknown or not queues:
+        print(
+            f"unknown queue(s) {sorted(unknown)}; queues are {', '.join(QUEUES)}", file=sys.stderr
+        )
+        return EXIT_USAGE
+    if len(queues) > 1:
+        return _supervise(queues, args)
+    queue = queues[0]
+    from workers.app import create_celery
+
+    app = create_celery(Settings.from_env())
+    concurrency = args.concurrency or DEFAULT_CONCURRENCY[queue]
+    app.worker_main(
+        [
+            "worker",
+            "--queues",
+            queue,
+            "--pool",
+            POOLS[queue],
+            "--concurrency",
+            str(concurrency),
+            "--hostname",
+            f"{queue}-%h-{os.getpid()}",
+            "--loglevel",
+            args.loglevel,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+    return 0
+
+
+def _supervise(queues: list[str], args: argparse.Namespace) -> int:
+    """Several queues: one child per queue, because each wants its own kind of pool."""
+    children = []
+    for queue in queues:
+        cmd = [
+            sys.executable,
+            "-m",
+            "visionq",
+            "worker",
+            "--queues",
+            queue,
+            "--loglevel",
+            args.loglevel,
+        ]
+        if args.concurrency:
+            cmd += ["--concurrency", str(args.concurrency)]
+        children.append(subprocess.Popen(cmd))
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    return max(child.wait() for child in children)
+
+
+def _simulator(args: argparse.Namespace) -> int:
+    from visionq.simulator import serve
+
+    print(
+        "visionq simulator: a development stand-in for MiMo, not the real model",
+        file=sys.stderr,
+        flush=True,
+    )
+    serve(args.host, args.port, api_key=args.api_key, latency=args.latency)
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from visionq import devstack
+
+    return devstack.run(
+        api_port=args.port, simulator_port=args.simulator_port, var_dir=Path(args.var_dir)
+    )
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from visionq.client import ApiError, Client
+
+    client = Client(
+        os.environ.get("VISIONQ_URL", "http://127.0.0.1:8000"), os.environ.get("VISIONQ_KEY")
+    )
+    try:
+        job = client.submit(args.images, args.prompt, model=args.model, webhook_url=args.webhook)
+        if args.wait:
+            job = client.wait(job["id"], timeout=args.timeout)
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(job, indent=2))
+    elif job["status"] == "succeeded":
+        print(job["result"]["content"])
+    elif job["status"] == "failed":
+        print(f"failed: {job['error']['type']}: {job['error']['message']}", file=sys.stderr)
+    else:
+        print(f"{job['id']} {job['status']}")
+    return EXIT_FAILED if job["status"] in ("failed", "canceled") else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="visionq", description=__doc__.splitlines()[0])
+    sub = top.add_subparsers(dest="command", required=True)
+
+    api = sub.add_parser("api", help="the intake API under gunicorn")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=2)
+    api.add_argument("--threads", type=int, default=16)
+    api.set_defaults(run=_api)
+
+    worker = sub.add_parser("worker", help="a Celery worker for one or more queues")
+    worker.add_argument("--queues", default=",".join(QUEUES))
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="pool size per queue (default: prepare 2, upstream 64)",
+    )
+    worker.add_argument("--loglevel", default="warning")
+    worker.set_defaults(run=_worker)
+
+    sim = sub.add_parser("simulator", help="the bundled MiMo-compatible upstream simulator")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8001)
+    sim.add_argument("--api-key", default=None, help="the key it accepts (default: any)")
+    sim.add_argument("--latency", type=float, default=0.0)
+    sim.set_defaults(run=_simulator)
+
+    dev = sub.add_parser("dev", help="the whole stack on this machine")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--simulator-port", type=int, default=8001)
+    dev.add_argument("--var-dir", default="var")
+    dev.set_defaults(run=_dev)
+
+    submit = sub.add_parser("submit", help="submit images and a prompt; print the answer")
+    submit.add_argument("images", nargs="+", metavar="FILE_OR_URL")
+    submit.add_argument("--prompt", required=True)
+    submit.add_argument("--model")
+    submit.add_argument("--webhook")
+    submit.add_argument("--wait", action="store_true")
+    submit.add_argument("--timeout", type=float, default=600)
+    submit.add_argument("--json", action="store_true")
+    submit.set_defaults(run=_submit)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.run(args))

@@ -1,0 +1,162 @@
+"""Every error visionq reports, each mapped once to its API type and HTTP status.
+
+    VisionqError                      (500 internal)
+    ├── ConfigurationError            bad environment; raised at start-up, never served
+    ├── InvalidRequest                400 invalid_request
+    ├── Unauthorized                  401 unauthorized
+    ├── NotFound                      404 not_found
+    ├── Conflict                      409 conflict
+    ├── PayloadTooLarge               413 payload_too_large
+    ├── UnsupportedMediaType          415 unsupported_media_type
+    ├── InvalidImage                  422 invalid_image
+    ├── RateLimited                   429 rate_limited      (Retry-After)
+    ├── Unavailable                   503 unavailable       (Retry-After)
+    └── JobError                      only ever recorded on a failed job
+        ├── InvalidImageUrl           invalid_image_url
+        ├── ContextLengthExceeded     context_length_exceeded
+        ├── Canceled                  canceled
+        ├── Internal                  internal
+        └── UpstreamError             carries upstream_status
+            ├── UpstreamBadRequest    upstream_bad_request (400/404)
+            ├── UpstreamAuth          upstream_auth (401/403)
+            ├── InsufficientBalance   insufficient_balance (402)
+            ├── ContentFilter         content_filter (421)
+            ├── UpstreamUnavailable   upstream_unavailable (after the retry budget)
+            └── UpstreamRetryable     429/5xx/time-out/dropped connection: try again
+
+The HTTP layer renders any `VisionqError` with `to_dict()`; the pipeline stores the same
+dict on a failed job, so a client sees one shape wherever an error comes from.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class VisionqError(Exception):
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, "param": self.param}
+
+
+class ConfigurationError(VisionqError):
+    type = "configuration"
+
+
+class InvalidRequest(VisionqError):
+    status = 400
+    type = "invalid_request"
+
+
+class Unauthorized(VisionqError):
+    status = 401
+    type = "unauthorized"
+
+
+class NotFound(VisionqError):
+    status = 404
+    type = "not_found"
+
+
+class Conflict(VisionqError):
+    status = 409
+    type = "conflict"
+
+
+class PayloadTooLarge(VisionqError):
+    status = 413
+    type = "payload_too_large"
+
+
+class UnsupportedMediaType(VisionqError):
+    status = 415
+    type = "unsupported_media_type"
+
+
+class InvalidImage(VisionqError):
+    status = 422
+    type = "invalid_image"
+
+
+class _RetryAfter(VisionqError):
+    def __init__(self, message: str, *, retry_after: float = 1.0, param: str | None = None):
+        super().__init__(message, param=param)
+        self.retry_after = retry_after
+
+
+class RateLimited(_RetryAfter):
+    status = 429
+    type = "rate_limited"
+
+
+class Unavailable(_RetryAfter):
+    status = 503
+    type = "unavailable"
+
+
+class JobError(VisionqError):
+    """An error that fails a job after it was accepted."""
+
+
+class InvalidImageUrl(JobError):
+    type = "invalid_image_url"
+
+
+class ContextLengthExceeded(JobError):
+    type = "context_length_exceeded"
+
+
+class Canceled(JobError):
+    type = "canceled"
+
+
+class Internal(JobError):
+    type = "internal"
+
+
+class UpstreamError(JobError):
+    def __init__(self, message: str, *, upstream_status: int | None = None) -> None:
+        super().__init__(message)
+        self.upstream_status = upstream_status
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "upstream_status": self.upstream_status}
+
+
+class UpstreamBadRequest(UpstreamError):
+    type = "upstream_bad_request"
+
+
+class UpstreamAuth(UpstreamError):
+    type = "upstream_auth"
+
+
+class InsufficientBalance(UpstreamError):
+    type = "insufficient_balance"
+
+
+class ContentFilter(UpstreamError):
+    type = "content_filter"
+
+
+class UpstreamUnavailable(UpstreamError):
+    type = "upstream_unavailable"
+
+
+class UpstreamRetryable(UpstreamError):
+    """Worth another try later; becomes `UpstreamUnavailable` when tries run out."""
+
+    type = "upstream_unavailable"
+
+    def __init__(
+        self, message: str, *, upstream_status: int | None = None, retry_after: float | None
+    ) -> None:
+        super().__init__(message, upstream_status=upstream_status)
+        self.retry_after = retry_after

@@ -1,0 +1,211 @@
+"""Image handling: sniffing, data URLs, hardened decode-validation, auto-fit, base64 streaming.
+
+The intake only calls the cheap functions here (`sniff`, `parse_data_url`, `decode_base64`),
+which look at a few bytes or check the alphabet. The worker calls `validate`, which decodes
+the whole first frame with only the decoder of the sniffed format: a file that claims to be
+a PNG is never handed to the TIFF or PSD decoders, which is where Pillow's fuzzing crashes
+live (see the corpus).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import struct
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from PIL import Image, ImageOps
+
+from visionq import tokens
+from visionq.errors import InvalidImage, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+
+#: Our format name -> (Pillow's plugin name, MIME type). MiMo accepts exactly these.
+FORMATS: dict[str, tuple[str, str]] = {
+    "jpeg": ("JPEG", "image/jpeg"),
+    "png": ("PNG", "image/png"),
+    "gif": ("GIF", "image/gif"),
+    "webp": ("WEBP", "image/webp"),
+    "bmp": ("BMP", "image/bmp"),
+}
+SNIFF_BYTES = 16
+_DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^;,]*)*?);base64,")
+# What Pillow's decoders raise on hostile bytes; anything in here means "does not decode".
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    IndexError,
+    TypeError,
+    KeyError,
+    ZeroDivisionError,
+    MemoryError,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
+
+
+def sniff(head: bytes) -> str:
+    """The accepted format of these leading bytes, or `UnsupportedMediaType`."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:2] == b"BM":
+        return "bmp"
+    raise UnsupportedMediaType(
+        "not an accepted image format (JPEG, PNG, GIF, WebP, BMP), judged from its bytes"
+    )
+
+
+def mime_type(fmt: str) -> str:
+    return FORMATS[fmt][1]
+
+
+def parse_data_url(url: str, *, max_chars: int) -> str:
+    """The base64 payload of a `data:<mime>;base64,` URL, its length checked first."""
+    match = _DATA_URL.match(url)
+    if not match:
+        raise InvalidRequest("a data URL must look like data:<mime>;base64,<data>")
+    payload = url[match.end() :]
+    if len(payload) > max_chars:
+        raise PayloadTooLarge(f"the base64 string is over the {max_chars}-byte limit")
+    return payload
+
+
+def decode_base64(payload: str) -> bytes:
+    """Strict base64: whitespace or foreign characters are a client error, not silently dropped."""
+    try:
+        return binascii.a2b_base64(payload, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequest(f"malformed base64 in data URL: {exc}") from None
+
+
+def base64_length(n_bytes: int) -> int:
+    return 4 * ((n_bytes + 2) // 3)
+
+
+def data_url_prefix(fmt: str) -> str:
+    return f"data:{mime_type(fmt)};base64,"
+
+
+def write_base64(src: BinaryIO, dst: BinaryIO, chunk_bytes: int = 3 * 256 * 1024) -> None:
+    """Base64-encode `src` into `dst` in chunks, so a 50 MB image is never held twice."""
+    while block := src.read(chunk_bytes):
+        dst.write(base64.b64encode(block))
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    width: int
+    height: int
+
+    @property
+    def tokens(self) -> int:
+        return tokens.image_tokens(self.width, self.height)
+
+
+def probe(fp: BinaryIO, *, max_pixels: int | None = None) -> ImageInfo:
+    """Format and size from the header only (tens of microseconds): no pixel is decoded.
+
+    Enough for the token count, and for refusing a decompression bomb before it is stored.
+    """
+    fmt = sniff(fp.read(SNIFF_BYTES))
+    fp.seek(0)
+    with _opened(fp, fmt, max_pixels=max_pixels) as image:
+        info = ImageInfo(fmt, image.width, image.height)
+    fp.seek(0)
+    return info
+
+
+def validate(fp: BinaryIO, *, max_pixels: int) -> ImageInfo:
+    """Fully decode the first frame; anything short of a clean decode is `InvalidImage`.
+
+    `verify()` is not enough: a JPEG cut in half passes it, and only `load()` notices.
+    """
+    fmt = sniff(fp.read(SNIFF_BYTES))
+    fp.seek(0)
+    with _opened(fp, fmt, max_pixels=max_pixels) as image:
+        try:
+            image.load()
+        except _DECODE_ERRORS as exc:
+            raise InvalidImage(f"the {fmt} image does not decode: {_reason(exc)}") from None
+        return ImageInfo(fmt, image.width, image.height)
+
+
+@contextmanager
+def _opened(fp: BinaryIO, fmt: str, *, max_pixels: int | None) -> Iterator[Image.Image]:
+    """Open with the one decoder of `fmt`, bomb warnings turned into `InvalidImage`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        if max_pixels is not None:
+            # Pillow warns above MAX_IMAGE_PIXELS (an error here) and refuses above twice it.
+            Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            image = Image.open(fp, formats=[FORMATS[fmt][0]])
+        except _DECODE_ERRORS as exc:
+            raise InvalidImage(f"the {fmt} image does not decode: {_reason(exc)}") from None
+        with image:
+            pixels = image.width * image.height
+            if max_pixels is not None and pixels > max_pixels:
+                raise InvalidImage(
+                    f"decompression bomb: {image.width}x{image.height} pixels is over the "
+                    f"{max_pixels}-pixel limit"
+                )
+            yield image
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:200]
+
+
+def fit_plan(info: ImageInfo, *, byte_size: int, max_base64: int) -> bool:
+    """Whether `resize=auto` shrinks this image: MiMo would downscale it anyway, or it is too big.
+
+    The target is always the formula's own (w_bar, h_bar), so the token count is unchanged.
+    """
+    too_big = base64_length(byte_size) + len(data_url_prefix(info.format)) > max_base64
+    return too_big or tokens.downscaled_by_mimo(info.width, info.height)
+
+
+def fit(fp: BinaryIO, info: ImageInfo, *, max_pixels: int) -> tuple[bytes, ImageInfo]:
+    """Resize to MiMo's fitted size (EXIF orientation applied) and re-encode compactly.
+
+    JPEG stays JPEG and WebP stays WebP; everything else becomes PNG unless it has no alpha,
+    in which case JPEG is far smaller and MiMo sees the same pixels it would after its resize.
+    """
+    fp.seek(0)
+    with _opened(fp, info.format, max_pixels=max_pixels) as image:
+        try:
+            image.load()
+            oriented = ImageOps.exif_transpose(image)
+            size = tokens.fitted_size(oriented.width, oriented.height)
+            resized = oriented.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+        except _DECODE_ERRORS as exc:
+            raise InvalidImage(f"the image does not decode: {_reason(exc)}") from None
+    has_alpha = resized.mode in ("RGBA", "LA", "PA") or "transparency" in resized.info
+    out = io.BytesIO()
+    if info.format == "webp":
+        fmt = "webp"
+        resized.save(out, "WEBP", quality=90)
+    elif has_alpha:
+        fmt = "png"
+        resized.save(out, "PNG", compress_level=1)
+    else:
+        fmt = "jpeg"
+        rgb = resized if resized.mode in ("RGB", "L") else resized.convert("RGB")
+        rgb.save(out, "JPEG", quality=90)
+    return out.getvalue(), ImageInfo(fmt, resized.width, resized.height)

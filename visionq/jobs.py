@@ -1,0 +1,329 @@
+"""The job record in Redis: the only module that touches job keys.
+
+A job is one hash, `vq:job:<id>`. Its status only moves forward,
+`queued -> running -> succeeded | failed | canceled`, and every change of status goes
+through one Lua script that compares and sets in a single step, so a task delivered twice
+(Celery's at-least-once delivery) can neither send a job back nor finish it twice. A
+terminal transition also publishes the id on `vq:done`, which is what `?wait=` blocks on.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from visionq.errors import NotFound, Unavailable, VisionqError
+from visionq.models import TERMINAL_STATUSES
+
+DONE_CHANNEL = "vq:done"
+_JSON_FIELDS = ("images", "request", "result", "error", "webhook", "metadata")
+
+# KEYS[1] job hash, KEYS[2] the done channel.
+# ARGV[1] statuses allowed now (space separated), ARGV[2] new status or "",
+# ARGV[3] TTL to set or 0, ARGV[4] id to publish or "", ARGV[5] field to increment or "",
+# ARGV[6..] field/value pairs to set.
+# Returns {1, new counter} when applied, {0, current status} when refused, nil when missing.
+_TRANSITION = """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return nil end
+if not string.find(' ' .. ARGV[1] .. ' ', ' ' .. cur .. ' ', 1, true) then return {0, cur} end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
+if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
+local counter = 0
+if ARGV[5] ~= '' then counter = redis.call('HINCRBY', KEYS[1], ARGV[5], 1) end
+if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+if ARGV[4] ~= '' then redis.call('PUBLISH', KEYS[2], ARGV[4]) end
+return {1, counter}
+"""
+
+
+def new_job_id() -> str:
+    return "job_" + secrets.token_hex(12)
+
+
+def _key(job_id: str) -> str:
+    return f"vq:job:{job_id}"
+
+
+@contextmanager
+def redis_errors() -> Iterator[None]:
+    """Map a Redis outage to `Unavailable` at the boundary, never a traceback."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise Unavailable("the job store (Redis) is unreachable", retry_after=5) from exc
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as stored: the public fields plus what only workers need (`request`, `tenant`)."""
+
+    id: str
+    tenant: str
+    status: str
+    fields: dict[str, Any]
+
+    @property
+    def request(self) -> dict[str, Any]:
+        return self.fields["request"]
+
+    @property
+    def images(self) -> list[dict[str, Any]]:
+        return self.fields["images"]
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def public(self) -> dict[str, Any]:
+        """The job object of API.md."""
+        f = self.fields
+        images = [
+            {k: v for k, v in image.items() if k != "blob"} | _unvalidated_defaults(image)
+            for image in f["images"]
+        ]
+        tokens = [image.get("image_tokens") for image in images]
+        return {
+            "id": self.id,
+            "object": "job",
+            "status": self.status,
+            "model": f["model"],
+            "api": f["api"],
+            "created_at": f["created_at"],
+            "started_at": f.get("started_at"),
+            "completed_at": f.get("completed_at"),
+            "images": images,
+            "usage_estimate": {
+                "image_tokens": sum(tokens) if tokens and None not in tokens else None
+            },
+            "result": f.get("result"),
+            "error": f.get("error"),
+            "attempts": int(f.get("attempts") or 0),
+            "webhook": f.get("webhook"),
+            "metadata": f.get("metadata") or {},
+        }
+
+
+_IMAGE_FIELDS = ("format", "width", "height", "bytes", "sha256", "image_tokens")
+
+
+def _unvalidated_defaults(image: dict[str, Any]) -> dict[str, Any]:
+    return {name: image.get(name) for name in _IMAGE_FIELDS}
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, *, ttl: int) -> None:
+        self._redis = client
+        self._ttl = ttl
+        self._transition = client.register_script(_TRANSITION)
+        self._waiter = CompletionWaiter(client)
+
+    def create(
+        self,
+        *,
+        tenant: str,
+        model: str,
+        api: str,
+        request: dict[str, Any],
+        images: list[dict[str, Any]],
+        webhook_url: str | None,
+        metadata: dict[str, str] | None,
+    ) -> JobRecord:
+        job_id = new_job_id()
+        fields: dict[str, Any] = {
+            "model": model,
+            "api": api,
+            "created_at": round(time.time(), 3),
+            "request": request,
+            "images": images,
+            "attempts": 0,
+            "webhook": (
+                {"url": webhook_url, "status": "pending", "attempts": 0, "last_status_code": None}
+                if webhook_url
+                else None
+            ),
+            "metadata": metadata or {},
+        }
+        mapping = {"status": "queued", "tenant": tenant, **_encode(fields)}
+        with redis_errors():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hset(_key(job_id), mapping=mapping)
+            pipe.expire(_key(job_id), self._ttl)
+            pipe.execute()
+        return JobRecord(job_id, tenant, "queued", fields)
+
+    def load(self, job_id: str) -> JobRecord | None:
+        with redis_errors():
+            raw = self._redis.hgetall(_key(job_id))
+        if not raw:
+            return None
+        decoded = {k.decode(): v.decode() for k, v in raw.items()}
+        status = decoded.pop("status")
+        tenant = decoded.pop("tenant")
+        return JobRecord(job_id, tenant, status, _decode(decoded))
+
+    def get(self, job_id: str, *, tenant: str) -> JobRecord:
+        """The job if `tenant` owns it; another tenant's job is as unknown as a missing one."""
+        record = self.load(job_id) if job_id.startswith("job_") else None
+        if record is None or record.tenant != tenant:
+            raise NotFound(f"no job {job_id!r}", param="id")
+        return record
+
+    def _apply(
+        self,
+        job_id: str,
+        *,
+        allowed: tuple[str, ...],
+        status: str = "",
+        fields: dict[str, Any] | None = None,
+        increment: str = "",
+    ) -> int | None:
+        """Run the guarded transition; the counter's new value when applied, else None."""
+        terminal = status in TERMINAL_STATUSES
+        args: list[Any] = [
+            " ".join(allowed),
+            status,
+            self._ttl if terminal else 0,
+            job_id if terminal else "",
+            increment,
+        ]
+        for name, value in _encode(fields or {}).items():
+            args += [name, value]
+        with redis_errors():
+            reply = self._transition(keys=[_key(job_id), DONE_CHANNEL], args=args)
+        if reply is None or reply[0] == 0:
+            return None
+        return int(reply[1])
+
+    def start(self, job_id: str) -> bool:
+        """queued -> running; also true for a job already running (a redelivered message)."""
+        now = round(time.time(), 3)
+        started = self._apply(
+            job_id, allowed=("queued",), status="running", fields={"started_at": now}
+        )
+        if started is not None:
+            return True
+        record = self.load(job_id)
+        return record is not None and record.status == "running"
+
+    def save_images(self, job_id: str, images: list[dict[str, Any]]) -> bool:
+        return self._apply(job_id, allowed=("running",), fields={"images": images}) is not None
+
+    def count_attempt(self, job_id: str) -> int | None:
+        """Count one upstream attempt of a running job; None if it is no longer running."""
+        return self._apply(job_id, allowed=("running",), increment="attempts")
+
+    def succeed(self, job_id: str, result: dict[str, Any]) -> bool:
+        return self._finish(job_id, "succeeded", {"result": result})
+
+    def fail(self, job_id: str, error: VisionqError) -> bool:
+        return self._finish(job_id, "failed", {"error": error.to_dict()})
+
+    def _finish(self, job_id: str, status: str, fields: dict[str, Any]) -> bool:
+        fields = {**fields, "completed_at": round(time.time(), 3)}
+        applied = self._apply(job_id, allowed=("queued", "running"), status=status, fields=fields)
+        return applied is not None
+
+    def wait(self, job_id: str, *, tenant: str, timeout: float) -> JobRecord:
+        """The job, once finished or after `timeout` seconds, whichever comes first."""
+        record = self.get(job_id, tenant=tenant)
+        if record.finished or timeout <= 0:
+            return record
+        self._waiter.wait(job_id, timeout, lambda: self.get(job_id, tenant=tenant).finished)
+        return self.get(job_id, tenant=tenant)
+
+    def ping(self) -> None:
+        with redis_errors():
+            self._redis.ping()
+
+
+def _encode(fields: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for name, value in fields.items():
+        if name in _JSON_FIELDS:
+            out[name] = json.dumps(value, separators=(",", ":"))
+        elif value is not None:
+            out[name] = str(value)
+    return out
+
+
+def _decode(raw: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name in _JSON_FIELDS:
+            out[name] = json.loads(value)
+        elif name in ("created_at", "started_at", "completed_at"):
+            out[name] = float(value)
+        elif name == "attempts":
+            out[name] = int(value)
+        else:
+            out[name] = value
+    return out
+
+
+class CompletionWaiter:
+    """One pub/sub subscription per process, shared by every waiting request.
+
+    A thousand clients long-polling cost one Redis connection and a thousand idle
+    `threading.Event`s, not a thousand polling loops.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._lock = threading.Lock()
+        self._events: dict[str, set[threading.Event]] = {}
+        self._subscribed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wait(self, job_id: str, timeout: float, is_finished: Callable[[], bool]) -> None:
+        event = threading.Event()
+        with self._lock:
+            self._events.setdefault(job_id, set()).add(event)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._listen, daemon=True, name="vq-wait")
+                self._thread.start()
+        try:
+            # Subscribe first, then re-check, so a finish in between is not missed.
+            self._subscribed.wait(min(timeout, 5.0))
+            if not is_finished():
+                event.wait(timeout)
+        finally:
+            with self._lock:
+                waiters = self._events.get(job_id, set())
+                waiters.discard(event)
+                if not waiters:
+                    self._events.pop(job_id, None)
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                pubsub = self._redis.pubsub()
+                pubsub.subscribe(DONE_CHANNEL)
+                for message in pubsub.listen():
+                    if message["type"] == "subscribe":
+                        self._subscribed.set()
+                    elif message["type"] == "message":
+                        self._wake(message["data"].decode())
+            except Exception:  # noqa: BLE001 - this thread must outlive any Redis trouble
+                # Wake everyone so they re-read the record; then resubscribe.
+                self._subscribed.clear()
+                with self._lock:
+                    for job_id in list(self._events):
+                        self._wake_locked(job_id)
+                time.sleep(1.0)
+
+    def _wake(self, job_id: str) -> None:
+        with self._lock:
+            self._wake_locked(job_id)
+
+    def _wake_locked(self, job_id: str) -> None:
+        for event in self._events.get(job_id, ()):
+            event.set()

@@ -1,0 +1,208 @@
+"""Request and response shapes (API.md), as pydantic models.
+
+These models validate every request body and are the only source of the OpenAPI document
+(`service/openapi.py` renders them); there is no second, hand-written schema.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+METADATA_MAX_KEYS = 16
+METADATA_MAX_KEY_CHARS = 64
+METADATA_MAX_VALUE_CHARS = 512
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImageURL(BaseModel):
+    """`url` is an http(s) URL, a `data:` URL, or `upload:<n>` in multipart requests."""
+
+    model_config = ConfigDict(extra="allow")
+    url: str = Field(min_length=1)
+
+
+class ImagePart(_Strict):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+ContentPart = Annotated[ImagePart | TextPart, Field(discriminator="type")]
+
+
+class Message(BaseModel):
+    """One OpenAI chat message; extra keys such as `name` pass through to the upstream."""
+
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "user", "assistant"]
+    content: str | list[ContentPart]
+
+
+class WebhookSpec(_Strict):
+    url: str = Field(min_length=1, max_length=2048)
+
+
+class JobRequest(_Strict):
+    """The body of `POST /v1/jobs` and `POST /v1/tokens`.
+
+    Either `messages` (the upstream's own chat format) or the `prompt`/`images`/`system`
+    shorthand. The sampling fields named here pass through to the upstream unchanged.
+    """
+
+    model: str | None = None
+    messages: list[Message] | None = Field(default=None, min_length=1)
+    prompt: str | None = None
+    images: list[str] | None = None
+    system: str | None = None
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    api: Literal["openai", "anthropic"] = "openai"
+    resize: Literal["auto", "never"] = "auto"
+    webhook: WebhookSpec | None = None
+    metadata: dict[str, str] | None = None
+    # Sampling fields passed through to the upstream as they are.
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    seed: int | None = None
+    response_format: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+    user: str | None = None
+
+    @model_validator(mode="after")
+    def _one_body_form(self) -> JobRequest:
+        if self.messages is None and self.prompt is None and self.images is None:
+            raise ValueError("give either `messages` or `prompt`/`images`")
+        if self.messages is not None and (
+            self.prompt is not None or self.images is not None or self.system is not None
+        ):
+            raise ValueError("`messages` cannot be combined with `prompt`, `images` or `system`")
+        return self
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        if len(value) > METADATA_MAX_KEYS:
+            raise ValueError(f"at most {METADATA_MAX_KEYS} metadata keys")
+        for key, item in value.items():
+            if len(key) > METADATA_MAX_KEY_CHARS or len(item) > METADATA_MAX_VALUE_CHARS:
+                raise ValueError(
+                    f"metadata keys are at most {METADATA_MAX_KEY_CHARS} characters and "
+                    f"values at most {METADATA_MAX_VALUE_CHARS}"
+                )
+        return value
+
+    def sampling(self) -> dict[str, Any]:
+        """The pass-through upstream fields that were set."""
+        return self.model_dump(include=SAMPLING_FIELDS, exclude_none=True)
+
+
+SAMPLING_FIELDS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "stop",
+        "presence_penalty",
+        "frequency_penalty",
+        "seed",
+        "response_format",
+        "thinking",
+        "user",
+    }
+)
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+    param: str | None = None
+    upstream_status: int | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class JobImage(BaseModel):
+    """One image of a job; all but `index` and `source` are null until a worker validated it."""
+
+    index: int
+    source: Literal["upload", "data_url", "url"]
+    url: str | None = None
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    image_tokens: int | None = None
+    resized: bool | None = None
+
+
+class UsageEstimate(BaseModel):
+    image_tokens: int | None = None
+
+
+class Result(BaseModel):
+    content: str
+    reasoning_content: str | None = None
+    finish_reason: str | None = None
+    usage: dict[str, Any]
+    response: dict[str, Any]
+
+
+class WebhookState(BaseModel):
+    url: str
+    status: Literal["pending", "delivered", "failed", "disabled"]
+    attempts: int = 0
+    last_status_code: int | None = None
+
+
+class Job(BaseModel):
+    id: str
+    object: Literal["job"] = "job"
+    status: JobStatus
+    model: str
+    api: Literal["openai", "anthropic"]
+    created_at: float
+    started_at: float | None = None
+    completed_at: float | None = None
+    images: list[JobImage]
+    usage_estimate: UsageEstimate
+    result: Result | None = None
+    error: ErrorBody | None = None
+    attempts: int = 0
+    webhook: WebhookState | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class TokenCountImage(BaseModel):
+    index: int
+    format: str
+    width: int
+    height: int
+    image_tokens: int
+
+
+class TokenCount(BaseModel):
+    images: list[TokenCountImage]
+    image_tokens: int
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

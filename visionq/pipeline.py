@@ -1,0 +1,213 @@
+"""The job's steps as plain functions of (job id, runtime), called by Celery tasks or tests.
+
+Each step re-reads the record and checks the state first ("asserting the world is the
+responsibility of the task"), so a message delivered twice is harmless: a finished or
+canceled job is left alone, and the guarded transitions in `jobs` refuse a second finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from visionq import images
+from visionq.errors import (
+    ContextLengthExceeded,
+    Internal,
+    PayloadTooLarge,
+    UpstreamRetryable,
+    UpstreamUnavailable,
+    VisionqError,
+)
+from visionq.jobs import JobRecord, JobStore
+from visionq.settings import Settings
+from visionq.storage import ImageStore, open_store
+from visionq.upstream import UpstreamClient, parse_result, write_body
+from visionq.urlfetch import UrlFetcher
+
+log = logging.getLogger(__name__)
+_TEXT_CHARS_PER_TOKEN = 4
+
+
+@dataclass
+class Runtime:
+    """The resources one worker process shares between its tasks."""
+
+    settings: Settings
+    jobs: JobStore
+    store: ImageStore
+    upstream: UpstreamClient
+    fetcher: UrlFetcher
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+        return cls(
+            settings=settings,
+            jobs=JobStore(client, ttl=settings.result_ttl),
+            store=open_store(settings.storage_url),
+            upstream=UpstreamClient(settings),
+            fetcher=UrlFetcher(
+                allow_private=settings.allow_private_urls,
+                timeout=settings.url_fetch_timeout,
+                max_bytes=settings.max_image_bytes,
+            ),
+        )
+
+
+def prepare(job_id: str, rt: Runtime) -> bool:
+    """Validate, count and encode every image and write the upstream body.
+
+    True when the job is ready for the upstream stage; False when it is finished (failed
+    here, or canceled/finished before we got to it).
+    """
+    if not rt.jobs.start(job_id):
+        return False
+    record = rt.jobs.load(job_id)
+    if record is None:
+        return False
+    try:
+        prepared = [_prepare_image(rt, record, image) for image in record.images]
+        _check_context(rt.settings, record, prepared)
+        rt.store.write_body(
+            job_id,
+            lambda out: write_body(
+                out,
+                api=record.fields["api"],
+                model=record.fields["model"],
+                request=record.request,
+                formats=[image["format"] for image in prepared],
+                open_image=lambda n: rt.store.open_image(prepared[n]["sha256"]),
+            ),
+        )
+    except VisionqError as exc:
+        rt.jobs.fail(job_id, exc)
+        return False
+    except Exception:
+        log.exception("prepare failed unexpectedly", extra={"job_id": job_id})
+        rt.jobs.fail(job_id, Internal("preparing the images failed unexpectedly"))
+        return False
+    return rt.jobs.save_images(job_id, prepared)
+
+
+def _prepare_image(rt: Runtime, record: JobRecord, image: dict[str, Any]) -> dict[str, Any]:
+    settings = rt.settings
+    blob = image.get("blob")
+    if blob is None:
+        stored = rt.fetcher.fetch(
+            image["url"],
+            lambda chunks: rt.store.put_image(chunks, max_bytes=settings.max_image_bytes),
+        )
+        blob = stored.sha256
+    with rt.store.open_image(blob) as fp:
+        info = images.validate(fp, max_pixels=settings.max_image_pixels)
+        size = fp.seek(0, 2)
+        resized = False
+        if record.request.get("resize", "auto") == "auto" and images.fit_plan(
+            info, byte_size=size, max_base64=settings.max_image_bytes
+        ):
+            data, info = images.fit(fp, info, max_pixels=settings.max_image_pixels)
+            blob, size = (
+                rt.store.put_image([data], max_bytes=settings.max_image_bytes).sha256,
+                len(data),
+            )
+            resized = True
+    encoded = images.base64_length(size) + len(images.data_url_prefix(info.format))
+    if encoded > settings.max_image_bytes:
+        raise PayloadTooLarge(
+            f"image {image['index']} is {encoded} bytes as base64, over MiMo's "
+            f"{settings.max_image_bytes}-byte limit"
+        )
+    return {
+        **image,
+        "blob": image.get("blob") or blob,
+        "format": info.format,
+        "width": info.width,
+        "height": info.height,
+        "bytes": size,
+        "sha256": blob,
+        "image_tokens": info.tokens,
+        "resized": resized,
+    }
+
+
+def _check_context(settings: Settings, record: JobRecord, prepared: list[dict[str, Any]]) -> None:
+    """Refuse before paying for a call MiMo would refuse: images and text over the context."""
+    window = settings.model_context.get(record.fields["model"])
+    if window is None:
+        return
+    text_chars = sum(
+        len(part.get("text", "")) if isinstance(part, dict) else 0
+        for message in record.request["messages"]
+        for part in (
+            message["content"]
+            if isinstance(message["content"], list)
+            else [{"text": message["content"]}]
+        )
+    )
+    estimate = sum(i["image_tokens"] for i in prepared) + text_chars // _TEXT_CHARS_PER_TOKEN
+    if estimate > window:
+        raise ContextLengthExceeded(
+            f"the images and text need about {estimate} tokens; "
+            f"{record.fields['model']} takes {window}"
+        )
+
+
+def call_upstream(job_id: str, rt: Runtime) -> None:
+    """One upstream attempt. Raises `UpstreamRetryable` when the caller should try again."""
+    record = rt.jobs.load(job_id)
+    if record is None or record.status != "running":
+        return
+    attempt = rt.jobs.count_attempt(job_id)
+    if attempt is None:
+        return
+    try:
+        body, length = rt.store.open_body(job_id)
+    except FileNotFoundError:
+        rt.jobs.fail(job_id, Internal("the prepared request body is missing"))
+        return
+    try:
+        with body:
+            raw = rt.upstream.call(record.fields["api"], body, length)
+        result = parse_result(record.fields["api"], raw)
+    except UpstreamRetryable as exc:
+        if attempt < rt.settings.upstream_max_attempts:
+            raise
+        _finish(
+            rt,
+            job_id,
+            error=UpstreamUnavailable(
+                f"gave up after {attempt} attempts; last: {exc.message}",
+                upstream_status=exc.upstream_status,
+            ),
+        )
+        return
+    except VisionqError as exc:
+        _finish(rt, job_id, error=exc)
+        return
+    _finish(rt, job_id, result=result)
+
+
+def _finish(
+    rt: Runtime,
+    job_id: str,
+    *,
+    result: dict[str, Any] | None = None,
+    error: VisionqError | None = None,
+) -> None:
+    if error is not None:
+        rt.jobs.fail(job_id, error)
+    else:
+        assert result is not None
+        rt.jobs.succeed(job_id, result)
+    rt.store.delete_body(job_id)
+
+
+def retry_delay(attempt: int, retry_after: float | None, *, cap: float = 60.0) -> float:
+    """Exponential backoff with full jitter, never sooner than the upstream's Retry-After."""
+    backoff = random.uniform(0, min(cap, 0.5 * 2**attempt))
+    return max(backoff, retry_after or 0.0)

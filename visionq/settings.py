@@ -1,0 +1,127 @@
+"""One typed, frozen settings object, read once from the environment.
+
+Every process (API, worker, dev stack, simulator client) builds a `Settings` at start-up
+with `Settings.from_env()` and passes it down; nothing else reads `os.environ`. Tests
+construct `Settings(...)` directly.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from visionq.errors import ConfigurationError
+
+#: MiMo's own limit for one image file and for one base64 string (50 MB).
+MIMO_MAX_IMAGE_BYTES = 50 * 1024 * 1024
+
+MODELS = ("mimo-v2.5", "mimo-v2-omni")
+
+
+def _pairs(raw: str, sep: str, what: str) -> dict[str, str]:
+    """Parse `a=1,b=2` (or `a:1,b:2`) lists, the shape of several variables."""
+    out: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key, found, value = item.partition(sep)
+        if not found or not key.strip() or not value.strip():
+            raise ConfigurationError(f"{what}: cannot parse {item.split(sep)[0]!r}...")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _bool(raw: str) -> bool:
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+class Settings(BaseModel):
+    """Everything a visionq process can be configured with (API.md, "Configuration")."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    storage_url: str = "file://./var/images"
+    upstream_base_url: str = "https://api.xiaomimimo.com/v1"
+    upstream_anthropic_base_url: str = "https://api.xiaomimimo.com/anthropic"
+    mimo_api_key: SecretStr | None = None
+    #: (tenant, client key) pairs
+    api_keys: tuple[tuple[str, SecretStr], ...] = ()
+    auth_disabled: bool = False
+    webhook_secret: SecretStr | None = None
+    webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    allow_private_urls: bool = False
+    max_image_pixels: int = 178_956_970
+    max_request_bytes: int = 209_715_200
+    max_image_bytes: int = MIMO_MAX_IMAGE_BYTES
+    default_model: str = "mimo-v2.5"
+    result_ttl: int = 604_800
+    upstream_rpm: int = 100
+    upstream_tpm: int = 10_000_000
+    upstream_concurrency: int = 16
+    upstream_timeout: float = 300.0
+    upstream_connect_timeout: float = 10.0
+    upstream_max_attempts: int = 6
+    url_fetch_timeout: float = 30.0
+    model_context: dict[str, int] = Field(
+        default_factory=lambda: {"mimo-v2.5": 1_048_576, "mimo-v2-omni": 262_144}
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `VISIONQ_*` and `MIMO_API_KEY`; unset variables keep defaults."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        simple = {
+            "VISIONQ_REDIS_URL": "redis_url",
+            "VISIONQ_STORAGE_URL": "storage_url",
+            "VISIONQ_UPSTREAM_BASE_URL": "upstream_base_url",
+            "VISIONQ_UPSTREAM_ANTHROPIC_BASE_URL": "upstream_anthropic_base_url",
+            "MIMO_API_KEY": "mimo_api_key",
+            "VISIONQ_WEBHOOK_SECRET": "webhook_secret",
+            "VISIONQ_MAX_IMAGE_PIXELS": "max_image_pixels",
+            "VISIONQ_MAX_REQUEST_BYTES": "max_request_bytes",
+            "VISIONQ_DEFAULT_MODEL": "default_model",
+            "VISIONQ_RESULT_TTL": "result_ttl",
+            "VISIONQ_UPSTREAM_RPM": "upstream_rpm",
+            "VISIONQ_UPSTREAM_TPM": "upstream_tpm",
+            "VISIONQ_UPSTREAM_CONCURRENCY": "upstream_concurrency",
+            "VISIONQ_UPSTREAM_TIMEOUT": "upstream_timeout",
+            "VISIONQ_UPSTREAM_CONNECT_TIMEOUT": "upstream_connect_timeout",
+            "VISIONQ_UPSTREAM_MAX_ATTEMPTS": "upstream_max_attempts",
+            "VISIONQ_URL_FETCH_TIMEOUT": "url_fetch_timeout",
+        }
+        for var, field in simple.items():
+            if env.get(var, "").strip():
+                values[field] = env[var].strip()
+        if raw := env.get("VISIONQ_API_KEYS", "").strip():
+            values["api_keys"] = tuple(_pairs(raw, ":", "VISIONQ_API_KEYS").items())
+        auth = env.get("VISIONQ_AUTH", "").strip().lower()
+        if auth not in {"", "enabled", "disabled"}:
+            raise ConfigurationError("VISIONQ_AUTH must be 'enabled' or 'disabled'")
+        values["auth_disabled"] = auth == "disabled"
+        if raw := env.get("VISIONQ_ALLOW_PRIVATE_URLS", "").strip():
+            values["allow_private_urls"] = _bool(raw)
+        if raw := env.get("VISIONQ_WEBHOOK_RETRY_SCHEDULE", "").strip():
+            values["webhook_retry_schedule"] = tuple(
+                int(part) for part in raw.split(",") if part.strip()
+            )
+        if raw := env.get("VISIONQ_MODEL_CONTEXT", "").strip():
+            values["model_context"] = {
+                model: int(n) for model, n in _pairs(raw, "=", "VISIONQ_MODEL_CONTEXT").items()
+            }
+        try:
+            return cls.model_validate(values)
+        except ValueError as exc:
+            # Never echo the offending values: some of them are secrets.
+            fields = ", ".join(str(err["loc"][0]) for err in getattr(exc, "errors", list)())
+            raise ConfigurationError(f"invalid configuration in: {fields or exc}") from None
+
+    def tenant_for_key(self, key: str) -> str | None:
+        """The tenant owning `key`, comparing every key in constant time."""
+        found = None
+        for tenant, candidate in self.api_keys:
+            if hmac.compare_digest(candidate.get_secret_value().encode(), key.encode()):
+                found = tenant
+        return found

@@ -1,0 +1,47 @@
+"""The Celery application: configuration from settings, and the tasks.
+
+Tasks are thin: they find this process's `Runtime`, call a pipeline step, and turn what the
+step reports into Celery's vocabulary (chain to the next queue, retry with a countdown).
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery, Task
+
+from visionq import pipeline
+from visionq.errors import UpstreamRetryable
+from visionq.queues import PREPARE_TASK, UPSTREAM_QUEUE, UPSTREAM_TASK, celery_config
+from visionq.settings import Settings
+
+_runtimes: dict[int, pipeline.Runtime] = {}
+
+
+def runtime(app: Celery) -> pipeline.Runtime:
+    """One runtime per process, made after any fork so no connection is shared across one."""
+    pid = os.getpid()
+    if pid not in _runtimes:
+        _runtimes[pid] = pipeline.Runtime.from_settings(app.conf.visionq_settings)
+    return _runtimes[pid]
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("visionq")
+    app.conf.update(celery_config(settings))
+    app.conf.visionq_settings = settings
+
+    @app.task(name=PREPARE_TASK, bind=True)
+    def prepare(self: Task, job_id: str) -> None:
+        if pipeline.prepare(job_id, runtime(self.app)):
+            upstream.apply_async((job_id,), queue=UPSTREAM_QUEUE)
+
+    @app.task(name=UPSTREAM_TASK, bind=True, max_retries=None)
+    def upstream(self: Task, job_id: str) -> None:
+        try:
+            pipeline.call_upstream(job_id, runtime(self.app))
+        except UpstreamRetryable as exc:
+            countdown = pipeline.retry_delay(self.request.retries + 1, exc.retry_after)
+            raise self.retry(countdown=countdown, exc=exc) from None
+
+    return app
