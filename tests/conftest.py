@@ -43,7 +43,9 @@ class Process:
         self.log_path = logs / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "visionq", *args], env=env, stdout=self._log,
+            [sys.executable, "-m", "visionq", *args],
+            env=env,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
         )
 
@@ -99,8 +101,9 @@ class Stack:
         deadline = time.monotonic() + timeout
         with self.session(tenant) as http:
             while True:
-                job = http.get(f"{self.base_url}/v1/jobs/{job_id}", params={"wait": 10},
-                               timeout=30).json()
+                job = http.get(
+                    f"{self.base_url}/v1/jobs/{job_id}", params={"wait": 10}, timeout=30
+                ).json()
                 if job["status"] in ("succeeded", "failed", "canceled"):
                     return job
                 if time.monotonic() > deadline:
@@ -117,17 +120,19 @@ class Stack:
 
 def stack_env(redis_url: str, storage: Path, simulator_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VISIONQ_", "MIMO_"))}
-    env.update({
-        "VISIONQ_REDIS_URL": redis_url,
-        "VISIONQ_STORAGE_URL": f"file://{storage}",
-        "MIMO_API_KEY": SIM_KEY,
-        "VISIONQ_UPSTREAM_BASE_URL": f"{simulator_url}/v1",
-        "VISIONQ_UPSTREAM_ANTHROPIC_BASE_URL": f"{simulator_url}/anthropic",
-        "VISIONQ_API_KEYS": ",".join(f"{t}:{k}" for t, k in KEYS.items()),
-        "VISIONQ_ALLOW_PRIVATE_URLS": "true",
-        "VISIONQ_UPSTREAM_MAX_ATTEMPTS": "3",
-        "VISIONQ_UPSTREAM_TIMEOUT": "20",
-    })
+    env.update(
+        {
+            "VISIONQ_REDIS_URL": redis_url,
+            "VISIONQ_STORAGE_URL": f"file://{storage}",
+            "MIMO_API_KEY": SIM_KEY,
+            "VISIONQ_UPSTREAM_BASE_URL": f"{simulator_url}/v1",
+            "VISIONQ_UPSTREAM_ANTHROPIC_BASE_URL": f"{simulator_url}/anthropic",
+            "VISIONQ_API_KEYS": ",".join(f"{t}:{k}" for t, k in KEYS.items()),
+            "VISIONQ_ALLOW_PRIVATE_URLS": "true",
+            "VISIONQ_UPSTREAM_MAX_ATTEMPTS": "3",
+            "VISIONQ_UPSTREAM_TIMEOUT": "20",
+        }
+    )
     env.update(extra)
     return env
 
@@ -154,14 +159,26 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
     sim_port = free_port()
     simulator_url = f"http://127.0.0.1:{sim_port}"
     env = stack_env(redis_server.url, storage, simulator_url)
-    processes = [Process("simulator", ["simulator", "--port", str(sim_port), "--api-key",
-                                       SIM_KEY], env, logs)]
+    processes = [
+        Process(
+            "simulator", ["simulator", "--port", str(sim_port), "--api-key", SIM_KEY], env, logs
+        )
+    ]
     try:
         wait_for_http(f"{simulator_url}/", processes[0])
-        processes.append(Process("worker-prepare", ["worker", "--queues", "prepare",
-                                                    "--concurrency", "2"], env, logs))
-        processes.append(Process("worker-upstream", ["worker", "--queues", "upstream",
-                                                     "--concurrency", "16"], env, logs))
+        processes.append(
+            Process(
+                "worker-prepare", ["worker", "--queues", "prepare", "--concurrency", "2"], env, logs
+            )
+        )
+        processes.append(
+            Process(
+                "worker-upstream",
+                ["worker", "--queues", "upstream", "--concurrency", "16"],
+                env,
+                logs,
+            )
+        )
         api, base_url = start_api(env, logs)
         processes.append(api)
         yield Stack(base_url, redis_server.url, simulator_url, env, storage, processes)

@@ -312,7 +312,7 @@ class CompletionWaiter:
                         self._subscribed.set()
                     elif message["type"] == "message":
                         self._wake(message["data"].decode())
-            except Exception:  # noqa: BLE001 - this thread must outlive any Redis trouble
+            except Exception:
                 # Wake everyone so they re-read the record; then resubscribe.
                 self._subscribed.clear()
                 with self._lock:

@@ -24,17 +24,32 @@ def store(redis_server: RedisServer) -> Iterator[JobStore]:
 
 
 def _new(store: JobStore, tenant: str = "t1"):
-    return store.create(tenant=tenant, model="mimo-v2.5", api="openai", request={"messages": []},
-                        images=[{"index": 0, "source": "upload", "blob": "ab" * 32}],
-                        webhook_url=None, metadata={"k": "v"})
+    return store.create(
+        tenant=tenant,
+        model="mimo-v2.5",
+        api="openai",
+        request={"messages": []},
+        images=[{"index": 0, "source": "upload", "blob": "ab" * 32}],
+        webhook_url=None,
+        metadata={"k": "v"},
+    )
 
 
 def test_public_job_hides_internal_fields(store: JobStore) -> None:
     job = store.get(_new(store).id, tenant="t1").public()
     assert job["status"] == "queued"
-    assert job["images"] == [{"index": 0, "source": "upload", "format": None, "width": None,
-                              "height": None, "bytes": None, "sha256": None,
-                              "image_tokens": None}]
+    assert job["images"] == [
+        {
+            "index": 0,
+            "source": "upload",
+            "format": None,
+            "width": None,
+            "height": None,
+            "bytes": None,
+            "sha256": None,
+            "image_tokens": None,
+        }
+    ]
     assert "request" not in job and "tenant" not in job
     assert job["metadata"] == {"k": "v"}
 

@@ -34,6 +34,8 @@ def calc_image_tokens(height: int, width: int) -> int:
     grid_w = w_bar // PATCH_SIZE
     num_tokens = (grid_t * grid_h * grid_w) // (SPATIAL_MERGE_SIZE**2)
     return num_tokens
+
+
 # ---- end of the reference ----
 
 

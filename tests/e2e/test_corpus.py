@@ -1,0 +1,90 @@
+"""Every file of shared/corpus reaches its expected outcome, uploaded and as a data URL.
+
+`expected.tsv` gives `accepted` or `STATUS type` (`a|b` where either is right). A file
+found bad only by a worker must end `failed` with that type instead of an HTTP error.
+In every case: no 5xx, and the stack keeps serving (the last test checks that).
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import CORPUS, Stack
+
+EXPECTED = [
+    tuple(line.split("\t"))
+    for line in (CORPUS / "expected.tsv").read_text().splitlines()[1:]
+    if line.strip()
+]
+
+
+def _submit(stack: Stack, http: requests.Session, path: Path, how: str) -> requests.Response:
+    if how == "upload":
+        with path.open("rb") as f:
+            return http.post(
+                f"{stack.base_url}/v1/jobs",
+                files=[("image", (path.name, f))],
+                data={"prompt": "what is this"},
+                timeout=60,
+            )
+    # The declared MIME is a guess from the name, as a client would make it; the service
+    # judges from the bytes.
+    url = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+    return http.post(
+        f"{stack.base_url}/v1/jobs", json={"prompt": "what is this", "images": [url]}, timeout=60
+    )
+
+
+@pytest.fixture(scope="module")
+def outcomes(stack: Stack) -> dict[tuple[str, str], str]:
+    """Submit everything first, then collect, so the corpus runs through the queue at once."""
+    submitted: dict[tuple[str, str], requests.Response] = {}
+    with stack.session() as http:
+        for rel, _ in EXPECTED:
+            for how in ("upload", "data_url"):
+                submitted[(rel, how)] = _submit(stack, http, CORPUS / rel, how)
+    results = {}
+    for key, response in submitted.items():
+        assert response.status_code < 500, (key, response.text)
+        if response.status_code == 202:
+            job = stack.wait(response.json()["id"], timeout=120)
+            assert job["status"] in ("succeeded", "failed"), (key, job)
+            results[key] = (
+                "accepted" if job["status"] == "succeeded" else f"job {job['error']['type']}"
+            )
+        else:
+            results[key] = f"{response.status_code} {response.json()['error']['type']}"
+    return results
+
+
+@pytest.mark.parametrize("how", ["upload", "data_url"])
+@pytest.mark.parametrize(("rel", "expected"), EXPECTED, ids=[rel for rel, _ in EXPECTED])
+def test_corpus_file(outcomes: dict, rel: str, expected: str, how: str) -> None:
+    got = outcomes[(rel, how)]
+    if expected == "accepted":
+        assert got == "accepted"
+        return
+    allowed = set()
+    for option in expected.split("|"):
+        status, type_ = option.split()
+        allowed |= {f"{status} {type_}", f"job {type_}"}
+    assert got in allowed
+
+
+def test_stack_still_serves_after_the_corpus(stack: Stack, outcomes: dict) -> None:
+    assert len(outcomes) == 2 * len(EXPECTED)
+    job = stack.run(
+        {
+            "prompt": "still there?",
+            "images": [
+                "data:image/png;base64,"
+                + base64.b64encode((CORPUS / "good/hopper.png").read_bytes()).decode()
+            ],
+        }
+    )
+    assert job["status"] == "succeeded"
+    assert all(p.popen.poll() is None for p in stack.processes)

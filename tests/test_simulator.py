@@ -1,0 +1,400 @@
+"""The upstream simulator over real HTTP: what it validates, what it answers, how it fails.
+
+The service's own tests trust the simulator to stand in for MiMo, so these pin down the
+contract they rely on: the answer names the exact bytes received, in order; the token
+usage follows MiMo's formula; every fault directive produces the failure it promises.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask
+from PIL import Image
+from werkzeug.serving import make_server
+
+from tests.conftest import CORPUS, data_url
+from visionq import tokens
+from visionq.settings import MIMO_MAX_IMAGE_BYTES
+from visionq.simulator import create_app
+
+KEY = "sim-unit-key"
+AUTH = {"api-key": KEY}
+PNG = CORPUS / "good" / "hopper.png"
+JPEG = CORPUS / "good" / "hopper.jpg"
+TIFF = CORPUS / "other" / "hopper.tif"
+OPENAI = "/v1/chat/completions"
+ANTHROPIC = "/anthropic/v1/messages"
+
+
+@contextmanager
+def running(app: Flask) -> Iterator[str]:
+    """The app on a free loopback port in a background thread; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[str]:
+    with running(create_app(api_key=KEY)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def image_server() -> Iterator[str]:
+    """The corpus over HTTP, for URL images."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(CORPUS))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _post(url: str, body: Any, headers: dict[str, str] | None = None) -> requests.Response:
+    with requests.Session() as http:
+        return http.post(url, json=body, headers=AUTH if headers is None else headers, timeout=60)
+
+
+def _chat(text: str, *urls: str, model: str = "mimo-v2.5", system: str = "") -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": u}} for u in urls]
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": [*parts, {"type": "text", "text": text}]})
+    return {"model": model, "messages": messages, "max_completion_tokens": 64}
+
+
+def _saw(path: Path) -> str:
+    """How the simulator should name this file, computed independently with Pillow."""
+    data = path.read_bytes()
+    with Image.open(path) as image:
+        fmt = image.format.lower() if image.format else "?"
+        size = f"{image.width}x{image.height}"
+    return f"{fmt} {size} {len(data)}B sha256:{hashlib.sha256(data).hexdigest()[:12]}"
+
+
+def _formula(path: Path) -> int:
+    with Image.open(path) as image:
+        return tokens.image_tokens(image.width, image.height)
+
+
+def _error(response: requests.Response, status: int, needle: str = "") -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) >= {"message", "type", "code"}
+    assert error["code"] == str(status)
+    assert needle.lower() in error["message"].lower()
+    return error
+
+
+def test_a_png_data_url_is_named_and_billed_like_mimo(sim: str) -> None:
+    body = _chat("describe it", data_url(PNG), system="You are MiMo.")
+    response = _post(sim + OPENAI, body)
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Simulator"] == "visionq"
+    answer = response.json()
+    assert set(answer) == {
+        "id",
+        "object",
+        "created",
+        "model",
+        "system_fingerprint",
+        "choices",
+        "usage",
+    }
+    assert (answer["object"], answer["model"]) == ("chat.completion", "mimo-v2.5")
+    assert answer["system_fingerprint"] == "visionq-simulator"
+    [choice] = answer["choices"]
+    assert (choice["index"], choice["finish_reason"]) == (0, "stop")
+    message = choice["message"]
+    content, reasoning = message["content"], message["reasoning_content"]
+    assert content == f"simulator saw 1 image(s): #1 {_saw(PNG)}. text: describe it"
+    assert reasoning == "simulated reasoning over 1 image(s)"
+    assert (message["role"], message["tool_calls"]) == ("assistant", None)
+    usage = answer["usage"]
+    image_tokens = _formula(PNG)
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 0, "image_tokens": image_tokens}
+    text_chars = len("You are MiMo.") + len("describe it")
+    assert usage["prompt_tokens"] == image_tokens + text_chars // 4 + 1
+    assert usage["completion_tokens"] == len(content) // 4 + len(reasoning) // 4
+    assert usage["completion_tokens_details"] == {"reasoning_tokens": len(reasoning) // 4}
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_two_images_arrive_in_order(sim: str) -> None:
+    response = _post(sim + OPENAI, _chat("compare", data_url(JPEG), data_url(PNG)))
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    content = answer["choices"][0]["message"]["content"]
+    assert content.startswith("simulator saw 2 image(s): ")
+    assert f"#1 {_saw(JPEG)}; #2 {_saw(PNG)}. text: compare" in content
+    assert answer["usage"]["prompt_tokens_details"]["image_tokens"] == _formula(JPEG) + _formula(
+        PNG
+    )
+
+
+def test_image_urls_are_fetched_and_unfetchable_ones_refused(sim: str, image_server: str) -> None:
+    response = _post(sim + OPENAI, _chat("url", f"{image_server}/good/hopper.jpg"))
+    assert response.status_code == 200, response.text
+    assert f"#1 {_saw(JPEG)}" in response.json()["choices"][0]["message"]["content"]
+    missing = _post(sim + OPENAI, _chat("url", f"{image_server}/good/missing.png"))
+    _error(missing, 400, "could not fetch")
+    tiff = _post(sim + OPENAI, _chat("url", f"{image_server}/other/hopper.tif"))
+    _error(tiff, 400, "not an accepted image format")
+
+
+def test_keys_are_checked(sim: str) -> None:
+    wrong = _post(sim + OPENAI, _chat("x", data_url(PNG)), {"api-key": "not-the-key"})
+    error = _error(wrong, 401)
+    assert error["type"] == "authentication_error"
+    assert "not-the-key" not in wrong.text
+    _error(_post(sim + OPENAI, _chat("x", data_url(PNG)), {}), 401, "missing")
+    bearer = _post(sim + OPENAI, _chat("x", data_url(PNG)), {"Authorization": f"Bearer {KEY}"})
+    assert bearer.status_code == 200, bearer.text
+
+
+def test_without_a_configured_key_any_key_but_none_is_accepted() -> None:
+    with running(create_app(api_key=None)) as url:
+        assert _post(url + OPENAI, _chat("x"), {"api-key": "anything"}).status_code == 200
+        _error(_post(url + OPENAI, _chat("x"), {}), 401)
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (_chat("x") | {"model": "gpt-4o"}, "unknown model"),
+        ({"model": "mimo-v2.5", "messages": []}, "messages"),
+        (["not", "an", "object"], "json object"),
+    ],
+)
+def test_malformed_requests_are_400(sim: str, body: Any, needle: str) -> None:
+    error = _error(_post(sim + OPENAI, body), 400, needle)
+    assert error["type"] == "invalid_request_error"
+
+
+def test_a_declared_mime_must_match_the_bytes(sim: str) -> None:
+    response = _post(sim + OPENAI, _chat("x", data_url(PNG, "image/jpeg")))
+    _error(response, 400, "MIME type does not match the image")
+
+
+def test_a_tiff_is_refused(sim: str) -> None:
+    _error(_post(sim + OPENAI, _chat("x", data_url(TIFF, "image/tiff"))), 400, "not an accepted")
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("data:image/png;base64,iVBOR w0KGgo=", "base64"),
+        ("data:image/png,iVBORw0KGgo=", "data URL"),
+    ],
+)
+def test_bad_data_urls_are_400(sim: str, url: str, needle: str) -> None:
+    _error(_post(sim + OPENAI, _chat("x", url)), 400, needle)
+
+
+def test_a_base64_string_over_50_mb_is_413(sim: str) -> None:
+    url = "data:image/png;base64," + "A" * (MIMO_MAX_IMAGE_BYTES + 4)
+    _error(_post(sim + OPENAI, _chat("x", url)), 413, "limit")
+
+
+def test_over_the_context_length_is_400(sim: str) -> None:
+    text = "x" * (262_144 * 4)  # one token over mimo-v2-omni's window with the + 1
+    _error(_post(sim + OPENAI, _chat(text, model="mimo-v2-omni")), 400, "context length")
+    assert _post(sim + OPENAI, _chat(text, model="mimo-v2.5")).status_code == 200
+
+
+def test_anthropic_round_trip(sim: str) -> None:
+    body = {
+        "model": "mimo-v2-omni",
+        "max_tokens": 128,
+        "system": "Be brief.",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image",
+                        "source": {
+                            "type": "base64",
+                            "media_type": "image/jpeg",
+                            "data": base64.b64encode(JPEG.read_bytes()).decode(),
+                        },
+                    },
+                    {"type": "text", "text": "what is it"},
+                ],
+            }
+        ],
+    }
+    response = _post(sim + ANTHROPIC, body, {"x-api-key": KEY})
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Simulator"] == "visionq"
+    answer = response.json()
+    assert (answer["type"], answer["role"], answer["model"]) == (
+        "message",
+        "assistant",
+        "mimo-v2-omni",
+    )
+    assert answer["stop_reason"] == "end_turn"
+    thinking, text = answer["content"]
+    assert thinking == {
+        "type": "thinking",
+        "signature": "sim",
+        "thinking": "simulated reasoning over 1 image(s)",
+    }
+    assert text == {
+        "type": "text",
+        "text": f"simulator saw 1 image(s): #1 {_saw(JPEG)}. text: what is it",
+    }
+    chars = len("Be brief.") + len("what is it")
+    assert answer["usage"] == {
+        "input_tokens": _formula(JPEG) + chars // 4 + 1,
+        "output_tokens": len(text["text"]) // 4 + len(thinking["thinking"]) // 4,
+    }
+    missing = _post(sim + ANTHROPIC, {k: v for k, v in body.items() if k != "max_tokens"})
+    _error(missing, 400, "max_tokens")
+    assert missing.json()["type"] == "error"
+
+
+def test_anthropic_url_sources_are_fetched(sim: str, image_server: str) -> None:
+    body = {
+        "model": "mimo-v2.5",
+        "max_tokens": 8,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image",
+                        "source": {"type": "url", "url": f"{image_server}/good/hopper.png"},
+                    },
+                ],
+            }
+        ],
+    }
+    response = _post(sim + ANTHROPIC, body)
+    assert response.status_code == 200, response.text
+    assert f"#1 {_saw(PNG)}" in response.json()["content"][1]["text"]
+
+
+@pytest.mark.parametrize(
+    ("status", "extra", "retry_after"),
+    [
+        (429, "", "1"),
+        (429, ",retry_after=3", "3"),
+        (503, "", "1"),
+        (503, ",retry_after=0", "0"),
+    ],
+)
+def test_429_and_503_carry_retry_after(sim: str, status: int, extra: str, retry_after: str) -> None:
+    response = _post(sim + OPENAI, _chat(f"go [sim:status={status}{extra}]", data_url(PNG)))
+    _error(response, status, "simulated")
+    assert response.headers["Retry-After"] == retry_after
+
+
+@pytest.mark.parametrize("status", [400, 401, 402, 403, 404, 421, 500])
+def test_status_directives_on_both_endpoints(sim: str, status: int) -> None:
+    response = _post(sim + OPENAI, _chat(f"[sim:status={status}]", data_url(PNG)))
+    _error(response, status, "simulated")
+    assert "Retry-After" not in response.headers
+    body = {
+        "model": "mimo-v2.5",
+        "max_tokens": 8,
+        "messages": [{"role": "user", "content": f"[sim:status={status}]"}],
+    }
+    anthropic = _post(sim + ANTHROPIC, body)
+    _error(anthropic, status, "simulated")
+    assert anthropic.json()["type"] == "error"
+
+
+def test_drop_closes_the_connection_without_an_answer(sim: str) -> None:
+    with pytest.raises(requests.ConnectionError):
+        _post(sim + OPENAI, _chat("[sim:drop]", data_url(PNG)))
+    assert _post(sim + OPENAI, _chat("after the drop", data_url(PNG))).status_code == 200
+
+
+def test_malformed_is_a_200_that_is_not_json(sim: str) -> None:
+    response = _post(sim + OPENAI, _chat("[sim:malformed]", data_url(PNG)))
+    assert response.status_code == 200
+    with pytest.raises(requests.JSONDecodeError):
+        response.json()
+
+
+def test_fail_first_fails_the_same_body_n_times_then_answers(sim: str) -> None:
+    body = _chat("retry me [sim:fail_first=2,retry_after=0]", data_url(PNG))
+    statuses = [_post(sim + OPENAI, body).status_code for _ in range(4)]
+    assert statuses == [503, 503, 200, 200]
+    other = _chat("someone else [sim:fail_first=2,retry_after=0]", data_url(PNG))
+    assert _post(sim + OPENAI, other).status_code == 503  # its own count
+
+
+def test_fail_first_applies_to_the_given_status(sim: str) -> None:
+    body = _chat("[sim:status=429,fail_first=1]", data_url(JPEG))
+    assert [_post(sim + OPENAI, body).status_code for _ in range(2)] == [429, 200]
+
+
+def test_latency_directive_delays_the_answer(sim: str) -> None:
+    started = time.monotonic()
+    response = _post(sim + OPENAI, _chat("[sim:latency=0.6]", data_url(PNG)))
+    assert response.status_code == 200
+    assert time.monotonic() - started >= 0.6
+
+
+def test_slow_body_streams_the_json_over_the_given_time(sim: str) -> None:
+    with (
+        requests.Session() as http,
+        http.post(
+            sim + OPENAI,
+            json=_chat("[sim:slow_body=1]", data_url(PNG)),
+            headers=AUTH,
+            stream=True,
+            timeout=30,
+        ) as response,
+    ):
+        headers_at = time.monotonic()
+        assert response.status_code == 200
+        answer = response.json()
+        body_took = time.monotonic() - headers_at
+    assert answer["choices"][0]["message"]["content"].startswith("simulator saw 1 image(s)")
+    assert body_took >= 0.8  # the headers came first, the pieces of the body over ~1 s
+
+
+def test_unknown_directives_are_refused(sim: str) -> None:
+    _error(_post(sim + OPENAI, _chat("[sim:explode]", data_url(PNG))), 400, "directive")
+
+
+def test_runtime_latency_config_and_stats() -> None:
+    with running(create_app(api_key=KEY)) as url, requests.Session() as http:
+        assert http.post(url + "/_sim/config", json={"latency": 0.5}, timeout=10).json() == {
+            "latency": 0.5
+        }
+        started = time.monotonic()
+        assert _post(url + OPENAI, _chat("slow", data_url(PNG))).status_code == 200
+        assert time.monotonic() - started >= 0.5
+        http.post(url + "/_sim/config", json={"latency": 0}, timeout=10).close()
+        _error(_post(url + OPENAI, _chat("x"), {"api-key": "wrong"}), 401)
+        _error(_post(url + OPENAI, _chat("[sim:status=503]")), 503)
+        with pytest.raises(requests.ConnectionError):
+            _post(url + OPENAI, _chat("[sim:drop]"))
+        bad = http.post(url + "/_sim/config", json={"latency": -1}, timeout=10)
+        assert bad.status_code == 400
+        stats = http.get(url + "/_sim/stats", timeout=10).json()
+    assert stats == {"requests": 4, "by_status": {"200": 1, "401": 1, "503": 1, "dropped": 1}}

@@ -1,0 +1,98 @@
+"""The pipeline steps called directly, without Celery, against real Redis and the simulator."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CORPUS, SIM_KEY, Stack
+from visionq import pipeline
+from visionq.errors import UpstreamRetryable
+from visionq.intake import Intake
+from visionq.models import JobRequest
+from visionq.settings import Settings
+
+
+@pytest.fixture
+def runtime(stack: Stack, tmp_path: Path) -> pipeline.Runtime:
+    settings = Settings(
+        redis_url=stack.redis_url.replace("/0", "/3"),
+        storage_url=f"file://{tmp_path}",
+        upstream_base_url=f"{stack.simulator_url}/v1",
+        mimo_api_key=SIM_KEY,
+        upstream_max_attempts=2,
+    )
+    return pipeline.Runtime.from_settings(settings)
+
+
+def _submit(rt: pipeline.Runtime, prompt: str, *paths: Path) -> str:
+    uploads = [io.BytesIO(p.read_bytes()) for p in paths]
+    request = JobRequest(prompt=prompt, images=[])
+    return Intake(rt.settings, rt.store, rt.jobs).submit(request, tenant="t", uploads=uploads).id
+
+
+def test_prepare_then_upstream(runtime: pipeline.Runtime) -> None:
+    job_id = _submit(runtime, "two", CORPUS / "good/hopper.png", CORPUS / "good/hopper.jpg")
+    assert pipeline.prepare(job_id, runtime)
+    job = runtime.jobs.get(job_id, tenant="t").public()
+    assert job["status"] == "running"
+    assert [i["format"] for i in job["images"]] == ["png", "jpeg"]
+    pipeline.call_upstream(job_id, runtime)
+    job = runtime.jobs.get(job_id, tenant="t").public()
+    assert job["status"] == "succeeded"
+    assert job["result"]["content"].startswith("simulator saw 2 image(s)")
+    with pytest.raises(FileNotFoundError):
+        runtime.store.open_body(job_id)  # the prepared body is removed once finished
+
+
+def test_prepare_twice_is_harmless(runtime: pipeline.Runtime) -> None:
+    job_id = _submit(runtime, "again", CORPUS / "good/hopper.gif")
+    assert pipeline.prepare(job_id, runtime)
+    assert pipeline.prepare(job_id, runtime)  # a redelivered message
+    pipeline.call_upstream(job_id, runtime)
+    pipeline.call_upstream(job_id, runtime)  # and again: the job is finished, nothing happens
+    job = runtime.jobs.get(job_id, tenant="t").public()
+    assert job["status"] == "succeeded"
+    assert job["attempts"] == 1
+
+
+def test_undecodable_image_fails_in_prepare(runtime: pipeline.Runtime) -> None:
+    job_id = _submit(runtime, "bad", CORPUS / "bad/truncated_jpeg.jpg")
+    assert not pipeline.prepare(job_id, runtime)
+    job = runtime.jobs.get(job_id, tenant="t").public()
+    assert job["status"] == "failed"
+    assert job["error"]["type"] == "invalid_image"
+
+
+def test_retryable_error_is_raised_until_the_budget_is_spent(runtime: pipeline.Runtime) -> None:
+    job_id = _submit(runtime, "[sim:status=503,retry_after=0]", CORPUS / "good/hopper.png")
+    assert pipeline.prepare(job_id, runtime)
+    with pytest.raises(UpstreamRetryable):
+        pipeline.call_upstream(job_id, runtime)
+    pipeline.call_upstream(job_id, runtime)  # the second of two attempts gives up
+    job = runtime.jobs.get(job_id, tenant="t").public()
+    assert job["status"] == "failed"
+    assert job["error"]["type"] == "upstream_unavailable"
+
+
+def test_context_window_is_checked_before_the_call(stack: Stack, tmp_path: Path) -> None:
+    settings = Settings(
+        redis_url=stack.redis_url.replace("/0", "/3"),
+        storage_url=f"file://{tmp_path}",
+        mimo_api_key=SIM_KEY,
+        upstream_base_url=f"{stack.simulator_url}/v1",
+        model_context={"mimo-v2.5": 100},
+    )
+    rt = pipeline.Runtime.from_settings(settings)
+    job_id = _submit(rt, "x", CORPUS / "good/hopper.png")  # 128x128: 16 tokens + text
+    big = _submit(rt, "x", CORPUS / "good/hopper.png", *[CORPUS / "good/hopper.jpg"] * 6)
+    assert pipeline.prepare(job_id, rt)
+    assert not pipeline.prepare(big, rt)
+    assert rt.jobs.get(big, tenant="t").public()["error"]["type"] == "context_length_exceeded"
+
+
+def test_retry_delay_honours_retry_after() -> None:
+    assert pipeline.retry_delay(1, 7.0) >= 7.0
+    assert all(0 <= pipeline.retry_delay(3, None) <= 4 for _ in range(100))

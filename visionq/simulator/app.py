@@ -1,0 +1,344 @@
+"""The upstream simulator: a MiMo-compatible HTTP API that answers without a model.
+
+It exists so that the service, its tests and its benchmarks can run end to end without a
+paid key, and so that every failure path of the upstream (429s, 5xx, dropped connections,
+garbage bodies, slow bodies, long latency) can be provoked on demand. It validates requests
+as MiMo's documentation says MiMo does, and its answer names exactly which image bytes
+arrived, in which order, so a test can prove the service sent the right ones.
+
+All state (configured latency, counters) lives on the app object: two apps in one process
+never share anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import math
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from visionq.settings import MODELS
+from visionq.simulator.inputs import Api, Chat, Received, SimError, load_image, parse_chat
+
+#: MiMo's context windows (its "Pricing and Rate Limits" page). The service's own copy is
+#: configurable for its pre-check; this one is the upstream's truth and is not.
+CONTEXT_LENGTH: dict[str, int] = {"mimo-v2.5": 1_048_576, "mimo-v2-omni": 262_144}
+_STATE = "visionq_simulator"
+_CHAT_ENDPOINTS = {"openai_chat", "anthropic_messages"}
+_SLOW_BODY_PIECES = 20
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    421: "content_filter_error",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+@dataclass
+class SimState:
+    """One app's mutable state; every access goes through the lock (the server is threaded)."""
+
+    api_key: str | None
+    latency: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    requests: int = 0
+    by_status: Counter[str] = field(default_factory=Counter)
+    attempts: Counter[str] = field(default_factory=Counter)
+
+    def current_latency(self) -> float:
+        with self.lock:
+            return self.latency
+
+    def set_latency(self, latency: float) -> None:
+        with self.lock:
+            self.latency = latency
+
+    def record(self, outcome: str) -> None:
+        with self.lock:
+            self.requests += 1
+            self.by_status[outcome] += 1
+
+    def attempt(self, key: str) -> int:
+        """Count one more request for `fail_first` under `key`; returns the new count."""
+        with self.lock:
+            self.attempts[key] += 1
+            return self.attempts[key]
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {"requests": self.requests, "by_status": dict(self.by_status)}
+
+
+def _state() -> SimState:
+    state: SimState = current_app.extensions[_STATE]
+    return state
+
+
+def _non_negative(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a number")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{what} must be a finite number >= 0")
+    return float(value)
+
+
+def create_app(*, api_key: str | None, latency: float = 0.0) -> Flask:
+    """A fresh simulator app. `api_key=None` accepts any non-empty key (but not none)."""
+    app = Flask("visionq.simulator")
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep MiMo's documented order
+    app.extensions[_STATE] = SimState(api_key=api_key, latency=_non_negative(latency, "latency"))
+
+    @app.post("/v1/chat/completions", endpoint="openai_chat")
+    def openai_chat() -> Response:
+        return _chat("openai")
+
+    @app.post("/anthropic/v1/messages", endpoint="anthropic_messages")
+    def anthropic_messages() -> Response:
+        return _chat("anthropic")
+
+    @app.get("/")
+    def index() -> Response:
+        return jsonify(
+            service="visionq-simulator",
+            note="a development stand-in for MiMo, not the real model",
+            models=list(MODELS),
+            endpoints=["/v1/chat/completions", "/anthropic/v1/messages"],
+        )
+
+    @app.get("/_sim/stats")
+    def stats() -> Response:
+        return jsonify(_state().stats())
+
+    @app.route("/_sim/config", methods=["GET", "POST"])
+    def config() -> Response:
+        state = _state()
+        if request.method == "POST":
+            body = request.get_json(silent=True)
+            if not isinstance(body, dict) or set(body) - {"latency"}:
+                return _openai_error(SimError(400, 'the body must be {"latency": seconds}'))
+            if "latency" in body:
+                try:
+                    state.set_latency(_non_negative(body["latency"], "latency"))
+                except ValueError as exc:
+                    return _openai_error(SimError(400, str(exc), param="latency"))
+        return jsonify(latency=state.current_latency())
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        return _openai_error(SimError(exc.code or 500, exc.description or exc.name))
+
+    @app.after_request
+    def mark(response: Response) -> Response:
+        response.headers["X-Simulator"] = "visionq"
+        if request.endpoint in _CHAT_ENDPOINTS:
+            _state().record("dropped" if g.get("sim_dropped") else str(response.status_code))
+        return response
+
+    return app
+
+
+def _chat(api: Api) -> Response:
+    """One chat call: auth, parse, latency, faults, then the images and the answer."""
+    state = _state()
+    raw = request.get_data(cache=False)
+    delay = state.current_latency()
+    try:
+        _authenticate(state, api)
+        chat = parse_chat(api, raw)
+    except SimError as exc:
+        time.sleep(delay)
+        return _error(api, exc)
+    directives = chat.directives
+    time.sleep(delay if directives.latency is None else directives.latency)
+    if directives.fails:
+        fault = _fault(api, chat, raw)
+        if fault is not None:
+            return fault
+    try:
+        received = [load_image(ref) for ref in chat.images]
+        body = _answer(api, chat, received)
+    except SimError as exc:
+        return _error(api, exc)
+    if directives.slow_body:
+        return _slow_json(body, directives.slow_body)
+    return jsonify(body)
+
+
+def _authenticate(state: SimState, api: Api) -> None:
+    """`api-key`, else `Authorization: Bearer`, else (Anthropic) `x-api-key`. Never echoed."""
+    headers = request.headers
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    presented = (
+        headers.get("api-key")
+        or (token.strip() if scheme.lower() == "bearer" else "")
+        or (headers.get("x-api-key", "") if api == "anthropic" else "")
+    )
+    if not presented:
+        raise SimError(401, "missing API key (send it in the api-key header)")
+    if state.api_key is not None and not hmac.compare_digest(
+        presented.encode(), state.api_key.encode()
+    ):
+        raise SimError(401, "invalid API key")
+
+
+def _fault(api: Api, chat: Chat, raw: bytes) -> Response | None:
+    """The failure the directives ask for, or None once `fail_first` failures were served.
+
+    `fail_first=N` counts requests by their directive text and the hash of the whole body, so
+    the retries of one job share a count while other requests do not disturb it.
+    """
+    d = chat.directives
+    if d.fail_first is not None:
+        key = hashlib.sha256(
+            chat.directive_text.encode() + b"\0" + hashlib.sha256(raw).digest()
+        ).hexdigest()
+        if _state().attempt(key) > d.fail_first:
+            return None
+    if d.drop:
+        return _drop(api)
+    if d.status is None and d.malformed:
+        return Response(
+            '{"id": "sim-malformed", "choices": [{"mess', 200, content_type="application/json"
+        )
+    status = d.status or 503
+    headers = {}
+    if d.retry_after is not None or status in (429, 503):
+        headers["Retry-After"] = f"{1.0 if d.retry_after is None else d.retry_after:g}"
+    message = f"simulated {status} ({chat.directive_text})"
+    return _error(api, SimError(status, message, headers=headers))
+
+
+def _drop(api: Api) -> Response:
+    """Close the connection with no response at all, as a crashed upstream or proxy would.
+
+    Shutting the socket down makes the server's write of the response fail, which werkzeug
+    (and gunicorn) treat as a client that went away: nothing reaches the client.
+    """
+    sock = request.environ.get("werkzeug.socket") or request.environ.get("gunicorn.socket")
+    if not isinstance(sock, socket.socket):
+        message = "the drop directive needs a server that exposes its socket"
+        return _error(api, SimError(500, message))
+    g.sim_dropped = True
+    with contextlib.suppress(OSError):  # already gone: the effect we wanted anyway
+        sock.shutdown(socket.SHUT_RDWR)
+    return Response(b"", 444)  # never sent; nginx's "no response" code, for the server's log
+
+
+def _answer(api: Api, chat: Chat, received: list[Received]) -> dict[str, Any]:
+    """The deterministic answer, its token usage, and MiMo's context-length refusal."""
+    image_tokens = sum(image.tokens for image in received)
+    text_tokens = chat.text_chars // 4 + 1
+    prompt_tokens = image_tokens + text_tokens
+    window = CONTEXT_LENGTH[chat.model]
+    if prompt_tokens > window:
+        raise SimError(
+            400,
+            f"This model's maximum context length is {window} tokens; the request needs "
+            f"{prompt_tokens} ({image_tokens} for images, {text_tokens} for text)",
+            param="messages",
+        )
+    content = (
+        f"simulator saw {len(received)} image(s): "
+        + "; ".join(image.describe(number) for number, image in enumerate(received, 1))
+        + f". text: {' | '.join(chat.user_texts)}"
+    )
+    reasoning = f"simulated reasoning over {len(received)} image(s)"
+    reasoning_tokens = len(reasoning) // 4
+    completion_tokens = len(content) // 4 + reasoning_tokens
+    answer_id = uuid.uuid4().hex
+    if api == "anthropic":
+        return {
+            "id": f"msg_{answer_id}",
+            "type": "message",
+            "role": "assistant",
+            "model": chat.model,
+            "content": [
+                {"type": "thinking", "thinking": reasoning, "signature": "sim"},
+                {"type": "text", "text": content},
+            ],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
+        }
+    return {
+        "id": answer_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": chat.model,
+        "system_fingerprint": "visionq-simulator",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {
+                    "role": "assistant",
+                    "content": content,
+                    "reasoning_content": reasoning,
+                    "tool_calls": None,
+                },
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
+            "prompt_tokens_details": {"cached_tokens": 0, "image_tokens": image_tokens},
+        },
+    }
+
+
+def _slow_json(body: dict[str, Any], seconds: float) -> Response:
+    """A 200 whose JSON arrives in pieces spread over `seconds` (headers come at once)."""
+    data = jsonify(body).get_data()
+    size = -(-len(data) // _SLOW_BODY_PIECES)
+    pieces = [data[i : i + size] for i in range(0, len(data), size)]
+    pause = seconds / max(1, len(pieces) - 1)
+
+    def stream() -> Iterator[bytes]:
+        for index, piece in enumerate(pieces):
+            if index:
+                time.sleep(pause)
+            yield piece
+
+    response = Response(stream(), 200, content_type="application/json")
+    response.headers["Content-Length"] = str(len(data))
+    return response
+
+
+def _error_object(exc: SimError) -> dict[str, Any]:
+    fallback = "api_error" if exc.status >= 500 else "invalid_request_error"
+    kind = _ERROR_TYPES.get(exc.status, fallback)
+    return {"message": exc.message, "type": kind, "param": exc.param, "code": str(exc.status)}
+
+
+def _openai_error(exc: SimError) -> Response:
+    response = jsonify(error=_error_object(exc))
+    response.status_code = exc.status
+    response.headers.update(exc.headers)
+    return response
+
+
+def _error(api: Api, exc: SimError) -> Response:
+    """OpenAI's `{"error": {...}}`, or Anthropic's `{"type": "error", "error": {...}}`."""
+    if api == "openai":
+        return _openai_error(exc)
+    response = jsonify(type="error", error=_error_object(exc))
+    response.status_code = exc.status
+    response.headers.update(exc.headers)
+    return response

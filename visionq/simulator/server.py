@@ -1,0 +1,32 @@
+"""Running the simulator as a real threaded HTTP server (the `visionq simulator` command).
+
+Werkzeug's server rather than gunicorn: one process keeps the simulator's counters and
+`fail_first` bookkeeping in one place, and threads let slow or sleeping answers overlap
+the way a real upstream's do.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from werkzeug.serving import make_server
+
+from visionq.simulator.app import create_app
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8001,
+    api_key: str | None = None,
+    latency: float = 0.0,
+) -> None:
+    """Serve the simulator on `host:port` until interrupted (Ctrl-C or SIGTERM's default)."""
+    server = make_server(host, port, create_app(api_key=api_key, latency=latency), threaded=True)
+    url = f"http://{host}:{server.port}"
+    print(f"visionq simulator listening on {url}", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
