@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 from visionq.queues import QUEUES
 from visionq.redisserver import RedisServer, answers
@@ -33,7 +34,11 @@ def run(*, api_port: int, simulator_port: int, var_dir: Path) -> int:
     if answers(settings.redis_url):
         _say(f"using Redis at {settings.redis_url}")
     else:
-        embedded = RedisServer(var_dir / "redis").start()
+        # Where the configured URL is local, take its port, so that a worker started by
+        # hand in another terminal with the same settings finds this Redis.
+        parsed = urlparse(settings.redis_url)
+        local = parsed.hostname in ("127.0.0.1", "localhost") and parsed.port
+        embedded = RedisServer(var_dir / "redis", parsed.port if local else None).start()
         env["VISIONQ_REDIS_URL"] = embedded.url
         _say(f"no Redis answered at {settings.redis_url}; started one at {embedded.url}")
 

@@ -45,7 +45,7 @@ class RedisServer:
     """A `redis-server` child process on loopback, with AOF so a restart keeps the jobs."""
 
     def __init__(self, data_dir: Path, port: int | None = None, *, appendonly: bool = True):
-        self.data_dir = data_dir
+        self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.appendonly = appendonly
         self.process: subprocess.Popen[bytes] | None = None
