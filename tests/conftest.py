@@ -9,11 +9,15 @@ Nothing is mocked; the simulator is the one stand-in, for the paid upstream.
 from __future__ import annotations
 
 import base64
+import functools
+import http.server
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +100,14 @@ class Stack:
     def submit(self, body: dict[str, Any], tenant: str = "alice") -> requests.Response:
         with self.session(tenant) as http:
             return http.post(f"{self.base_url}/v1/jobs", json=body, timeout=60)
+
+    def upload(
+        self, paths: list[Path], data: dict[str, str], tenant: str = "alice"
+    ) -> requests.Response:
+        """A multipart submit: each path as an `image` file, in order, plus form fields."""
+        with self.session(tenant) as http, ExitStack() as files:
+            parts = [("image", (p.name, files.enter_context(p.open("rb")))) for p in paths]
+            return http.post(f"{self.base_url}/v1/jobs", files=parts, data=data, timeout=60)
 
     def wait(self, job_id: str, tenant: str = "alice", timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -185,3 +197,16 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
     finally:
         for process in reversed(processes):
             process.stop()
+
+
+@pytest.fixture(scope="session")
+def image_server() -> Iterator[str]:
+    """The corpus over HTTP on loopback, for URL images (the stack allows private URLs)."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(CORPUS))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

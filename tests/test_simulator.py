@@ -8,9 +8,7 @@ usage follows MiMo's formula; every fault directive produces the failure it prom
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
-import http.server
 import threading
 import time
 from collections.abc import Iterator
@@ -56,19 +54,6 @@ def running(app: Flask) -> Iterator[str]:
 def sim() -> Iterator[str]:
     with running(create_app(api_key=KEY)) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def image_server() -> Iterator[str]:
-    """The corpus over HTTP, for URL images."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(CORPUS))
-    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def _post(url: str, body: Any, headers: dict[str, str] | None = None) -> requests.Response:

@@ -7,13 +7,12 @@ In every case: no 5xx, and the stack keeps serving (the last test checks that).
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import CORPUS, Stack
+from tests.conftest import CORPUS, Stack, data_url
 
 EXPECTED = [
     tuple(line.split("\t"))
@@ -22,31 +21,20 @@ EXPECTED = [
 ]
 
 
-def _submit(stack: Stack, http: requests.Session, path: Path, how: str) -> requests.Response:
+def _submit(stack: Stack, path: Path, how: str) -> requests.Response:
     if how == "upload":
-        with path.open("rb") as f:
-            return http.post(
-                f"{stack.base_url}/v1/jobs",
-                files=[("image", (path.name, f))],
-                data={"prompt": "what is this"},
-                timeout=60,
-            )
-    # The declared MIME is a guess from the name, as a client would make it; the service
-    # judges from the bytes.
-    url = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
-    return http.post(
-        f"{stack.base_url}/v1/jobs", json={"prompt": "what is this", "images": [url]}, timeout=60
-    )
+        return stack.upload([path], {"prompt": "what is this"})
+    # Every file is declared image/png, wrongly for most: the service judges from the bytes.
+    return stack.submit({"prompt": "what is this", "images": [data_url(path, "image/png")]})
 
 
 @pytest.fixture(scope="module")
 def outcomes(stack: Stack) -> dict[tuple[str, str], str]:
     """Submit everything first, then collect, so the corpus runs through the queue at once."""
     submitted: dict[tuple[str, str], requests.Response] = {}
-    with stack.session() as http:
-        for rel, _ in EXPECTED:
-            for how in ("upload", "data_url"):
-                submitted[(rel, how)] = _submit(stack, http, CORPUS / rel, how)
+    for rel, _ in EXPECTED:
+        for how in ("upload", "data_url"):
+            submitted[(rel, how)] = _submit(stack, CORPUS / rel, how)
     results = {}
     for key, response in submitted.items():
         assert response.status_code < 500, (key, response.text)
@@ -77,14 +65,6 @@ def test_corpus_file(outcomes: dict, rel: str, expected: str, how: str) -> None:
 
 def test_stack_still_serves_after_the_corpus(stack: Stack, outcomes: dict) -> None:
     assert len(outcomes) == 2 * len(EXPECTED)
-    job = stack.run(
-        {
-            "prompt": "still there?",
-            "images": [
-                "data:image/png;base64,"
-                + base64.b64encode((CORPUS / "good/hopper.png").read_bytes()).decode()
-            ],
-        }
-    )
+    job = stack.run({"prompt": "still there?", "images": [data_url(CORPUS / "good/hopper.png")]})
     assert job["status"] == "succeeded"
     assert all(p.popen.poll() is None for p in stack.processes)

@@ -136,10 +136,7 @@ def test_non_image_data_url_is_415(stack: Stack) -> None:
 
 
 def test_non_image_upload_is_415(stack: Stack) -> None:
-    with stack.session() as http, (CORPUS / "other/hopper.psd").open("rb") as f:
-        response = http.post(
-            f"{stack.base_url}/v1/jobs", files=[("image", ("a.png", f))], data={"prompt": "x"}
-        )
+    response = stack.upload([CORPUS / "other/hopper.psd"], {"prompt": "x"})
     _error(response, 415, "unsupported_media_type")
 
 
@@ -161,10 +158,7 @@ def test_upload_over_50mb_is_413(stack: Stack, tmp_path: Path) -> None:
     with big.open("wb") as out:
         out.write((GOOD / "hopper.png").read_bytes())
         out.truncate(MIMO_MAX_IMAGE_BYTES + 1)
-    with stack.session() as http, big.open("rb") as f:
-        response = http.post(
-            f"{stack.base_url}/v1/jobs", files=[("image", ("big.png", f))], data={"prompt": "x"}
-        )
+    response = stack.upload([big], {"prompt": "x"})
     _error(response, 413, "payload_too_large")
 
 

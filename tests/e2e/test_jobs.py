@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import json
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import requests
 from PIL import Image
 
@@ -35,19 +30,6 @@ def _saw(path: Path) -> str:
 def _formula(path: Path) -> int:
     with Image.open(path) as image:
         return tokens.image_tokens(image.width, image.height)
-
-
-@pytest.fixture(scope="module")
-def image_server() -> Iterator[str]:
-    """The corpus over HTTP on loopback, for URL images (the stack allows private URLs)."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(CORPUS))
-    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_messages_with_a_data_url(stack: Stack) -> None:
@@ -126,16 +108,10 @@ def test_url_to_a_non_image_fails_the_job(stack: Stack, image_server: str) -> No
 
 
 def test_multipart_plain_fields(stack: Stack) -> None:
-    with (
-        stack.session() as http,
-        (GOOD / "hopper.jpg").open("rb") as a,
-        (GOOD / "hopper.png").open("rb") as b,
-    ):
-        response = http.post(
-            f"{stack.base_url}/v1/jobs",
-            files=[("image", ("a.jpg", a)), ("image", ("b.png", b))],
-            data={"prompt": "describe", "max_completion_tokens": "64"},
-        )
+    response = stack.upload(
+        [GOOD / "hopper.jpg", GOOD / "hopper.png"],
+        {"prompt": "describe", "max_completion_tokens": "64"},
+    )
     assert response.status_code == 202, response.text
     job = stack.wait(response.json()["id"])
     assert job["status"] == "succeeded", job
@@ -157,16 +133,9 @@ def test_multipart_request_with_upload_references(stack: Stack) -> None:
             }
         ]
     }
-    with (
-        stack.session() as http,
-        (GOOD / "hopper.jpg").open("rb") as a,
-        (GOOD / "hopper.png").open("rb") as b,
-    ):
-        response = http.post(
-            f"{stack.base_url}/v1/jobs",
-            files=[("image", ("a.jpg", a)), ("image", ("b.png", b))],
-            data={"request": json.dumps(request)},
-        )
+    response = stack.upload(
+        [GOOD / "hopper.jpg", GOOD / "hopper.png"], {"request": json.dumps(request)}
+    )
     assert response.status_code == 202, response.text
     job = stack.wait(response.json()["id"])
     assert job["status"] == "succeeded", job
