@@ -39,17 +39,20 @@ def main() -> None:
     times = []
     for _ in range(args.n + 5):
         started = time.perf_counter()
-        job = http.post(f"{args.url}/v1/jobs", files=[("image", ("x.png", image))],
-                        data={"prompt": "describe"}).json()
+        job = http.post(
+            f"{args.url}/v1/jobs", files=[("image", ("x.png", image))], data={"prompt": "describe"}
+        ).json()
         while job["status"] not in ("succeeded", "failed", "canceled"):
             job = http.get(f"{args.url}/v1/jobs/{job['id']}", params={"wait": 30}).json()
         assert job["status"] == "succeeded", job
         times.append(time.perf_counter() - started)
     times = sorted(times[5:])  # the first few warm up connections and processes
     p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
-    print(f"{len(times)} jobs of a {len(image) // 1024} KB PNG: "
-          f"median {statistics.median(times) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
-          f"min {times[0] * 1000:.1f} ms")
+    print(
+        f"{len(times)} jobs of a {len(image) // 1024} KB PNG: "
+        f"median {statistics.median(times) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
+        f"min {times[0] * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":
