@@ -8,6 +8,7 @@ from flask import current_app
 from kombu.exceptions import OperationalError
 
 from visionq.errors import Unavailable
+from visionq.idempotency import IdempotencyKeys
 from visionq.intake import Intake
 from visionq.jobs import JobStore
 from visionq.queues import PREPARE_QUEUE, PREPARE_TASK, celery_config
@@ -29,6 +30,7 @@ class Services:
         self.store = open_store(settings.storage_url)
         self.jobs = JobStore(self.redis, ttl=settings.result_ttl)
         self.intake = Intake(settings, self.store, self.jobs)
+        self.idempotency = IdempotencyKeys(self.redis)
         self._celery = Celery("visionq-intake")
         self._celery.conf.update(celery_config(settings))
 

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from typing import Any
+from typing import Any, get_args
 
 from flask import Blueprint, g, jsonify, request
 
 from service.deps import services
+from visionq import retention
 from visionq.errors import InvalidRequest
-from visionq.models import JobRequest
+from visionq.jobs import JobRecord
+from visionq.models import JobRequest, JobStatus
 
 blueprint = Blueprint("jobs", __name__)
 
 MAX_WAIT_SECONDS = 60.0
+MAX_LIST_LIMIT = 100
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+JOB_STATUSES = get_args(JobStatus)
 _FORM_FIELDS = {
     "prompt",
     "system",
@@ -89,10 +95,14 @@ def create_job() -> Any:
     wait = _wait_seconds(prefer.group(1) if prefer else None, param="Prefer")
     job_request, uploads = parse_job_request()
     svc = services()
-    record = svc.intake.submit(job_request, tenant=g.tenant, uploads=uploads)
-    svc.enqueue_prepare(record.id)
-    status = 202
-    if wait > 0:
+    idempotency_key = request.headers.get("Idempotency-Key")
+    if idempotency_key is None:
+        record = svc.intake.submit(job_request, tenant=g.tenant, uploads=uploads)
+        svc.enqueue_prepare(record.id)
+        status = 202
+    else:
+        record, status = _submit_once(idempotency_key, job_request, uploads)
+    if wait > 0 and status == 202:
         record = svc.jobs.wait(record.id, tenant=g.tenant, timeout=wait)
         status = 201 if record.finished else 202
     response = jsonify(record.public())
@@ -101,8 +111,81 @@ def create_job() -> Any:
     return response
 
 
+def _fingerprint(job_request: JobRequest, uploads: list[Any]) -> str:
+    """The body's identity: the validated request, canonical, and each upload's bytes."""
+    digest = hashlib.sha256(job_request.model_dump_json(exclude_none=True).encode())
+    for stream in uploads:
+        stream.seek(0)
+        digest.update(hashlib.file_digest(stream, "sha256").digest())
+        stream.seek(0)
+    return digest.hexdigest()
+
+
+def _submit_once(key: str, job_request: JobRequest, uploads: list[Any]) -> tuple[JobRecord, int]:
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidRequest(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
+            param="Idempotency-Key",
+        )
+    svc = services()
+    fingerprint = _fingerprint(job_request, uploads)
+    existing = svc.idempotency.reserve(g.tenant, key, fingerprint)
+    if existing is not None:
+        return svc.jobs.get(existing, tenant=g.tenant), 200
+    try:
+        record = svc.intake.submit(job_request, tenant=g.tenant, uploads=uploads)
+        svc.enqueue_prepare(record.id)
+    except BaseException:
+        svc.idempotency.release(g.tenant, key)
+        raise
+    svc.idempotency.complete(g.tenant, key, fingerprint, record.id)
+    return record, 202
+
+
 @blueprint.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Any:
     wait = _wait_seconds(request.args.get("wait"), param="wait")
     record = services().jobs.wait(job_id, tenant=g.tenant, timeout=wait)
     return jsonify(record.public())
+
+
+@blueprint.post("/v1/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> Any:
+    return jsonify(services().jobs.cancel(job_id, tenant=g.tenant).public())
+
+
+@blueprint.post("/v1/tokens")
+def count_tokens() -> Any:
+    job_request, uploads = parse_job_request()
+    return jsonify(services().intake.count_tokens(job_request, uploads=uploads))
+
+
+@blueprint.get("/v1/jobs")
+def list_jobs() -> Any:
+    status = request.args.get("status")
+    if status is not None and status not in JOB_STATUSES:
+        raise InvalidRequest(f"status must be one of {', '.join(JOB_STATUSES)}", param="status")
+    raw_limit = request.args.get("limit", "20")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIST_LIMIT:
+        raise InvalidRequest(f"limit must be 1 to {MAX_LIST_LIMIT}", param="limit")
+    after = request.args.get("after")
+    if after is not None and not after.startswith("job_"):
+        raise InvalidRequest("after must be a job id from `next`", param="after")
+    records, has_more = services().jobs.list_jobs(
+        tenant=g.tenant, status=status, limit=int(raw_limit), after=after
+    )
+    return jsonify(
+        {
+            "object": "list",
+            "data": [r.public() for r in records],
+            "has_more": has_more,
+            "next": records[-1].id if has_more else None,
+        }
+    )
+
+
+@blueprint.delete("/v1/jobs/<job_id>")
+def delete_job(job_id: str) -> Any:
+    svc = services()
+    retention.delete_job(svc.jobs, svc.store, job_id, tenant=g.tenant)
+    return "", 204

@@ -9,6 +9,7 @@ image leaves nothing behind. Decoding is the worker's job.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -34,6 +35,7 @@ class _Pending:
     url: str | None = None
     data: bytes | None = None
     upload: BinaryIO | None = None
+    info: images.ImageInfo | None = None
 
 
 def normalise_messages(request: JobRequest, n_uploads: int) -> list[dict[str, Any]]:
@@ -117,18 +119,18 @@ class Intake:
             if not index.isdigit() or int(index) >= len(uploads):
                 raise InvalidRequest(f"{url!r} names no uploaded file", param=param)
             stream = uploads[int(index)]
-            self._probe(stream, param)
+            info = self._probe(stream, param)
             stream.seek(0, 2)
             if stream.tell() > limit:
                 raise PayloadTooLarge(
                     f"an uploaded image is over the {limit}-byte limit", param=param
                 )
             stream.seek(0)
-            return _Pending("upload", param, upload=stream)
+            return _Pending("upload", param, upload=stream, info=info)
         if url.startswith("data:"):
             data = images.decode_base64(images.parse_data_url(url, max_chars=limit))
-            self._probe(io.BytesIO(data), param)
-            return _Pending("data_url", param, data=data)
+            info = self._probe(io.BytesIO(data), param)
+            return _Pending("data_url", param, data=data, info=info)
         try:
             check_url_syntax(url)
         except InvalidImageUrl:
@@ -139,13 +141,21 @@ class Intake:
             raise InvalidRequest("an image URL is at most 8192 characters", param=param)
         return _Pending("url", param, url=url)
 
-    def _probe(self, fp: BinaryIO, param: str) -> None:
+    def _probe(self, fp: BinaryIO, param: str) -> images.ImageInfo:
         """Format from the first bytes and size from the header: cheap, and it stops bombs."""
         try:
-            images.probe(fp, max_pixels=self._settings.max_image_pixels)
+            return images.probe(fp, max_pixels=self._settings.max_image_pixels)
         except VisionqError as exc:
             exc.param = exc.param or param
             raise
+
+    def _put(self, item: _Pending) -> str:
+        if item.upload is not None:
+            item.upload.seek(0)
+            chunks = read_chunks(item.upload)
+        else:
+            chunks = [item.data or b""]
+        return self._store.put_image(chunks, max_bytes=self._settings.max_image_bytes).sha256
 
     def store(self, pending: list[_Pending]) -> list[dict[str, Any]]:
         """Store uploaded and inline images content-addressed; URLs are fetched by workers."""
@@ -155,11 +165,26 @@ class Intake:
             if item.url is not None:
                 record["url"] = item.url
             else:
-                chunks = read_chunks(item.upload) if item.upload is not None else [item.data]
-                stored = self._store.put_image(chunks, max_bytes=self._settings.max_image_bytes)
-                record["blob"] = stored.sha256
+                record["blob"] = self._put(item)
             records.append(record)
         return records
+
+    def _survive_deletes(self, pending: list[_Pending], records: list[dict[str, Any]]) -> None:
+        """Same bytes, same file: a delete of another job may have removed ours meanwhile.
+
+        Our job's reference is recorded by now, so a delete that starts later keeps the
+        file; one already under way holds the blob's lock. Once it is released, we put
+        back whatever it removed.
+        """
+        for item, record in zip(pending, records, strict=True):
+            sha = record.get("blob")
+            if sha is None:
+                continue
+            deadline = time.monotonic() + 15
+            while self._jobs.blob_being_deleted(sha) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if not self._store.has_image(sha):
+                self._put(item)
 
     def submit(
         self, request: JobRequest, *, tenant: str, uploads: Sequence[BinaryIO] = ()
@@ -188,7 +213,7 @@ class Intake:
             "sampling": request.sampling(),
             "resize": request.resize,
         }
-        return self._jobs.create(
+        record = self._jobs.create(
             tenant=tenant,
             model=model,
             api=request.api,
@@ -197,3 +222,29 @@ class Intake:
             webhook_url=webhook_url,
             metadata=request.metadata,
         )
+        self._survive_deletes(pending, image_records)
+        return record
+
+    def count_tokens(
+        self, request: JobRequest, *, uploads: Sequence[BinaryIO] = ()
+    ) -> dict[str, Any]:
+        """`POST /v1/tokens`: MiMo's count for each image from its header; nothing is stored."""
+        self.resolve_model(request)
+        pending = self.check_images(normalise_messages(request, len(uploads)), uploads)
+        counted = []
+        for index, item in enumerate(pending):
+            if item.info is None:
+                raise InvalidRequest(
+                    "token counting needs the image bytes: send a data URL or an upload",
+                    param=item.param,
+                )
+            counted.append(
+                {
+                    "index": index,
+                    "format": item.info.format,
+                    "width": item.info.width,
+                    "height": item.info.height,
+                    "image_tokens": item.info.tokens,
+                }
+            )
+        return {"images": counted, "image_tokens": sum(i["image_tokens"] for i in counted)}

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from visionq.errors import NotFound, Unavailable, VisionqError
+from visionq.errors import Canceled, Conflict, NotFound, Unavailable, VisionqError
 from visionq.models import TERMINAL_STATUSES
+from visionq.waiting import DONE_CHANNEL, CompletionWaiter
 
-DONE_CHANNEL = "vq:done"
 _JSON_FIELDS = ("images", "request", "result", "error", "webhook", "metadata")
 
 # KEYS[1] job hash, KEYS[2] the done channel.
@@ -46,11 +45,42 @@ return {1, counter}
 
 
 def new_job_id() -> str:
-    return "job_" + secrets.token_hex(12)
+    """Ids sort by creation time (milliseconds, then randomness), which is what lets a
+    tenant's list page newest-first with a cursor that new jobs never disturb."""
+    return f"job_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
 
 
 def _key(job_id: str) -> str:
     return f"vq:job:{job_id}"
+
+
+def _tenant_key(tenant: str) -> str:
+    """A sorted set of the tenant's job ids, all at score 0, so it orders by id (= by time)."""
+    return f"vq:tenant:{tenant}:jobs"
+
+
+def _blob_key(sha256: str) -> str:
+    """The set of jobs that use a stored image; the image may go once it is empty."""
+    return f"vq:blob:{sha256}"
+
+
+def _blob_lock(sha256: str) -> str:
+    return f"vq:blob:{sha256}:lock"
+
+
+# KEYS[1] job, KEYS[2] tenant index, KEYS[3..] blob sets; ARGV[1] job id.
+# Deletes the job and its references; returns the blobs no job uses any more.
+_DELETE = """
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+local orphans = {}
+for i = 3, #KEYS do
+  redis.call('SREM', KEYS[i], ARGV[1])
+  if redis.call('SCARD', KEYS[i]) == 0 then table.insert(orphans, KEYS[i]) end
+end
+return orphans
+"""
+_LOCK_MS = 10_000
 
 
 @contextmanager
@@ -124,6 +154,7 @@ class JobStore:
         self._redis = client
         self._ttl = ttl
         self._transition = client.register_script(_TRANSITION)
+        self._delete = client.register_script(_DELETE)
         self._waiter = CompletionWaiter(client)
 
     def create(
@@ -157,8 +188,70 @@ class JobStore:
             pipe = self._redis.pipeline(transaction=True)
             pipe.hset(_key(job_id), mapping=mapping)
             pipe.expire(_key(job_id), self._ttl)
+            pipe.zadd(_tenant_key(tenant), {job_id: 0})
+            for sha in {image["blob"] for image in images if image.get("blob")}:
+                pipe.sadd(_blob_key(sha), job_id)
             pipe.execute()
         return JobRecord(job_id, tenant, "queued", fields)
+
+    def blob_being_deleted(self, sha256: str) -> bool:
+        with redis_errors():
+            return bool(self._redis.exists(_blob_lock(sha256)))
+
+    def list_jobs(
+        self, *, tenant: str, status: str | None, limit: int, after: str | None
+    ) -> tuple[list[JobRecord], bool]:
+        """The tenant's jobs, newest first, after the cursor `after` (a job id).
+
+        Ids order by creation time, so a job added while a client pages lands before its
+        cursor and never shifts a later page. Ids of expired jobs are dropped as found.
+        """
+        index = _tenant_key(tenant)
+        found: list[JobRecord] = []
+        upper = f"({after}" if after else "+"
+        with redis_errors():
+            while len(found) <= limit:
+                ids = [
+                    i.decode()
+                    for i in self._redis.zrevrangebylex(
+                        index, upper, "-", start=0, num=max(limit, 50)
+                    )
+                ]
+                if not ids:
+                    break
+                for job_id in ids:
+                    record = self.load(job_id)
+                    if record is None:
+                        self._redis.zrem(index, job_id)
+                    elif status is None or record.status == status:
+                        found.append(record)
+                        if len(found) > limit:
+                            break
+                upper = f"({ids[-1]}"
+        return found[:limit], len(found) > limit
+
+    def delete(self, job_id: str, *, tenant: str) -> list[str]:
+        """Remove the job; returns the stored images that no other job uses, now locked.
+
+        The caller deletes those images and then calls `release_blob`; an intake that
+        stores the same bytes meanwhile sees the lock and stores them again afterwards.
+        """
+        record = self.get(job_id, tenant=tenant)
+        blobs = {i[k] for i in record.images for k in ("blob", "sha256") if i.get(k)}
+        keys = [_key(job_id), _tenant_key(tenant), *(_blob_key(sha) for sha in blobs)]
+        with redis_errors():
+            orphans = [
+                k.decode().removeprefix("vq:blob:") for k in self._delete(keys=keys, args=[job_id])
+            ]
+            return [
+                sha
+                for sha in orphans
+                if self._redis.set(_blob_lock(sha), job_id, nx=True, px=_LOCK_MS)
+            ]
+
+    def release_blob(self, sha256: str) -> None:
+        with redis_errors():
+            self._redis.delete(_blob_lock(sha256))
 
     def load(self, job_id: str) -> JobRecord | None:
         with redis_errors():
@@ -215,7 +308,12 @@ class JobStore:
         return record is not None and record.status == "running"
 
     def save_images(self, job_id: str, images: list[dict[str, Any]]) -> bool:
-        return self._apply(job_id, allowed=("running",), fields={"images": images}) is not None
+        saved = self._apply(job_id, allowed=("running",), fields={"images": images}) is not None
+        if saved:
+            with redis_errors():
+                for sha in {image["sha256"] for image in images}:
+                    self._redis.sadd(_blob_key(sha), job_id)
+        return saved
 
     def count_attempt(self, job_id: str) -> int | None:
         """Count one upstream attempt of a running job; None if it is no longer running."""
@@ -226,6 +324,18 @@ class JobStore:
 
     def fail(self, job_id: str, error: VisionqError) -> bool:
         return self._finish(job_id, "failed", {"error": error.to_dict()})
+
+    def cancel(self, job_id: str, *, tenant: str) -> JobRecord:
+        """Cancel an unfinished job; a finished one is a conflict (API.md)."""
+        record = self.get(job_id, tenant=tenant)
+        if not record.finished:
+            self._finish(
+                job_id, "canceled", {"error": Canceled("canceled by the client").to_dict()}
+            )
+            record = self.get(job_id, tenant=tenant)
+        if record.status != "canceled":
+            raise Conflict(f"job {job_id} is already {record.status}", param="id")
+        return record
 
     def _finish(self, job_id: str, status: str, fields: dict[str, Any]) -> bool:
         fields = {**fields, "completed_at": round(time.time(), 3)}
@@ -267,63 +377,3 @@ def _decode(raw: dict[str, str]) -> dict[str, Any]:
         else:
             out[name] = value
     return out
-
-
-class CompletionWaiter:
-    """One pub/sub subscription per process, shared by every waiting request.
-
-    A thousand clients long-polling cost one Redis connection and a thousand idle
-    `threading.Event`s, not a thousand polling loops.
-    """
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._redis = client
-        self._lock = threading.Lock()
-        self._events: dict[str, set[threading.Event]] = {}
-        self._subscribed = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def wait(self, job_id: str, timeout: float, is_finished: Callable[[], bool]) -> None:
-        event = threading.Event()
-        with self._lock:
-            self._events.setdefault(job_id, set()).add(event)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._listen, daemon=True, name="vq-wait")
-                self._thread.start()
-        try:
-            # Subscribe first, then re-check, so a finish in between is not missed.
-            self._subscribed.wait(min(timeout, 5.0))
-            if not is_finished():
-                event.wait(timeout)
-        finally:
-            with self._lock:
-                waiters = self._events.get(job_id, set())
-                waiters.discard(event)
-                if not waiters:
-                    self._events.pop(job_id, None)
-
-    def _listen(self) -> None:
-        while True:
-            try:
-                pubsub = self._redis.pubsub()
-                pubsub.subscribe(DONE_CHANNEL)
-                for message in pubsub.listen():
-                    if message["type"] == "subscribe":
-                        self._subscribed.set()
-                    elif message["type"] == "message":
-                        self._wake(message["data"].decode())
-            except Exception:
-                # Wake everyone so they re-read the record; then resubscribe.
-                self._subscribed.clear()
-                with self._lock:
-                    for job_id in list(self._events):
-                        self._wake_locked(job_id)
-                time.sleep(1.0)
-
-    def _wake(self, job_id: str) -> None:
-        with self._lock:
-            self._wake_locked(job_id)
-
-    def _wake_locked(self, job_id: str) -> None:
-        for event in self._events.get(job_id, ()):
-            event.set()

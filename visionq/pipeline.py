@@ -91,7 +91,10 @@ def prepare(job_id: str, rt: Runtime) -> bool:
         log.exception("prepare failed unexpectedly", extra={"job_id": job_id})
         rt.jobs.fail(job_id, Internal("preparing the images failed unexpectedly"))
         return False
-    return rt.jobs.save_images(job_id, prepared)
+    if rt.jobs.save_images(job_id, prepared):
+        return True
+    rt.store.delete_body(job_id)  # canceled while we worked: nothing will send it
+    return False
 
 
 def _prepare_image(rt: Runtime, record: JobRecord, image: dict[str, Any]) -> dict[str, Any]:

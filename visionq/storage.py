@@ -35,6 +35,8 @@ class ImageStore(Protocol):
 
     def open_image(self, sha256: str) -> BinaryIO: ...
 
+    def has_image(self, sha256: str) -> bool: ...
+
     def delete_image(self, sha256: str) -> None: ...
 
     def write_body(self, name: str, write: Callable[[BinaryIO], None]) -> None:
@@ -98,6 +100,9 @@ class FileStore:
 
     def open_image(self, sha256: str) -> BinaryIO:
         return self._image_path(sha256).open("rb")
+
+    def has_image(self, sha256: str) -> bool:
+        return self._image_path(sha256).exists()
 
     def delete_image(self, sha256: str) -> None:
         self._image_path(sha256).unlink(missing_ok=True)

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.conftest import CORPUS, SIM_KEY, Stack
 from visionq import pipeline
@@ -96,3 +97,26 @@ def test_context_window_is_checked_before_the_call(stack: Stack, tmp_path: Path)
 def test_retry_delay_honours_retry_after() -> None:
     assert pipeline.retry_delay(1, 7.0) >= 7.0
     assert all(0 <= pipeline.retry_delay(3, None) <= 4 for _ in range(100))
+
+
+def test_a_canceled_queued_job_never_reaches_the_upstream(
+    runtime: pipeline.Runtime, stack: Stack
+) -> None:
+    calls = requests.get(f"{stack.simulator_url}/_sim/stats", timeout=5).json()["requests"]
+    job_id = _submit(runtime, "never", CORPUS / "good/hopper.png")
+    assert runtime.jobs.cancel(job_id, tenant="t").status == "canceled"
+    assert not pipeline.prepare(job_id, runtime)  # the message arrives after the cancel
+    pipeline.call_upstream(job_id, runtime)
+    job = runtime.jobs.get(job_id, tenant="t").public()
+    assert job["status"] == "canceled"
+    assert job["attempts"] == 0
+    assert requests.get(f"{stack.simulator_url}/_sim/stats", timeout=5).json()["requests"] == calls
+
+
+def test_a_job_canceled_after_it_started_is_not_prepared(runtime: pipeline.Runtime) -> None:
+    job_id = _submit(runtime, "x", CORPUS / "good/hopper.png")
+    runtime.jobs.start(job_id)
+    runtime.jobs.cancel(job_id, tenant="t")
+    assert not pipeline.prepare(job_id, runtime)
+    with pytest.raises(FileNotFoundError):
+        runtime.store.open_body(job_id)

@@ -1,0 +1,267 @@
+"""Managing jobs through the real stack: cancel, delete, list, idempotency, token counts."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import requests
+from PIL import Image
+
+from tests.conftest import CORPUS, Stack, data_url
+from visionq import tokens
+
+GOOD = CORPUS / "good"
+JPEG = data_url(GOOD / "hopper.jpg")
+
+
+def _slow_job(stack: Stack, seconds: float = 3, tenant: str = "alice") -> str:
+    response = stack.submit({"prompt": f"[sim:latency={seconds}]", "images": [JPEG]}, tenant)
+    assert response.status_code == 202
+    return response.json()["id"]
+
+
+def _wait_running(stack: Stack, job_id: str) -> None:
+    with stack.session() as http:
+        for _ in range(200):
+            if http.get(f"{stack.base_url}/v1/jobs/{job_id}").json()["status"] == "running":
+                return
+            threading.Event().wait(0.02)
+    raise AssertionError("the job never started")
+
+
+# --- cancel -------------------------------------------------------------------------------
+
+
+def test_cancel_a_running_job_discards_its_answer(stack: Stack) -> None:
+    job_id = _slow_job(stack, 2)
+    _wait_running(stack, job_id)
+    with stack.session() as http:
+        response = http.post(f"{stack.base_url}/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 200
+    assert response.json()["status"] == "canceled"
+    assert response.json()["error"]["type"] == "canceled"
+    threading.Event().wait(3)  # the upstream answers meanwhile; it must be thrown away
+    job = stack.wait(job_id)
+    assert job["status"] == "canceled"
+    assert job["result"] is None
+
+
+def test_cancel_a_finished_job_is_409(stack: Stack) -> None:
+    job = stack.run({"prompt": "done", "images": [JPEG]})
+    with stack.session() as http:
+        response = http.post(f"{stack.base_url}/v1/jobs/{job['id']}/cancel")
+    assert response.status_code == 409
+    assert response.json()["error"]["type"] == "conflict"
+
+
+def test_cancel_another_tenants_job_is_404(stack: Stack) -> None:
+    job_id = _slow_job(stack, 0, tenant="alice")
+    with stack.session("bob") as http:
+        response = http.post(f"{stack.base_url}/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 404
+    assert stack.wait(job_id)["status"] == "succeeded"
+
+
+# --- delete -------------------------------------------------------------------------------
+
+
+def _stored(stack: Stack, sha: str) -> bool:
+    return (stack.storage_root / "images" / sha[:2] / sha).exists()
+
+
+def _unique_png(tmp_path: Path, name: str, colour: tuple[int, int, int]) -> Path:
+    path = tmp_path / name
+    Image.new("RGB", (64, 48), colour).save(path)
+    return path
+
+
+def test_delete_removes_the_record_and_unshared_images(stack: Stack, tmp_path: Path) -> None:
+    image = _unique_png(tmp_path, "own.png", (1, 2, 3))
+    job = stack.run({"prompt": "x", "images": [data_url(image)]})
+    sha = job["images"][0]["sha256"]
+    assert _stored(stack, sha)
+    with stack.session() as http:
+        assert http.delete(f"{stack.base_url}/v1/jobs/{job['id']}").status_code == 204
+        assert http.get(f"{stack.base_url}/v1/jobs/{job['id']}").status_code == 404
+        assert http.delete(f"{stack.base_url}/v1/jobs/{job['id']}").status_code == 404
+    assert not _stored(stack, sha)
+
+
+def test_delete_keeps_images_another_job_uses(stack: Stack, tmp_path: Path) -> None:
+    image = _unique_png(tmp_path, "shared.png", (4, 5, 6))
+    first = stack.run({"prompt": "x", "images": [data_url(image)]})
+    second = stack.run({"prompt": "y", "images": [data_url(image)]}, tenant="bob")
+    sha = first["images"][0]["sha256"]
+    assert second["images"][0]["sha256"] == sha
+    with stack.session() as http:
+        assert http.delete(f"{stack.base_url}/v1/jobs/{first['id']}").status_code == 204
+    assert _stored(stack, sha)
+    with stack.session("bob") as http:
+        assert http.delete(f"{stack.base_url}/v1/jobs/{second['id']}").status_code == 204
+    assert not _stored(stack, sha)
+
+
+def test_delete_another_tenants_job_is_404(stack: Stack) -> None:
+    job = stack.run({"prompt": "x", "images": [JPEG]})
+    with stack.session("bob") as http:
+        assert http.delete(f"{stack.base_url}/v1/jobs/{job['id']}").status_code == 404
+    with stack.session() as http:
+        assert http.get(f"{stack.base_url}/v1/jobs/{job['id']}").status_code == 200
+
+
+# --- list ---------------------------------------------------------------------------------
+
+
+def _page(http: requests.Session, stack: Stack, **params: object) -> dict:
+    response = http.get(f"{stack.base_url}/v1/jobs", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_list_is_newest_first_paginated_and_stable_while_adding(stack: Stack) -> None:
+    # A tenant of its own: the stack's API keys include only alice and bob, so use bob and
+    # only look at jobs made here (ids are unique and time-ordered).
+    mine = [
+        stack.submit({"prompt": f"n{i}", "images": [JPEG]}, "bob").json()["id"] for i in range(7)
+    ]
+    seen: list[str] = []
+    with stack.session("bob") as http:
+        page = _page(http, stack, limit=3)
+        assert page["object"] == "list"
+        seen += [j["id"] for j in page["data"]]
+        # Jobs added while paging appear before the cursor, never on a later page.
+        added = stack.submit({"prompt": "late", "images": [JPEG]}, "bob").json()["id"]
+        while page["has_more"]:
+            page = _page(http, stack, limit=3, after=page["next"])
+            seen += [j["id"] for j in page["data"]]
+    assert added not in seen
+    assert seen[: len(mine)] == list(reversed(mine))
+    assert len(seen) == len(set(seen))
+
+
+def test_list_filters_by_status_and_tenant(stack: Stack) -> None:
+    failed = stack.run({"prompt": "x [sim:status=400]", "images": [JPEG]})
+    with stack.session() as http:
+        page = _page(http, stack, status="failed", limit=100)
+    assert failed["id"] in [j["id"] for j in page["data"]]
+    assert all(j["status"] == "failed" for j in page["data"])
+    with stack.session("bob") as http:
+        bob_ids = {j["id"] for j in _page(http, stack, limit=100)["data"]}
+    assert failed["id"] not in bob_ids
+
+
+def test_list_rejects_bad_parameters(stack: Stack) -> None:
+    with stack.session() as http:
+        for params in ({"limit": 0}, {"limit": 101}, {"status": "done"}, {"after": "x"}):
+            response = http.get(f"{stack.base_url}/v1/jobs", params=params)
+            assert response.status_code == 400, params
+            assert response.json()["error"]["type"] == "invalid_request"
+
+
+# --- idempotency --------------------------------------------------------------------------
+
+
+def _post_with_key(stack: Stack, key: str, body: dict) -> requests.Response:
+    with stack.session() as http:
+        return http.post(f"{stack.base_url}/v1/jobs", json=body, headers={"Idempotency-Key": key})
+
+
+def test_same_key_same_body_returns_the_first_job(stack: Stack) -> None:
+    body = {"prompt": "once", "images": [JPEG]}
+    first = _post_with_key(stack, "k-same-1", body)
+    again = _post_with_key(stack, "k-same-1", body)
+    assert first.status_code == 202
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+
+
+def test_same_key_other_body_is_409(stack: Stack) -> None:
+    assert _post_with_key(stack, "k-diff-1", {"prompt": "a", "images": [JPEG]}).status_code == 202
+    response = _post_with_key(stack, "k-diff-1", {"prompt": "b", "images": [JPEG]})
+    assert response.status_code == 409
+    assert response.json()["error"]["type"] == "conflict"
+
+
+def test_keys_are_per_tenant(stack: Stack) -> None:
+    body = {"prompt": "mine", "images": [JPEG]}
+    alice = _post_with_key(stack, "k-tenant-1", body)
+    with stack.session("bob") as http:
+        bob = http.post(
+            f"{stack.base_url}/v1/jobs", json=body, headers={"Idempotency-Key": "k-tenant-1"}
+        )
+    assert bob.status_code == 202
+    assert bob.json()["id"] != alice.json()["id"]
+
+
+def test_concurrent_requests_with_one_key_make_one_job(stack: Stack) -> None:
+    body = {"prompt": "race", "images": [JPEG]}
+    responses: list[requests.Response] = []
+    barrier = threading.Barrier(8)
+
+    def post() -> None:
+        barrier.wait()
+        responses.append(_post_with_key(stack, "k-race-1", body))
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert sorted(r.status_code for r in responses) == [200] * 7 + [202]
+
+
+def test_a_refused_first_request_does_not_burn_the_key(stack: Stack) -> None:
+    bad = _post_with_key(stack, "k-retry-1", {"prompt": "x", "images": ["data:image/png;base64,@"]})
+    assert bad.status_code == 400
+    good = _post_with_key(stack, "k-retry-1", {"prompt": "x", "images": [JPEG]})
+    assert good.status_code == 202
+
+
+# --- tokens -------------------------------------------------------------------------------
+
+
+def test_tokens_counts_each_image_and_stores_nothing(stack: Stack, tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    Image.new("RGB", (4000, 3000)).save(big)
+    before = sorted(p.name for p in (stack.storage_root / "images").rglob("*"))
+    with stack.session() as http:
+        response = http.post(
+            f"{stack.base_url}/v1/tokens", json={"prompt": "x", "images": [JPEG, data_url(big)]}
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [i["format"] for i in body["images"]] == ["jpeg", "png"]
+    assert body["images"][1]["image_tokens"] == tokens.image_tokens(4000, 3000)
+    assert body["image_tokens"] == tokens.image_tokens(128, 128) + tokens.image_tokens(4000, 3000)
+    assert sorted(p.name for p in (stack.storage_root / "images").rglob("*")) == before
+
+
+def test_tokens_multipart(stack: Stack) -> None:
+    with stack.session() as http, (GOOD / "hopper.png").open("rb") as f:
+        response = http.post(
+            f"{stack.base_url}/v1/tokens", files=[("image", ("a.png", f))], data={"prompt": "x"}
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["images"][0] == {
+        "index": 0,
+        "format": "png",
+        "width": 128,
+        "height": 128,
+        "image_tokens": 16,
+    }
+
+
+def test_tokens_refuses_urls_and_non_images(stack: Stack) -> None:
+    with stack.session() as http:
+        url = http.post(
+            f"{stack.base_url}/v1/tokens",
+            json={"prompt": "x", "images": ["https://example.com/a.png"]},
+        )
+        tif = http.post(
+            f"{stack.base_url}/v1/tokens",
+            json={"prompt": "x", "images": [data_url(CORPUS / "other/hopper.tif", "image/png")]},
+        )
+    assert url.status_code == 400
+    assert tif.status_code == 415

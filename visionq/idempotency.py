@@ -1,0 +1,64 @@
+"""`Idempotency-Key`: one job per tenant and key for 24 hours, even under concurrent retries.
+
+The first request reserves the key with SET NX before it creates anything; a concurrent
+twin finds the reservation and waits for the job id instead of creating a second job. The
+fingerprint of the body travels with the key, so the same key on a different body is a
+conflict rather than a silent replay of the wrong job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import redis
+
+from visionq.errors import Conflict
+from visionq.jobs import redis_errors
+
+TTL_SECONDS = 24 * 3600
+_WAIT_FOR_TWIN_SECONDS = 30.0
+
+
+def _key(tenant: str, key: str) -> str:
+    return f"vq:idem:{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+class IdempotencyKeys:
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    def reserve(self, tenant: str, key: str, fingerprint: str) -> str | None:
+        """None when this request may create the job; else the id of the job already made."""
+        name = _key(tenant, key)
+        deadline = time.monotonic() + _WAIT_FOR_TWIN_SECONDS
+        with redis_errors():
+            while True:
+                if self._redis.set(name, f"pending|{fingerprint}", nx=True, ex=TTL_SECONDS):
+                    return None
+                raw = self._redis.get(name)
+                if raw is None:
+                    continue  # the first request gave up and released it: try to take it
+                state, stored_fingerprint, *rest = raw.decode().split("|")
+                if stored_fingerprint != fingerprint:
+                    raise Conflict(
+                        "this Idempotency-Key was used with a different body",
+                        param="Idempotency-Key",
+                    )
+                if state == "done":
+                    return rest[0]
+                if time.monotonic() > deadline:
+                    raise Conflict(
+                        "a request with this Idempotency-Key is still in progress",
+                        param="Idempotency-Key",
+                    )
+                time.sleep(0.02)
+
+    def complete(self, tenant: str, key: str, fingerprint: str, job_id: str) -> None:
+        with redis_errors():
+            self._redis.set(_key(tenant, key), f"done|{fingerprint}|{job_id}", ex=TTL_SECONDS)
+
+    def release(self, tenant: str, key: str) -> None:
+        """The first request failed before making a job: let a retry make it."""
+        with redis_errors():
+            self._redis.delete(_key(tenant, key))

@@ -1,0 +1,72 @@
+"""Waiting for a job to finish without polling: one pub/sub subscription per process."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+
+#: Published with the job id on every terminal transition (by `jobs`' transition script).
+DONE_CHANNEL = "vq:done"
+
+
+class CompletionWaiter:
+    """One pub/sub subscription per process, shared by every waiting request.
+
+    A thousand clients long-polling cost one Redis connection and a thousand idle
+    `threading.Event`s, not a thousand polling loops.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._lock = threading.Lock()
+        self._events: dict[str, set[threading.Event]] = {}
+        self._subscribed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wait(self, job_id: str, timeout: float, is_finished: Callable[[], bool]) -> None:
+        event = threading.Event()
+        with self._lock:
+            self._events.setdefault(job_id, set()).add(event)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._listen, daemon=True, name="vq-wait")
+                self._thread.start()
+        try:
+            # Subscribe first, then re-check, so a finish in between is not missed.
+            self._subscribed.wait(min(timeout, 5.0))
+            if not is_finished():
+                event.wait(timeout)
+        finally:
+            with self._lock:
+                waiters = self._events.get(job_id, set())
+                waiters.discard(event)
+                if not waiters:
+                    self._events.pop(job_id, None)
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                pubsub = self._redis.pubsub()
+                pubsub.subscribe(DONE_CHANNEL)
+                for message in pubsub.listen():
+                    if message["type"] == "subscribe":
+                        self._subscribed.set()
+                    elif message["type"] == "message":
+                        self._wake(message["data"].decode())
+            except Exception:
+                # Wake everyone so they re-read the record; then resubscribe.
+                self._subscribed.clear()
+                with self._lock:
+                    for job_id in list(self._events):
+                        self._wake_locked(job_id)
+                time.sleep(1.0)
+
+    def _wake(self, job_id: str) -> None:
+        with self._lock:
+            self._wake_locked(job_id)
+
+    def _wake_locked(self, job_id: str) -> None:
+        for event in self._events.get(job_id, ()):
+            event.set()
