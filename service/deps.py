@@ -11,6 +11,7 @@ from visionq.errors import Unavailable
 from visionq.idempotency import IdempotencyKeys
 from visionq.intake import Intake
 from visionq.jobs import JobStore
+from visionq.outbox import Outbox
 from visionq.queues import PREPARE_QUEUE, PREPARE_TASK, celery_config
 from visionq.settings import Settings
 from visionq.storage import open_store
@@ -31,6 +32,7 @@ class Services:
         self.jobs = JobStore(self.redis, ttl=settings.result_ttl)
         self.intake = Intake(settings, self.store, self.jobs)
         self.idempotency = IdempotencyKeys(self.redis)
+        self.outbox = Outbox(self.redis)
         self._celery = Celery("visionq-intake")
         self._celery.conf.update(celery_config(settings))
 

@@ -189,3 +189,11 @@ def delete_job(job_id: str) -> Any:
     svc = services()
     retention.delete_job(svc.jobs, svc.store, job_id, tenant=g.tenant)
     return "", 204
+
+
+@blueprint.post("/v1/jobs/<job_id>/webhook/redeliver")
+def redeliver_webhook(job_id: str) -> Any:
+    svc = services()
+    response = jsonify(svc.outbox.redeliver(svc.jobs, job_id, tenant=g.tenant).public())
+    response.status_code = 202
+    return response

@@ -32,6 +32,7 @@ if not CORPUS.exists():  # a clone whose shared/ sits elsewhere
     CORPUS = Path(os.environ.get("VISIONQ_CORPUS", "../shared/corpus")).resolve()
 SIM_KEY = "sim-test-key"
 KEYS = {"alice": "key-alice", "bob": "key-bob"}
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"visionq-test-webhook-secret!").decode()
 
 
 def data_url(path: Path, mime: str | None = None) -> str:
@@ -143,6 +144,10 @@ def stack_env(redis_url: str, storage: Path, simulator_url: str, **extra: str) -
             "VISIONQ_ALLOW_PRIVATE_URLS": "true",
             "VISIONQ_UPSTREAM_MAX_ATTEMPTS": "3",
             "VISIONQ_UPSTREAM_TIMEOUT": "20",
+            "VISIONQ_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "VISIONQ_WEBHOOK_RETRY_SCHEDULE": "1,1,1,2,2",
+            "VISIONQ_WEBHOOK_LEASE": "4",
+            "VISIONQ_SWEEP_INTERVAL": "0.2",
         }
     )
     env.update(extra)
@@ -191,6 +196,8 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
                 logs,
             )
         )
+        processes.append(Process("worker-webhooks", ["worker", "--queues", "webhooks"], env, logs))
+        processes.append(Process("sweeper", ["sweeper"], env, logs))
         api, base_url = start_api(env, logs)
         processes.append(api)
         yield Stack(base_url, redis_server.url, simulator_url, env, storage, processes)

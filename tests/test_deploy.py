@@ -22,7 +22,15 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
-SERVICES = {"redis", "simulator", "api", "worker-prepare", "worker-upstream"}
+SERVICES = {
+    "redis",
+    "simulator",
+    "api",
+    "worker-prepare",
+    "worker-upstream",
+    "worker-webhooks",
+    "sweeper",
+}
 
 
 def _compose_exe() -> str:

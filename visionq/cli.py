@@ -98,6 +98,13 @@ def _supervise(queues: list[str], args: argparse.Namespace) -> int:
     return max(child.wait() for child in children)
 
 
+def _sweeper(args: argparse.Namespace) -> int:
+    from workers.sweeper import run
+
+    run(Settings.from_env())
+    return 0
+
+
 def _simulator(args: argparse.Namespace) -> int:
     from visionq.simulator import serve
 
@@ -166,6 +173,9 @@ def parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--loglevel", default="warning")
     worker.set_defaults(run=_worker)
+
+    sweeper = sub.add_parser("sweeper", help="dispatches due webhook deliveries (run one)")
+    sweeper.set_defaults(run=_sweeper)
 
     sim = sub.add_parser("simulator", help="the bundled MiMo-compatible upstream simulator")
     sim.add_argument("--host", default="127.0.0.1")

@@ -6,7 +6,9 @@ and the upstream simulator when no `MIMO_API_KEY` is set. Ctrl-C stops every chi
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,6 +25,16 @@ SIMULATOR_KEY = "visionq-simulator-key"
 
 def _say(text: str) -> None:
     print(f"visionq dev: {text}", file=sys.stderr, flush=True)
+
+
+def dev_webhook_secret(var_dir: Path) -> str:
+    """A secret made once and kept, so a receiver set up against the dev stack keeps working."""
+    path = var_dir / "webhook-secret"
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text("whsec_" + base64.b64encode(secrets.token_bytes(24)).decode())
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def run(*, api_port: int, simulator_port: int, var_dir: Path) -> int:
@@ -61,8 +73,12 @@ def run(*, api_port: int, simulator_port: int, var_dir: Path) -> int:
 
     # URLs on this machine are how a developer tries URL images locally.
     env.setdefault("VISIONQ_ALLOW_PRIVATE_URLS", "true")
+    if not env.get("VISIONQ_WEBHOOK_SECRET"):
+        env["VISIONQ_WEBHOOK_SECRET"] = dev_webhook_secret(var_dir)
+        _say(f"webhooks are signed with the development secret in {var_dir}/webhook-secret")
     for queue in QUEUES:
         spawn("worker", "--queues", queue)
+    spawn("sweeper")
     spawn("api", "--port", str(api_port))
     _say(f"API on http://127.0.0.1:{api_port} (Ctrl-C stops everything)")
 

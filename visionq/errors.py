@@ -3,6 +3,7 @@
     VisionqError                      (500 internal)
     ├── ConfigurationError            bad environment; raised at start-up, never served
     ├── InvalidRequest                400 invalid_request
+    │   └── UrlRefused                a URL the fetcher will not touch (scheme, address)
     ├── Unauthorized                  401 unauthorized
     ├── NotFound                      404 not_found
     ├── Conflict                      409 conflict
@@ -53,6 +54,10 @@ class ConfigurationError(VisionqError):
 class InvalidRequest(VisionqError):
     status = 400
     type = "invalid_request"
+
+
+class UrlRefused(InvalidRequest):
+    """A webhook URL refused at submit is this 400; an image URL fails its job instead."""
 
 
 class Unauthorized(VisionqError):

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from visionq import images
-from visionq.errors import InvalidImageUrl, InvalidRequest, PayloadTooLarge, VisionqError
+from visionq.errors import InvalidRequest, PayloadTooLarge, UrlRefused, VisionqError
 from visionq.jobs import JobRecord, JobStore
 from visionq.models import JobRequest
 from visionq.settings import Settings
 from visionq.storage import ImageStore, read_chunks
 from visionq.upstream import image_ref
-from visionq.urlfetch import check_url_syntax
+from visionq.urlfetch import check_public, check_url_syntax
 
 UPLOAD_PREFIX = "upload:"
 
@@ -133,7 +133,7 @@ class Intake:
             return _Pending("data_url", param, data=data, info=info)
         try:
             check_url_syntax(url)
-        except InvalidImageUrl:
+        except UrlRefused:
             raise InvalidRequest(
                 "an image URL must be http(s)://, a data: URL, or upload:<n>", param=param
             ) from None
@@ -147,6 +147,19 @@ class Intake:
             return images.probe(fp, max_pixels=self._settings.max_image_pixels)
         except VisionqError as exc:
             exc.param = exc.param or param
+            raise
+
+    def _check_webhook(self, url: str) -> None:
+        """A webhook is refused at submit, not found out hours later by a failed delivery."""
+        if self._settings.webhook_secret is None:
+            raise InvalidRequest(
+                "this server signs no webhooks: VISIONQ_WEBHOOK_SECRET is not set",
+                param="webhook.url",
+            )
+        try:
+            check_public(url, allow_private=self._settings.allow_private_urls)
+        except UrlRefused as exc:
+            exc.param = "webhook.url"
             raise
 
     def _put(self, item: _Pending) -> str:
@@ -194,12 +207,7 @@ class Intake:
         pending = self.check_images(messages, uploads)
         webhook_url = request.webhook.url if request.webhook else None
         if webhook_url is not None:
-            try:
-                check_url_syntax(webhook_url)
-            except InvalidImageUrl:
-                raise InvalidRequest(
-                    "a webhook URL must be http(s)://", param="webhook.url"
-                ) from None
+            self._check_webhook(webhook_url)
         image_records = self.store(pending)
         counter = iter(range(len(pending)))
         for message in messages:

@@ -23,23 +23,31 @@ from visionq.errors import Canceled, Conflict, NotFound, Unavailable, VisionqErr
 from visionq.models import TERMINAL_STATUSES
 from visionq.waiting import DONE_CHANNEL, CompletionWaiter
 
+#: The webhook outbox (see `outbox`): finishing a job with a webhook adds it here.
+OUTBOX_KEY = "vq:webhooks:due"
 _JSON_FIELDS = ("images", "request", "result", "error", "webhook", "metadata")
 
-# KEYS[1] job hash, KEYS[2] the done channel.
+# KEYS[1] job hash, KEYS[2] the done channel, KEYS[3] the webhook outbox.
 # ARGV[1] statuses allowed now (space separated), ARGV[2] new status or "",
-# ARGV[3] TTL to set or 0, ARGV[4] id to publish or "", ARGV[5] field to increment or "",
-# ARGV[6..] field/value pairs to set.
+# ARGV[3] TTL to set or 0, ARGV[4] job id when this finishes the job, else "",
+# ARGV[5] field to increment or "", ARGV[6] now, ARGV[7..] field/value pairs to set.
+# A finishing step publishes the id (for waiters) and, when the job has a webhook, puts it
+# in the outbox in the same step, so the event cannot be lost between the two.
 # Returns {1, new counter} when applied, {0, current status} when refused, nil when missing.
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return nil end
 if not string.find(' ' .. ARGV[1] .. ' ', ' ' .. cur .. ' ', 1, true) then return {0, cur} end
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
-if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
+if #ARGV > 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 7)) end
 local counter = 0
 if ARGV[5] ~= '' then counter = redis.call('HINCRBY', KEYS[1], ARGV[5], 1) end
 if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
-if ARGV[4] ~= '' then redis.call('PUBLISH', KEYS[2], ARGV[4]) end
+if ARGV[4] ~= '' then
+  redis.call('PUBLISH', KEYS[2], ARGV[4])
+  local webhook = redis.call('HGET', KEYS[1], 'webhook')
+  if webhook and webhook ~= 'null' then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[4]) end
+end
 return {1, counter}
 """
 
@@ -287,11 +295,12 @@ class JobStore:
             self._ttl if terminal else 0,
             job_id if terminal else "",
             increment,
+            time.time(),
         ]
         for name, value in _encode(fields or {}).items():
             args += [name, value]
         with redis_errors():
-            reply = self._transition(keys=[_key(job_id), DONE_CHANNEL], args=args)
+            reply = self._transition(keys=[_key(job_id), DONE_CHANNEL, OUTBOX_KEY], args=args)
         if reply is None or reply[0] == 0:
             return None
         return int(reply[1])
@@ -336,6 +345,11 @@ class JobStore:
         if record.status != "canceled":
             raise Conflict(f"job {job_id} is already {record.status}", param="id")
         return record
+
+    def record_webhook(self, job_id: str, state: dict[str, Any]) -> bool:
+        """Store a finished job's delivery state (status, attempts, last status code)."""
+        applied = self._apply(job_id, allowed=tuple(TERMINAL_STATUSES), fields={"webhook": state})
+        return applied is not None
 
     def _finish(self, job_id: str, status: str, fields: dict[str, Any]) -> bool:
         fields = {**fields, "completed_at": round(time.time(), 3)}

@@ -9,25 +9,29 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from visionq import images
+from visionq import images, webhooks
 from visionq.errors import (
     ContextLengthExceeded,
     Internal,
     PayloadTooLarge,
     UpstreamRetryable,
     UpstreamUnavailable,
+    UrlRefused,
     VisionqError,
 )
 from visionq.jobs import JobRecord, JobStore
+from visionq.outbox import Outbox
 from visionq.settings import Settings
 from visionq.storage import ImageStore, open_store
 from visionq.upstream import UpstreamClient, parse_result, write_body
 from visionq.urlfetch import UrlFetcher
+from visionq.webhooks import Signer
 
 log = logging.getLogger(__name__)
 _TEXT_CHARS_PER_TOKEN = 4
@@ -42,10 +46,14 @@ class Runtime:
     store: ImageStore
     upstream: UpstreamClient
     fetcher: UrlFetcher
+    outbox: Outbox
+    webhook_fetcher: UrlFetcher
+    signer: Signer | None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
         client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+        secret = settings.webhook_secret
         return cls(
             settings=settings,
             jobs=JobStore(client, ttl=settings.result_ttl),
@@ -56,6 +64,15 @@ class Runtime:
                 timeout=settings.url_fetch_timeout,
                 max_bytes=settings.max_image_bytes,
             ),
+            outbox=Outbox(client),
+            # Webhooks: no redirects (a 3xx is a failed attempt), 10 s for the whole answer.
+            webhook_fetcher=UrlFetcher(
+                allow_private=settings.allow_private_urls,
+                timeout=webhooks.DELIVERY_TIMEOUT_SECONDS,
+                max_bytes=1024 * 1024,
+                max_redirects=0,
+            ),
+            signer=Signer(secret.get_secret_value()) if secret else None,
         )
 
 
@@ -214,3 +231,34 @@ def retry_delay(attempt: int, retry_after: float | None, *, cap: float = 60.0) -
     """Exponential backoff with full jitter, never sooner than the upstream's Retry-After."""
     backoff = random.uniform(0, min(cap, 0.5 * 2**attempt))
     return max(backoff, retry_after or 0.0)
+
+
+def deliver_webhook(job_id: str, rt: Runtime) -> None:
+    """One attempt at a finished job's event, then the schedule's next step for it."""
+    record = rt.jobs.load(job_id)
+    state = record.fields.get("webhook") if record is not None else None
+    if record is None or state is None or not record.finished or state["status"] != "pending":
+        rt.outbox.done(job_id)
+        return
+    if rt.signer is None:
+        # Left in the outbox: it comes due again once a worker with the secret takes it.
+        log.error("cannot sign webhooks: VISIONQ_WEBHOOK_SECRET is not set on this worker")
+        return
+    body = webhooks.event_body(record.public())
+    now = time.time()
+    headers = rt.signer.headers(webhooks.event_id(job_id), body, now=now)
+    attempts = int(state.get("attempts") or 0) + 1
+    try:
+        code = rt.webhook_fetcher.post(state["url"], body, headers)
+        verdict = webhooks.judge(
+            code, attempts=attempts, schedule=rt.settings.webhook_retry_schedule
+        )
+    except UrlRefused:
+        code, verdict = None, webhooks.Verdict("disabled")
+    if verdict.retry_in is None:
+        rt.outbox.done(job_id)
+    else:
+        rt.outbox.schedule(job_id, at=now + verdict.retry_in)
+    rt.jobs.record_webhook(
+        job_id, {**state, "status": verdict.status, "attempts": attempts, "last_status_code": code}
+    )

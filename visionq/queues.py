@@ -13,16 +13,18 @@ from visionq.settings import Settings
 
 PREPARE_QUEUE = "prepare"
 UPSTREAM_QUEUE = "upstream"
-QUEUES = (PREPARE_QUEUE, UPSTREAM_QUEUE)
+WEBHOOK_QUEUE = "webhooks"
+QUEUES = (PREPARE_QUEUE, UPSTREAM_QUEUE, WEBHOOK_QUEUE)
 
 PREPARE_TASK = "visionq.prepare"
 UPSTREAM_TASK = "visionq.upstream"
+WEBHOOK_TASK = "visionq.webhook"
 
 #: Pool per queue, chosen by measurement: prepare is CPU-bound (decode, encode) and wants
 #: processes; upstream waits on the network for minutes and wants many cheap threads (here
 #: a threads pool ran a 0.2 s I/O task at about twice the rate of gevent).
-POOLS = {PREPARE_QUEUE: "prefork", UPSTREAM_QUEUE: "threads"}
-DEFAULT_CONCURRENCY = {PREPARE_QUEUE: 2, UPSTREAM_QUEUE: 64}
+POOLS = {PREPARE_QUEUE: "prefork", UPSTREAM_QUEUE: "threads", WEBHOOK_QUEUE: "threads"}
+DEFAULT_CONCURRENCY = {PREPARE_QUEUE: 2, UPSTREAM_QUEUE: 64, WEBHOOK_QUEUE: 16}
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -45,6 +47,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             PREPARE_TASK: {"queue": PREPARE_QUEUE},
             UPSTREAM_TASK: {"queue": UPSTREAM_QUEUE},
+            WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE},
         },
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,

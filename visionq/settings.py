@@ -11,7 +11,7 @@ import hmac
 import os
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from visionq.errors import ConfigurationError
 
@@ -51,6 +51,8 @@ class Settings(BaseModel):
     auth_disabled: bool = False
     webhook_secret: SecretStr | None = None
     webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    webhook_lease: float = 60.0
+    sweep_interval: float = 1.0
     allow_private_urls: bool = False
     max_image_pixels: int = 178_956_970
     max_request_bytes: int = 209_715_200
@@ -91,6 +93,8 @@ class Settings(BaseModel):
             "VISIONQ_UPSTREAM_CONNECT_TIMEOUT": "upstream_connect_timeout",
             "VISIONQ_UPSTREAM_MAX_ATTEMPTS": "upstream_max_attempts",
             "VISIONQ_URL_FETCH_TIMEOUT": "url_fetch_timeout",
+            "VISIONQ_WEBHOOK_LEASE": "webhook_lease",
+            "VISIONQ_SWEEP_INTERVAL": "sweep_interval",
         }
         for var, field in simple.items():
             if env.get(var, "").strip():
@@ -117,6 +121,14 @@ class Settings(BaseModel):
             # Never echo the offending values: some of them are secrets.
             fields = ", ".join(str(err["loc"][0]) for err in getattr(exc, "errors", list)())
             raise ConfigurationError(f"invalid configuration in: {fields or exc}") from None
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_form(cls, value: SecretStr | None) -> SecretStr | None:
+        raw = value.get_secret_value() if value is not None else ""
+        if value is not None and (not raw.startswith("whsec_") or len(raw) < 16):
+            raise ValueError("must be whsec_<base64>")
+        return value
 
     def tenant_for_key(self, key: str) -> str | None:
         """The tenant owning `key`, comparing every key in constant time."""

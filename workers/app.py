@@ -12,7 +12,13 @@ from celery import Celery, Task
 
 from visionq import pipeline
 from visionq.errors import UpstreamRetryable
-from visionq.queues import PREPARE_TASK, UPSTREAM_QUEUE, UPSTREAM_TASK, celery_config
+from visionq.queues import (
+    PREPARE_TASK,
+    UPSTREAM_QUEUE,
+    UPSTREAM_TASK,
+    WEBHOOK_TASK,
+    celery_config,
+)
 from visionq.settings import Settings
 
 _runtimes: dict[int, pipeline.Runtime] = {}
@@ -43,5 +49,9 @@ def create_celery(settings: Settings) -> Celery:
         except UpstreamRetryable as exc:
             countdown = pipeline.retry_delay(self.request.retries + 1, exc.retry_after)
             raise self.retry(countdown=countdown, exc=exc) from None
+
+    @app.task(name=WEBHOOK_TASK, bind=True)
+    def webhook(self: Task, job_id: str) -> None:
+        pipeline.deliver_webhook(job_id, runtime(self.app))
 
     return app
