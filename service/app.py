@@ -74,12 +74,19 @@ def _authenticate() -> None:
     g.tenant = tenant
 
 
+def _param(loc: tuple[int | str, ...]) -> str | None:
+    """pydantic's ("messages", 0, "content") as "messages[0].content", like the intake's."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text.lstrip(".") or None
+
+
 def _render_error(exc: Exception) -> Any:
     """The one place an exception becomes a response: always JSON, never a traceback."""
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
-        exc = InvalidRequest(first["msg"], param=param)
+        exc = InvalidRequest(first["msg"], param=_param(first["loc"]))
     elif isinstance(exc, RequestEntityTooLarge):
         exc = PayloadTooLarge("the request body is over the configured cap")
     elif isinstance(exc, HTTPException):

@@ -13,7 +13,7 @@ from service.deps import services
 from visionq import retention
 from visionq.errors import InvalidRequest
 from visionq.jobs import JobRecord
-from visionq.models import JobRequest, JobStatus
+from visionq.models import JobForm, JobRequest, JobStatus
 
 blueprint = Blueprint("jobs", __name__)
 
@@ -21,15 +21,7 @@ MAX_WAIT_SECONDS = 60.0
 MAX_LIST_LIMIT = 100
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 JOB_STATUSES = get_args(JobStatus)
-_FORM_FIELDS = {
-    "prompt",
-    "system",
-    "model",
-    "max_completion_tokens",
-    "webhook_url",
-    "api",
-    "resize",
-}
+_FORM_FIELDS = JobForm.plain_fields()
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import requests
 
+from visionq.models import Job
 from visionq.redisserver import RedisServer, free_port
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -118,6 +119,7 @@ class Stack:
                     f"{self.base_url}/v1/jobs/{job_id}", params={"wait": 10}, timeout=30
                 ).json()
                 if job["status"] in ("succeeded", "failed", "canceled"):
+                    Job.model_validate(job)  # the documented shape, field for field
                     return job
                 if time.monotonic() > deadline:
                     raise AssertionError(f"job {job_id} still {job['status']}:\n{self.logs()}")

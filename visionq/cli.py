@@ -106,7 +106,7 @@ def _sweeper(args: argparse.Namespace) -> int:
 
 
 def _simulator(args: argparse.Namespace) -> int:
-    from visionq.simulator import serve
+    from simulator import serve
 
     print(
         "visionq simulator: a development stand-in for MiMo, not the real model",

@@ -14,11 +14,11 @@
     ├── Unavailable                   503 unavailable       (Retry-After)
     └── JobError                      only ever recorded on a failed job
         ├── InvalidImageUrl           invalid_image_url
-        ├── ContextLengthExceeded     context_length_exceeded
         ├── Canceled                  canceled
         ├── Internal                  internal
-        └── UpstreamError             carries upstream_status
-            ├── UpstreamBadRequest    upstream_bad_request (400/404)
+        └── UpstreamError             carries upstream_status (None: found before any call)
+            ├── ContextLengthExceeded context_length_exceeded
+            ├── UpstreamBadRequest    upstream_bad_request (400/404, and any 3xx)
             ├── UpstreamAuth          upstream_auth (401/403)
             ├── InsufficientBalance   insufficient_balance (402)
             ├── ContentFilter         content_filter (421)
@@ -114,10 +114,6 @@ class InvalidImageUrl(JobError):
     type = "invalid_image_url"
 
 
-class ContextLengthExceeded(JobError):
-    type = "context_length_exceeded"
-
-
 class Canceled(JobError):
     type = "canceled"
 
@@ -133,6 +129,10 @@ class UpstreamError(JobError):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "upstream_status": self.upstream_status}
+
+
+class ContextLengthExceeded(UpstreamError):
+    type = "context_length_exceeded"
 
 
 class UpstreamBadRequest(UpstreamError):

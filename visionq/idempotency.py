@@ -17,6 +17,8 @@ from visionq.errors import Conflict
 from visionq.jobs import redis_errors
 
 TTL_SECONDS = 24 * 3600
+#: A reservation whose request died before completing it frees the key this soon.
+PENDING_TTL_SECONDS = 60
 _WAIT_FOR_TWIN_SECONDS = 30.0
 
 
@@ -34,7 +36,7 @@ class IdempotencyKeys:
         deadline = time.monotonic() + _WAIT_FOR_TWIN_SECONDS
         with redis_errors():
             while True:
-                if self._redis.set(name, f"pending|{fingerprint}", nx=True, ex=TTL_SECONDS):
+                if self._redis.set(name, f"pending|{fingerprint}", nx=True, ex=PENDING_TTL_SECONDS):
                     return None
                 raw = self._redis.get(name)
                 if raw is None:

@@ -1,10 +1,10 @@
 """Image handling: sniffing, data URLs, hardened decode-validation, auto-fit, base64 streaming.
 
-The intake only calls the cheap functions here (`sniff`, `parse_data_url`, `decode_base64`),
-which look at a few bytes or check the alphabet. The worker calls `validate`, which decodes
-the whole first frame with only the decoder of the sniffed format: a file that claims to be
-a PNG is never handed to the TIFF or PSD decoders, which is where Pillow's fuzzing crashes
-live (see the corpus).
+The intake only calls the cheap functions here: `sniff`, `parse_data_url`, `decode_base64`
+and `probe`, which reads the header (tens of microseconds, no pixel decoded). The worker
+calls `validate`, which decodes the whole first frame with only the decoder of the sniffed
+format: a file that claims to be a PNG is never handed to the TIFF or PSD decoders, which
+is where Pillow's fuzzing crashes live (see the corpus).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import binascii
 import io
 import re
 import struct
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -147,24 +146,25 @@ def validate(fp: BinaryIO, *, max_pixels: int) -> ImageInfo:
 
 @contextmanager
 def _opened(fp: BinaryIO, fmt: str, *, max_pixels: int | None) -> Iterator[Image.Image]:
-    """Open with the one decoder of `fmt`, bomb warnings turned into `InvalidImage`."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        if max_pixels is not None:
-            # Pillow warns above MAX_IMAGE_PIXELS (an error here) and refuses above twice it.
-            Image.MAX_IMAGE_PIXELS = max_pixels
-        try:
-            image = Image.open(fp, formats=[FORMATS[fmt][0]])
-        except _DECODE_ERRORS as exc:
-            raise InvalidImage(f"the {fmt} image does not decode: {_reason(exc)}") from None
-        with image:
-            pixels = image.width * image.height
-            if max_pixels is not None and pixels > max_pixels:
-                raise InvalidImage(
-                    f"decompression bomb: {image.width}x{image.height} pixels is over the "
-                    f"{max_pixels}-pixel limit"
-                )
-            yield image
+    """Open with the one decoder of `fmt`; over `max_pixels` is a decompression bomb.
+
+    We check the size from the header ourselves instead of through Pillow's warning:
+    turning that warning into an error needs `warnings.catch_warnings`, which is not safe
+    in the API's threads. Pillow's own check is switched off (the same value every time,
+    so setting it from many threads is harmless) because ours replaces it.
+    """
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        image = Image.open(fp, formats=[FORMATS[fmt][0]])
+    except _DECODE_ERRORS as exc:
+        raise InvalidImage(f"the {fmt} image does not decode: {_reason(exc)}") from None
+    with image:
+        if max_pixels is not None and image.width * image.height > max_pixels:
+            raise InvalidImage(
+                f"decompression bomb: {image.width}x{image.height} pixels is over the "
+                f"{max_pixels}-pixel limit"
+            )
+        yield image
 
 
 def _reason(exc: BaseException) -> str:

@@ -30,7 +30,8 @@ _JSON_FIELDS = ("images", "request", "result", "error", "webhook", "metadata")
 # KEYS[1] job hash, KEYS[2] the done channel, KEYS[3] the webhook outbox.
 # ARGV[1] statuses allowed now (space separated), ARGV[2] new status or "",
 # ARGV[3] TTL to set or 0, ARGV[4] job id when this finishes the job, else "",
-# ARGV[5] field to increment or "", ARGV[6] now, ARGV[7..] field/value pairs to set.
+# ARGV[5] field to increment or "", ARGV[6] now, ARGV[7] a field that must be absent or "",
+# ARGV[8..] field/value pairs to set.
 # A finishing step publishes the id (for waiters) and, when the job has a webhook, puts it
 # in the outbox in the same step, so the event cannot be lost between the two.
 # Returns {1, new counter} when applied, {0, current status} when refused, nil when missing.
@@ -38,8 +39,9 @@ _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return nil end
 if not string.find(' ' .. ARGV[1] .. ' ', ' ' .. cur .. ' ', 1, true) then return {0, cur} end
+if ARGV[7] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[7]) == 1 then return {0, cur} end
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
-if #ARGV > 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 7)) end
+if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
 local counter = 0
 if ARGV[5] ~= '' then counter = redis.call('HINCRBY', KEYS[1], ARGV[5], 1) end
 if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
@@ -286,6 +288,7 @@ class JobStore:
         status: str = "",
         fields: dict[str, Any] | None = None,
         increment: str = "",
+        unless: str = "",
     ) -> int | None:
         """Run the guarded transition; the counter's new value when applied, else None."""
         terminal = status in TERMINAL_STATUSES
@@ -296,6 +299,7 @@ class JobStore:
             job_id if terminal else "",
             increment,
             time.time(),
+            unless,
         ]
         for name, value in _encode(fields or {}).items():
             args += [name, value]
@@ -305,19 +309,37 @@ class JobStore:
             return None
         return int(reply[1])
 
-    def start(self, job_id: str) -> bool:
-        """queued -> running; also true for a job already running (a redelivered message)."""
+    def start(self, job_id: str) -> int | None:
+        """queued -> running, counting prepare attempts; the count, or None if not to prepare.
+
+        A redelivered message for a running job that is not yet prepared counts again (its
+        worker died); one for a prepared job gets None, so it never makes a second call.
+        """
         now = round(time.time(), 3)
         started = self._apply(
-            job_id, allowed=("queued",), status="running", fields={"started_at": now}
+            job_id,
+            allowed=("queued",),
+            status="running",
+            fields={"started_at": now},
+            increment="prepare_attempts",
         )
         if started is not None:
-            return True
-        record = self.load(job_id)
-        return record is not None and record.status == "running"
+            return started
+        return self._apply(
+            job_id, allowed=("running",), increment="prepare_attempts", unless="prepared"
+        )
 
     def save_images(self, job_id: str, images: list[dict[str, Any]]) -> bool:
-        saved = self._apply(job_id, allowed=("running",), fields={"images": images}) is not None
+        """Record the prepared images, once: only the first of two racing prepares wins."""
+        saved = (
+            self._apply(
+                job_id,
+                allowed=("running",),
+                fields={"images": images, "prepared": 1},
+                unless="prepared",
+            )
+            is not None
+        )
         if saved:
             with redis_errors():
                 for sha in {image["sha256"] for image in images}:

@@ -127,6 +127,30 @@ SAMPLING_FIELDS = frozenset(
 )
 
 
+class JobForm(_Strict):
+    """The multipart form of `POST /v1/jobs` and `POST /v1/tokens`, for local files.
+
+    `image` files in order, and either `request` (a JobRequest as JSON, whose parts may
+    point at `upload:<n>`) or the plain fields, which make the shorthand request.
+    """
+
+    image: list[bytes] = Field(
+        default_factory=list, json_schema_extra={"items": {"type": "string", "format": "binary"}}
+    )
+    request: str | None = Field(default=None, description="a JobRequest as JSON")
+    prompt: str | None = None
+    system: str | None = None
+    model: str | None = None
+    max_completion_tokens: int | None = None
+    webhook_url: str | None = None
+    api: Literal["openai", "anthropic"] | None = None
+    resize: Literal["auto", "never"] | None = None
+
+    @classmethod
+    def plain_fields(cls) -> frozenset[str]:
+        return frozenset(cls.model_fields) - {"image", "request"}
+
+
 class ErrorBody(BaseModel):
     type: str
     message: str
@@ -206,3 +230,10 @@ class TokenCount(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Job]
+    has_more: bool
+    next: str | None

@@ -35,6 +35,7 @@ from visionq.webhooks import Signer
 
 log = logging.getLogger(__name__)
 _TEXT_CHARS_PER_TOKEN = 4
+MAX_PREPARE_ATTEMPTS = 3
 
 
 @dataclass
@@ -82,7 +83,13 @@ def prepare(job_id: str, rt: Runtime) -> bool:
     True when the job is ready for the upstream stage; False when it is finished (failed
     here, or canceled/finished before we got to it).
     """
-    if not rt.jobs.start(job_id):
+    attempt = rt.jobs.start(job_id)
+    if attempt is None:
+        return False
+    if attempt > MAX_PREPARE_ATTEMPTS:
+        # The message came back after its worker died each time: an image that kills the
+        # worker must end the job, not loop through the workers forever.
+        rt.jobs.fail(job_id, Internal(f"preparing this job stopped its worker {attempt - 1} times"))
         return False
     record = rt.jobs.load(job_id)
     if record is None:
@@ -116,13 +123,14 @@ def prepare(job_id: str, rt: Runtime) -> bool:
 
 def _prepare_image(rt: Runtime, record: JobRecord, image: dict[str, Any]) -> dict[str, Any]:
     settings = rt.settings
-    blob = image.get("blob")
-    if blob is None:
+    original = image.get("blob")
+    if original is None:
         stored = rt.fetcher.fetch(
             image["url"],
             lambda chunks: rt.store.put_image(chunks, max_bytes=settings.max_image_bytes),
         )
-        blob = stored.sha256
+        original = stored.sha256
+    blob = original
     with rt.store.open_image(blob) as fp:
         info = images.validate(fp, max_pixels=settings.max_image_pixels)
         size = fp.seek(0, 2)
@@ -144,7 +152,7 @@ def _prepare_image(rt: Runtime, record: JobRecord, image: dict[str, Any]) -> dic
         )
     return {
         **image,
-        "blob": image.get("blob") or blob,
+        "blob": original,
         "format": info.format,
         "width": info.width,
         "height": info.height,

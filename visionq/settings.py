@@ -24,12 +24,20 @@ MODELS = ("mimo-v2.5", "mimo-v2-omni")
 def _pairs(raw: str, sep: str, what: str) -> dict[str, str]:
     """Parse `a=1,b=2` (or `a:1,b:2`) lists, the shape of several variables."""
     out: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in raw.split(","))):
+    for position, item in enumerate(filter(None, (p.strip() for p in raw.split(","))), 1):
         key, found, value = item.partition(sep)
         if not found or not key.strip() or not value.strip():
-            raise ConfigurationError(f"{what}: cannot parse {item.split(sep)[0]!r}...")
+            # Name the position only: the item may be a secret.
+            raise ConfigurationError(f"{what}: item {position} is not of the form a{sep}b")
         out[key.strip()] = value.strip()
     return out
+
+
+def _ints(raw: str, what: str) -> list[int]:
+    try:
+        return [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigurationError(f"{what} must be whole numbers separated by commas") from None
 
 
 def _bool(raw: str) -> bool:
@@ -108,13 +116,11 @@ class Settings(BaseModel):
         if raw := env.get("VISIONQ_ALLOW_PRIVATE_URLS", "").strip():
             values["allow_private_urls"] = _bool(raw)
         if raw := env.get("VISIONQ_WEBHOOK_RETRY_SCHEDULE", "").strip():
-            values["webhook_retry_schedule"] = tuple(
-                int(part) for part in raw.split(",") if part.strip()
-            )
+            values["webhook_retry_schedule"] = tuple(_ints(raw, "VISIONQ_WEBHOOK_RETRY_SCHEDULE"))
         if raw := env.get("VISIONQ_MODEL_CONTEXT", "").strip():
-            values["model_context"] = {
-                model: int(n) for model, n in _pairs(raw, "=", "VISIONQ_MODEL_CONTEXT").items()
-            }
+            pairs = _pairs(raw, "=", "VISIONQ_MODEL_CONTEXT")
+            sizes = _ints(",".join(pairs.values()), "VISIONQ_MODEL_CONTEXT sizes")
+            values["model_context"] = dict(zip(pairs, sizes, strict=True))
         try:
             return cls.model_validate(values)
         except ValueError as exc:

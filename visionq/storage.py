@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -26,7 +27,17 @@ _CHUNK = 1024 * 1024
 class StoredImage:
     sha256: str
     size: int
-    head: bytes
+
+
+@contextmanager
+def _storage_errors() -> Iterator[None]:
+    """A full or unwritable disk is an outage (503), not a bug in the request (500)."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise Unavailable(f"image storage failed: {exc.strerror or exc}", retry_after=5) from None
 
 
 class ImageStore(Protocol):
@@ -74,29 +85,27 @@ class FileStore:
         return self._images / sha256[:2] / sha256
 
     def put_image(self, chunks: Iterable[bytes], *, max_bytes: int) -> StoredImage:
-        self._ensure()
+        with _storage_errors():
+            self._ensure()
+            fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
         digest = hashlib.sha256()
         size = 0
-        head = b""
-        fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
         try:
-            with os.fdopen(fd, "wb") as out:
+            with _storage_errors(), os.fdopen(fd, "wb") as out:
                 for block in chunks:
                     size += len(block)
                     if size > max_bytes:
                         raise PayloadTooLarge(f"an image is over the {max_bytes}-byte limit")
-                    if len(head) < 64:
-                        head += block[: 64 - len(head)]
                     digest.update(block)
                     out.write(block)
-            sha = digest.hexdigest()
-            final = self._image_path(sha)
-            final.parent.mkdir(exist_ok=True)
-            os.replace(tmp_name, final)
+                sha = digest.hexdigest()
+                final = self._image_path(sha)
+                final.parent.mkdir(exist_ok=True)
+                os.replace(tmp_name, final)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
-        return StoredImage(sha, size, head)
+        return StoredImage(sha, size)
 
     def open_image(self, sha256: str) -> BinaryIO:
         return self._image_path(sha256).open("rb")
@@ -113,9 +122,10 @@ class FileStore:
         return self._bodies / name
 
     def write_body(self, name: str, write: Callable[[BinaryIO], None]) -> None:
-        self._ensure()
         final = self._body_path(name)
-        fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
+        with _storage_errors():
+            self._ensure()
+            fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
         try:
             with os.fdopen(fd, "wb") as out:
                 write(out)
@@ -133,12 +143,9 @@ class FileStore:
         self._body_path(name).unlink(missing_ok=True)
 
     def ping(self) -> None:
-        try:
+        with _storage_errors():
             self._ensure()
-            probe = tempfile.NamedTemporaryFile(dir=self._tmp)  # noqa: SIM115
-            probe.close()
-        except OSError as exc:
-            raise Unavailable(f"image storage is not writable: {exc.strerror}") from None
+            tempfile.NamedTemporaryFile(dir=self._tmp).close()
 
 
 def open_store(url: str) -> ImageStore:

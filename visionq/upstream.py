@@ -64,9 +64,8 @@ def write_body(
     """
     marker = f"VQIMG{secrets.token_hex(8)}X"
     build = _anthropic_body if api == "anthropic" else _openai_body
-    text = json.dumps(
-        build(model, request, marker, formats), ensure_ascii=False, separators=(",", ":")
-    )
+    # ASCII escapes: a lone surrogate in a prompt stays a valid JSON escape, not a crash.
+    text = json.dumps(build(model, request, marker, formats), separators=(",", ":"))
     pieces = re.split(f"{marker}(\\d+)", text)
     out.write(pieces[0].encode())
     for i in range(1, len(pieces), 2):
@@ -236,8 +235,13 @@ class UpstreamClient:
             headers["anthropic-version"] = "2023-06-01"
         timeout = (self._settings.upstream_connect_timeout, self._settings.upstream_timeout)
         try:
+            # Never follow a redirect: requests would carry our api-key to wherever it points.
             response = self._session.post(
-                self._url(api), data=body, headers=headers, timeout=timeout
+                self._url(api),
+                data=body,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
             raise UpstreamRetryable(
@@ -265,7 +269,7 @@ class UpstreamClient:
                 retry_after=retry_after_seconds(response.headers.get("Retry-After")),
             )
         if status == 400 and "context" in message.lower() and "length" in message.lower():
-            raise ContextLengthExceeded(message)
+            raise ContextLengthExceeded(message, upstream_status=status)
         error_class: type[UpstreamError] = {
             401: UpstreamAuth,
             403: UpstreamAuth,

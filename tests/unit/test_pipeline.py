@@ -51,7 +51,8 @@ def test_prepare_then_upstream(runtime: pipeline.Runtime) -> None:
 def test_prepare_twice_is_harmless(runtime: pipeline.Runtime) -> None:
     job_id = _submit(runtime, "again", CORPUS / "good/hopper.gif")
     assert pipeline.prepare(job_id, runtime)
-    assert pipeline.prepare(job_id, runtime)  # a redelivered message
+    # A redelivered message for a prepared job: it must not queue a second upstream call.
+    assert not pipeline.prepare(job_id, runtime)
     pipeline.call_upstream(job_id, runtime)
     pipeline.call_upstream(job_id, runtime)  # and again: the job is finished, nothing happens
     job = runtime.jobs.get(job_id, tenant="t").public()
@@ -120,3 +121,15 @@ def test_a_job_canceled_after_it_started_is_not_prepared(runtime: pipeline.Runti
     assert not pipeline.prepare(job_id, runtime)
     with pytest.raises(FileNotFoundError):
         runtime.store.open_body(job_id)
+
+
+def test_a_job_whose_prepare_keeps_dying_fails_after_three_tries(
+    runtime: pipeline.Runtime,
+) -> None:
+    job_id = _submit(runtime, "poison", CORPUS / "good/hopper.png")
+    for _ in range(pipeline.MAX_PREPARE_ATTEMPTS):
+        runtime.jobs.start(job_id)  # each a delivery whose worker died mid-prepare
+    assert not pipeline.prepare(job_id, runtime)
+    job = runtime.jobs.get(job_id, tenant="t").public()
+    assert job["status"] == "failed"
+    assert job["error"]["type"] == "internal"

@@ -11,7 +11,7 @@ import sys
 
 from werkzeug.serving import make_server
 
-from visionq.simulator.app import create_app
+from simulator.app import create_app
 
 
 def serve(

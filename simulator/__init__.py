@@ -4,7 +4,7 @@
 `serve(host, port, api_key, latency)` runs it as a threaded HTTP server.
 """
 
-from visionq.simulator.app import create_app
-from visionq.simulator.server import serve
+from simulator.app import create_app
+from simulator.server import serve
 
 __all__ = ["create_app", "serve"]

@@ -28,8 +28,8 @@ from typing import Any
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from simulator.inputs import Api, Chat, Received, SimError, load_image, parse_chat
 from visionq.settings import MODELS
-from visionq.simulator.inputs import Api, Chat, Received, SimError, load_image, parse_chat
 
 #: MiMo's context windows (its "Pricing and Rate Limits" page). The service's own copy is
 #: configurable for its pre-check; this one is the upstream's truth and is not.
@@ -100,7 +100,7 @@ def _non_negative(value: object, what: str) -> float:
 
 def create_app(*, api_key: str | None, latency: float = 0.0) -> Flask:
     """A fresh simulator app. `api_key=None` accepts any non-empty key (but not none)."""
-    app = Flask("visionq.simulator")
+    app = Flask("simulator")
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep MiMo's documented order
     app.extensions[_STATE] = SimState(api_key=api_key, latency=_non_negative(latency, "latency"))
 
