@@ -22,12 +22,17 @@ class Services:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.redis = redis.Redis.from_url(
+        # A bounded pool that threads queue on: a thousand long-polls waking at once share
+        # a few dozen connections instead of opening a thousand sockets at the same moment.
+        pool = redis.BlockingConnectionPool.from_url(
             settings.redis_url,
+            max_connections=64,
+            timeout=20,
             socket_connect_timeout=2,
             socket_timeout=10,
             health_check_interval=30,
         )
+        self.redis = redis.Redis(connection_pool=pool)
         self.store = open_store(settings.storage_url)
         self.jobs = JobStore(self.redis, ttl=settings.result_ttl)
         self.intake = Intake(settings, self.store, self.jobs)

@@ -34,6 +34,9 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, threads: in
             "workers": workers,
             "worker_class": "gthread",
             "threads": threads,
+            # gthread stops accepting past worker_connections (default 1000): leave room above
+            # the threads so a health check still gets in while every thread holds a long-poll.
+            "worker_connections": threads + 64,
             "timeout": 120,
             "graceful_timeout": 30,
             "keepalive": 5,

@@ -160,7 +160,12 @@ def parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
     api.add_argument("--workers", type=int, default=2)
-    api.add_argument("--threads", type=int, default=16)
+    api.add_argument(
+        "--threads",
+        type=int,
+        default=512,
+        help="per process; a long-poll holds one (bench/longpoll.py: ~42 KB each)",
+    )
     api.set_defaults(run=_api)
 
     worker = sub.add_parser("worker", help="a Celery worker for one or more queues")
