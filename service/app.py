@@ -6,16 +6,16 @@ import logging
 from typing import Any
 
 import redis
-from flask import Flask, g, jsonify, request
+from flask import Flask, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from service import jobs_api, ops_api
-from service.deps import Services, services
+from service.auth import authenticate
+from service.deps import Services
 from visionq.errors import (
     InvalidRequest,
     PayloadTooLarge,
-    Unauthorized,
     Unavailable,
     VisionqError,
 )
@@ -47,31 +47,11 @@ def create_app(settings: Settings) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["visionq"] = Services(settings)
 
-    app.before_request(_authenticate)
+    app.before_request(authenticate)
     app.register_error_handler(Exception, _render_error)
     app.register_blueprint(jobs_api.blueprint)
     app.register_blueprint(ops_api.blueprint)
     return app
-
-
-def _authenticate() -> None:
-    """Every /v1 route needs a client key; the tenant it belongs to scopes what is visible."""
-    if not request.path.startswith("/v1/"):
-        return
-    settings: Settings = services().settings
-    if settings.auth_disabled:
-        g.tenant = "default"
-        return
-    header = request.headers.get("Authorization", "")
-    key = (
-        header[7:].strip()
-        if header[:7].lower() == "bearer "
-        else request.headers.get("api-key", "")
-    )
-    tenant = settings.tenant_for_key(key) if key else None
-    if tenant is None:
-        raise Unauthorized("missing or unknown API key")
-    g.tenant = tenant
 
 
 def _param(loc: tuple[int | str, ...]) -> str | None:

@@ -11,7 +11,7 @@ from flask import Blueprint, g, jsonify, request
 
 from service.deps import services
 from visionq import retention
-from visionq.errors import InvalidRequest
+from visionq.errors import InvalidRequest, PayloadTooLarge
 from visionq.jobs import JobRecord
 from visionq.models import JobForm, JobRequest, JobStatus
 
@@ -41,7 +41,16 @@ def parse_job_request() -> tuple[JobRequest, list[Any]]:
     """The request model and uploaded files from any of the three body forms of API.md."""
     mimetype = request.mimetype
     if mimetype == "application/json":
-        body = request.get_json(silent=True)
+        data = request.get_data(cache=True)
+        # Werkzeug cuts a chunked body (no Content-Length) at the cap without a word; a body
+        # that fills the cap exactly is taken as one that went over it.
+        cap = request.max_content_length
+        if request.content_length is None and cap is not None and len(data) >= cap:
+            raise PayloadTooLarge("the request body is over the configured cap")
+        try:
+            body = json.loads(data)
+        except ValueError:
+            body = None
         if not isinstance(body, dict):
             raise InvalidRequest("the body is not a JSON object")
         return JobRequest.model_validate(body), []

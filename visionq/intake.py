@@ -24,6 +24,8 @@ from visionq.upstream import image_ref
 from visionq.urlfetch import check_public, check_url_syntax
 
 UPLOAD_PREFIX = "upload:"
+#: Far above what fits MiMo's context at a useful size, and it bounds the worker's time.
+MAX_IMAGES_PER_JOB = 64
 
 
 @dataclass
@@ -110,6 +112,8 @@ class Intake:
                 pending.append(self._check_one(part["image_url"]["url"], param, uploads))
         if not pending:
             raise InvalidRequest("a job needs at least one image", param="images")
+        if len(pending) > MAX_IMAGES_PER_JOB:
+            raise InvalidRequest(f"a job takes at most {MAX_IMAGES_PER_JOB} images", param="images")
         return pending
 
     def _check_one(self, url: str, param: str, uploads: Sequence[BinaryIO]) -> _Pending:

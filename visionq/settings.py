@@ -7,7 +7,6 @@ construct `Settings(...)` directly.
 
 from __future__ import annotations
 
-import hmac
 import os
 from collections.abc import Mapping
 
@@ -135,11 +134,3 @@ class Settings(BaseModel):
         if value is not None and (not raw.startswith("whsec_") or len(raw) < 16):
             raise ValueError("must be whsec_<base64>")
         return value
-
-    def tenant_for_key(self, key: str) -> str | None:
-        """The tenant owning `key`, comparing every key in constant time."""
-        found = None
-        for tenant, candidate in self.api_keys:
-            if hmac.compare_digest(candidate.get_secret_value().encode(), key.encode()):
-                found = tenant
-        return found

@@ -212,6 +212,61 @@ def test_request_over_the_cap_is_413_json(small_cap_api: str) -> None:
     _error(response, 413, "payload_too_large")
 
 
+def test_chunked_request_over_the_cap_is_413_json(small_cap_api: str) -> None:
+    def body() -> Iterator[bytes]:  # no Content-Length: the cap must hold while reading
+        yield b'{"prompt": "x", "images": ["data:image/png;base64,'
+        for _ in range(30):
+            yield b"A" * 10_000
+        yield b'"]}'
+
+    response = requests.post(
+        f"{small_cap_api}/v1/jobs",
+        data=body(),
+        headers={"Authorization": f"Bearer {KEYS['alice']}", "Content-Type": "application/json"},
+        timeout=10,
+    )
+    _error(response, 413, "payload_too_large")
+
+
+def test_too_many_images_is_400(stack: Stack) -> None:
+    response = stack.submit({"prompt": "x", "images": [data_url(GOOD / "hopper.gif")] * 65})
+    assert _error(response, 400, "invalid_request")["param"] == "images"
+
+
+def test_a_lone_surrogate_in_the_prompt_does_not_break_the_job(stack: Stack) -> None:
+    body = (
+        b'{"prompt": "x \\ud800 y", "images": ["' + data_url(GOOD / "hopper.gif").encode() + b'"]}'
+    )
+    with stack.session() as http:
+        response = http.post(
+            f"{stack.base_url}/v1/jobs", data=body, headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 202, response.text
+    assert stack.wait(response.json()["id"])["status"] in ("succeeded", "failed")
+
+
+@pytest.fixture(scope="module")
+def broken_storage_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    not_a_dir = tmp_path_factory.mktemp("broken") / "file"
+    not_a_dir.write_text("storage cannot live under a file")
+    env = dict(stack.env, VISIONQ_STORAGE_URL=f"file://{not_a_dir}/images")
+    api, base_url = start_api(env, tmp_path_factory.mktemp("logs-storage"), "api-bad-storage")
+    yield base_url
+    api.stop()
+
+
+def test_storage_down_is_503_not_500(broken_storage_api: str) -> None:
+    headers = {"Authorization": f"Bearer {KEYS['alice']}"}
+    body = {"prompt": "x", "images": [data_url(GOOD / "hopper.jpg")]}
+    response = requests.post(
+        f"{broken_storage_api}/v1/jobs", json=body, headers=headers, timeout=30
+    )
+    _error(response, 503, "unavailable")
+    ready = requests.get(f"{broken_storage_api}/readyz", timeout=30)
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["storage"] != "ok"
+
+
 @pytest.fixture(scope="module")
 def redis_down_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = stack_env(f"redis://127.0.0.1:{free_port()}/0", stack.storage_root, stack.simulator_url)

@@ -148,6 +148,15 @@ def test_multipart_request_with_upload_references(stack: Stack) -> None:
     assert [i["source"] for i in job["images"]] == ["upload", "upload", "data_url"]
 
 
+def test_one_upload_referred_to_twice(stack: Stack) -> None:
+    request = {"prompt": "twice", "images": ["upload:0", "upload:0"]}
+    response = stack.upload([GOOD / "hopper.png"], {"request": json.dumps(request)})
+    assert response.status_code == 202, response.text
+    job = stack.wait(response.json()["id"])
+    assert job["status"] == "succeeded", job
+    assert job["result"]["content"].count(_saw(GOOD / "hopper.png")) == 2
+
+
 def test_get_with_wait_holds_until_finished(stack: Stack) -> None:
     response = stack.submit(
         {"prompt": "slow please [sim:latency=1]", "images": [data_url(GOOD / "hopper.jpg")]}

@@ -1,0 +1,39 @@
+"""Client authentication: a key names a tenant, and the tenant scopes every job it sees."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import g, request
+
+from service.deps import services
+from visionq.errors import Unauthorized
+from visionq.settings import Settings
+
+
+def tenant_for_key(settings: Settings, key: str) -> str | None:
+    """The tenant owning `key`, comparing against every key in constant time."""
+    found = None
+    for tenant, candidate in settings.api_keys:
+        if hmac.compare_digest(candidate.get_secret_value().encode(), key.encode()):
+            found = tenant
+    return found
+
+
+def authenticate() -> None:
+    """Every /v1 route needs a client key (`Authorization: Bearer` or `api-key`)."""
+    if not request.path.startswith("/v1/"):
+        return
+    settings = services().settings
+    if settings.auth_disabled:
+        g.tenant = "default"
+        return
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        key = header[7:].strip()
+    else:
+        key = request.headers.get("api-key", "")
+    tenant = tenant_for_key(settings, key) if key else None
+    if tenant is None:
+        raise Unauthorized("missing or unknown API key")
+    g.tenant = tenant
