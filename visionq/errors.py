@@ -165,3 +165,5 @@ class UpstreamRetryable(UpstreamError):
     ) -> None:
         super().__init__(message, upstream_status=upstream_status)
         self.retry_after = retry_after
+        #: Set by the pipeline: when to try again, in seconds.
+        self.countdown = 0.0

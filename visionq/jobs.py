@@ -25,9 +25,12 @@ from visionq.waiting import DONE_CHANNEL, CompletionWaiter
 
 #: The webhook outbox (see `outbox`): finishing a job with a webhook adds it here.
 OUTBOX_KEY = "vq:webhooks:due"
+#: Unfinished jobs by when the sweeper should look at them (see `leases`); a job enters it
+#: when created and leaves it when finished or deleted.
+LEASES_KEY = "vq:leases"
 _JSON_FIELDS = ("images", "request", "result", "error", "webhook", "metadata")
 
-# KEYS[1] job hash, KEYS[2] the done channel, KEYS[3] the webhook outbox.
+# KEYS[1] job hash, KEYS[2] the done channel, KEYS[3] the webhook outbox, KEYS[4] leases.
 # ARGV[1] statuses allowed now (space separated), ARGV[2] new status or "",
 # ARGV[3] TTL to set or 0, ARGV[4] job id when this finishes the job, else "",
 # ARGV[5] field to increment or "", ARGV[6] now, ARGV[7] a field that must be absent or "",
@@ -47,6 +50,7 @@ if ARGV[5] ~= '' then counter = redis.call('HINCRBY', KEYS[1], ARGV[5], 1) end
 if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 if ARGV[4] ~= '' then
   redis.call('PUBLISH', KEYS[2], ARGV[4])
+  redis.call('ZREM', KEYS[4], ARGV[4])
   local webhook = redis.call('HGET', KEYS[1], 'webhook')
   if webhook and webhook ~= 'null' then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[4]) end
 end
@@ -60,7 +64,7 @@ def new_job_id() -> str:
     return f"job_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
 
 
-def _key(job_id: str) -> str:
+def job_key(job_id: str) -> str:
     return f"vq:job:{job_id}"
 
 
@@ -78,13 +82,14 @@ def _blob_lock(sha256: str) -> str:
     return f"vq:blob:{sha256}:lock"
 
 
-# KEYS[1] job, KEYS[2] tenant index, KEYS[3..] blob sets; ARGV[1] job id.
+# KEYS[1] job, KEYS[2] tenant index, KEYS[3] leases, KEYS[4..] blob sets; ARGV[1] job id.
 # Deletes the job and its references; returns the blobs no job uses any more.
 _DELETE = """
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
 local orphans = {}
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   redis.call('SREM', KEYS[i], ARGV[1])
   if redis.call('SCARD', KEYS[i]) == 0 then table.insert(orphans, KEYS[i]) end
 end
@@ -160,9 +165,10 @@ def _unvalidated_defaults(image: dict[str, Any]) -> dict[str, Any]:
 
 
 class JobStore:
-    def __init__(self, client: redis.Redis, *, ttl: int) -> None:
+    def __init__(self, client: redis.Redis, *, ttl: int, queued_grace: float = 600.0) -> None:
         self._redis = client
         self._ttl = ttl
+        self._queued_grace = queued_grace
         self._transition = client.register_script(_TRANSITION)
         self._delete = client.register_script(_DELETE)
         self._waiter = CompletionWaiter(client)
@@ -196,9 +202,11 @@ class JobStore:
         mapping = {"status": "queued", "tenant": tenant, **_encode(fields)}
         with redis_errors():
             pipe = self._redis.pipeline(transaction=True)
-            pipe.hset(_key(job_id), mapping=mapping)
-            pipe.expire(_key(job_id), self._ttl)
+            pipe.hset(job_key(job_id), mapping=mapping)
+            pipe.expire(job_key(job_id), self._ttl)
             pipe.zadd(_tenant_key(tenant), {job_id: 0})
+            # Should its message be lost, the sweeper queues it again after the grace.
+            pipe.zadd(LEASES_KEY, {job_id: time.time() + self._queued_grace})
             for sha in {image["blob"] for image in images if image.get("blob")}:
                 pipe.sadd(_blob_key(sha), job_id)
             pipe.execute()
@@ -248,7 +256,12 @@ class JobStore:
         """
         record = self.get(job_id, tenant=tenant)
         blobs = {i[k] for i in record.images for k in ("blob", "sha256") if i.get(k)}
-        keys = [_key(job_id), _tenant_key(tenant), *(_blob_key(sha) for sha in blobs)]
+        keys = [
+            job_key(job_id),
+            _tenant_key(tenant),
+            LEASES_KEY,
+            *(_blob_key(sha) for sha in blobs),
+        ]
         with redis_errors():
             orphans = [
                 k.decode().removeprefix("vq:blob:") for k in self._delete(keys=keys, args=[job_id])
@@ -265,7 +278,7 @@ class JobStore:
 
     def load(self, job_id: str) -> JobRecord | None:
         with redis_errors():
-            raw = self._redis.hgetall(_key(job_id))
+            raw = self._redis.hgetall(job_key(job_id))
         if not raw:
             return None
         decoded = {k.decode(): v.decode() for k, v in raw.items()}
@@ -304,30 +317,12 @@ class JobStore:
         for name, value in _encode(fields or {}).items():
             args += [name, value]
         with redis_errors():
-            reply = self._transition(keys=[_key(job_id), DONE_CHANNEL, OUTBOX_KEY], args=args)
+            reply = self._transition(
+                keys=[job_key(job_id), DONE_CHANNEL, OUTBOX_KEY, LEASES_KEY], args=args
+            )
         if reply is None or reply[0] == 0:
             return None
         return int(reply[1])
-
-    def start(self, job_id: str) -> int | None:
-        """queued -> running, counting prepare attempts; the count, or None if not to prepare.
-
-        A redelivered message for a running job that is not yet prepared counts again (its
-        worker died); one for a prepared job gets None, so it never makes a second call.
-        """
-        now = round(time.time(), 3)
-        started = self._apply(
-            job_id,
-            allowed=("queued",),
-            status="running",
-            fields={"started_at": now},
-            increment="prepare_attempts",
-        )
-        if started is not None:
-            return started
-        return self._apply(
-            job_id, allowed=("running",), increment="prepare_attempts", unless="prepared"
-        )
 
     def save_images(self, job_id: str, images: list[dict[str, Any]]) -> bool:
         """Record the prepared images, once: only the first of two racing prepares wins."""
@@ -345,10 +340,6 @@ class JobStore:
                 for sha in {image["sha256"] for image in images}:
                     self._redis.sadd(_blob_key(sha), job_id)
         return saved
-
-    def count_attempt(self, job_id: str) -> int | None:
-        """Count one upstream attempt of a running job; None if it is no longer running."""
-        return self._apply(job_id, allowed=("running",), increment="attempts")
 
     def succeed(self, job_id: str, result: dict[str, Any]) -> bool:
         return self._finish(job_id, "succeeded", {"result": result})

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +28,9 @@ from visionq.errors import (
     VisionqError,
 )
 from visionq.jobs import JobRecord, JobStore
+from visionq.leases import LeaseKeeper, Leases
 from visionq.outbox import Outbox
+from visionq.queues import MAX_RETRY_DELAY
 from visionq.settings import Settings
 from visionq.storage import ImageStore, open_store
 from visionq.upstream import UpstreamClient, parse_result, write_body
@@ -50,14 +54,17 @@ class Runtime:
     outbox: Outbox
     webhook_fetcher: UrlFetcher
     signer: Signer | None
+    leases: Leases
+    keeper: LeaseKeeper
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
         client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
         secret = settings.webhook_secret
+        leases = Leases(client, lease=settings.job_lease)
         return cls(
             settings=settings,
-            jobs=JobStore(client, ttl=settings.result_ttl),
+            jobs=JobStore(client, ttl=settings.result_ttl, queued_grace=settings.queued_grace),
             store=open_store(settings.storage_url),
             upstream=UpstreamClient(settings),
             fetcher=UrlFetcher(
@@ -74,7 +81,19 @@ class Runtime:
                 max_redirects=0,
             ),
             signer=Signer(secret.get_secret_value()) if secret else None,
+            leases=leases,
+            keeper=LeaseKeeper(leases),
         )
+
+
+@contextmanager
+def _holding(rt: Runtime, job_id: str) -> Iterator[None]:
+    """Keep the job's lease alive while this process works on it."""
+    rt.keeper.hold(job_id)
+    try:
+        yield
+    finally:
+        rt.keeper.drop(job_id)
 
 
 def prepare(job_id: str, rt: Runtime) -> bool:
@@ -83,14 +102,24 @@ def prepare(job_id: str, rt: Runtime) -> bool:
     True when the job is ready for the upstream stage; False when it is finished (failed
     here, or canceled/finished before we got to it).
     """
-    attempt = rt.jobs.start(job_id)
-    if attempt is None:
+    attempt = rt.leases.take(job_id, "prepare")
+    if attempt is None:  # finished, prepared, or a live worker has it
         return False
     if attempt > MAX_PREPARE_ATTEMPTS:
-        # The message came back after its worker died each time: an image that kills the
-        # worker must end the job, not loop through the workers forever.
+        # Each earlier attempt's worker died holding it: an image that kills the worker
+        # must end the job, not loop through the workers forever.
         rt.jobs.fail(job_id, Internal(f"preparing this job stopped its worker {attempt - 1} times"))
         return False
+    with _holding(rt, job_id):
+        ready = _prepare_job(job_id, rt)
+    if ready:
+        # Handed on: the upstream message takes it; should that message be lost, the
+        # sweeper queues the upstream stage again one lease from now.
+        rt.leases.release(job_id, look_in=rt.leases.lease)
+    return ready
+
+
+def _prepare_job(job_id: str, rt: Runtime) -> bool:
     record = rt.jobs.load(job_id)
     if record is None:
         return False
@@ -186,13 +215,19 @@ def _check_context(settings: Settings, record: JobRecord, prepared: list[dict[st
 
 
 def call_upstream(job_id: str, rt: Runtime) -> None:
-    """One upstream attempt. Raises `UpstreamRetryable` when the caller should try again."""
+    """One upstream attempt. Raises `UpstreamRetryable`, with `countdown` set, when the
+    caller should try again that many seconds from now."""
+    attempt = rt.leases.take(job_id, "upstream")
+    if attempt is None:  # finished, not prepared, or a live worker has it
+        return
     record = rt.jobs.load(job_id)
-    if record is None or record.status != "running":
+    if record is None:
         return
-    attempt = rt.jobs.count_attempt(job_id)
-    if attempt is None:
-        return
+    with _holding(rt, job_id):
+        _call_upstream(job_id, rt, record, attempt)
+
+
+def _call_upstream(job_id: str, rt: Runtime, record: JobRecord, attempt: int) -> None:
     try:
         body, length = rt.store.open_body(job_id)
     except FileNotFoundError:
@@ -204,6 +239,8 @@ def call_upstream(job_id: str, rt: Runtime) -> None:
         result = parse_result(record.fields["api"], raw)
     except UpstreamRetryable as exc:
         if attempt < rt.settings.upstream_max_attempts:
+            exc.countdown = retry_delay(attempt, exc.retry_after)
+            rt.leases.release(job_id, look_in=exc.countdown + rt.leases.lease)
             raise
         _finish(
             rt,
@@ -238,7 +275,7 @@ def _finish(
 def retry_delay(attempt: int, retry_after: float | None, *, cap: float = 60.0) -> float:
     """Exponential backoff with full jitter, never sooner than the upstream's Retry-After."""
     backoff = random.uniform(0, min(cap, 0.5 * 2**attempt))
-    return max(backoff, retry_after or 0.0)
+    return min(MAX_RETRY_DELAY, max(backoff, retry_after or 0.0))
 
 
 def deliver_webhook(job_id: str, rt: Runtime) -> None:

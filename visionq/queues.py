@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from visionq.errors import ConfigurationError
 from visionq.settings import Settings
 
 PREPARE_QUEUE = "prepare"
@@ -27,15 +28,68 @@ POOLS = {PREPARE_QUEUE: "prefork", UPSTREAM_QUEUE: "threads", WEBHOOK_QUEUE: "th
 DEFAULT_CONCURRENCY = {PREPARE_QUEUE: 2, UPSTREAM_QUEUE: 64, WEBHOOK_QUEUE: 16}
 
 
+#: The longest a retry's countdown may be, whatever the upstream's Retry-After says.
+MAX_RETRY_DELAY = 600.0
+
+
+def time_limits(settings: Settings) -> dict[str, int]:
+    """Hard time limit per task: past it the pool kills the task (and a prefork child)."""
+    return {
+        PREPARE_TASK: 300,
+        UPSTREAM_TASK: int(settings.upstream_connect_timeout + settings.upstream_timeout) + 60,
+        WEBHOOK_TASK: 60,
+    }
+
+
+def visibility_timeout(settings: Settings) -> int:
+    """The broker re-delivers a message not acknowledged within this many seconds.
+
+    It must outlast the longest task and the longest retry countdown (with the Redis
+    transport a countdown is held unacknowledged by the worker), or a task still running
+    would be delivered a second time. A dead worker's job does not wait for it: our own
+    lease (visionq.leases) brings it back within seconds.
+    """
+    longest = max(*time_limits(settings).values(), MAX_RETRY_DELAY)
+    return max(3600, int(2 * longest))
+
+
+def check_broker_timing(config: dict[str, Any], settings: Settings) -> None:
+    """Refuse to start with a visibility timeout that would re-deliver running tasks."""
+    visibility = config["broker_transport_options"]["visibility_timeout"]
+    longest = max(*time_limits(settings).values(), MAX_RETRY_DELAY)
+    if visibility <= longest:
+        raise ConfigurationError(
+            f"the broker visibility timeout ({visibility} s) must be longer than the longest "
+            f"task or retry countdown ({longest:.0f} s)"
+        )
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery settings shared by the producer (API) and the consumers (workers)."""
-    # The broker re-delivers a message not acknowledged within the visibility timeout; it
-    # must outlast the longest task (an upstream call of `upstream_timeout`) with margin.
-    visibility = max(3600, int(settings.upstream_timeout * 2) + 600)
+    """Celery settings shared by the producer (API) and the consumers (workers).
+
+    Together they make a crash lose nothing: a task is acknowledged only when done
+    (`acks_late`), a pool child killed mid-task gives its message back
+    (`task_reject_on_worker_lost`), a worker takes one message at a time per slot
+    (prefetch 1, so a dead worker strands no backlog), and SIGTERM waits for running
+    tasks up to the soft-shutdown timeout before handing the rest back.
+    """
+    limits = time_limits(settings)
     return {
         "broker_url": settings.redis_url,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": visibility},
+        "broker_connection_max_retries": None,
+        "broker_transport_options": {
+            "visibility_timeout": visibility_timeout(settings),
+            # Look for messages past their visibility timeout every 10 s (kombu >= 5.7).
+            "unacked_restore_interval": 10,
+            "unacked_restore_throttle": 1,
+        },
+        "task_annotations": {
+            name: {"time_limit": limit, "soft_time_limit": limit - 10}
+            for name, limit in limits.items()
+        },
+        "worker_soft_shutdown_timeout": 30,
+        "worker_enable_soft_shutdown_on_idle": True,
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,

@@ -59,6 +59,8 @@ class Settings(BaseModel):
     webhook_secret: SecretStr | None = None
     webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     webhook_lease: float = 60.0
+    job_lease: float = 30.0
+    queued_grace: float = 600.0
     sweep_interval: float = 1.0
     allow_private_urls: bool = False
     max_image_pixels: int = 178_956_970
@@ -101,6 +103,8 @@ class Settings(BaseModel):
             "VISIONQ_UPSTREAM_MAX_ATTEMPTS": "upstream_max_attempts",
             "VISIONQ_URL_FETCH_TIMEOUT": "url_fetch_timeout",
             "VISIONQ_WEBHOOK_LEASE": "webhook_lease",
+            "VISIONQ_JOB_LEASE": "job_lease",
+            "VISIONQ_QUEUED_GRACE": "queued_grace",
             "VISIONQ_SWEEP_INTERVAL": "sweep_interval",
         }
         for var, field in simple.items():

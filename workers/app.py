@@ -18,6 +18,7 @@ from visionq.queues import (
     UPSTREAM_TASK,
     WEBHOOK_TASK,
     celery_config,
+    check_broker_timing,
 )
 from visionq.settings import Settings
 
@@ -33,8 +34,10 @@ def runtime(app: Celery) -> pipeline.Runtime:
 
 
 def create_celery(settings: Settings) -> Celery:
+    config = celery_config(settings)
+    check_broker_timing(config, settings)
     app = Celery("visionq")
-    app.conf.update(celery_config(settings))
+    app.conf.update(config)
     app.conf.visionq_settings = settings
 
     @app.task(name=PREPARE_TASK, bind=True)
@@ -47,8 +50,7 @@ def create_celery(settings: Settings) -> Celery:
         try:
             pipeline.call_upstream(job_id, runtime(self.app))
         except UpstreamRetryable as exc:
-            countdown = pipeline.retry_delay(self.request.retries + 1, exc.retry_after)
-            raise self.retry(countdown=countdown, exc=exc) from None
+            raise self.retry(countdown=exc.countdown, exc=exc) from None
 
     @app.task(name=WEBHOOK_TASK, bind=True)
     def webhook(self: Task, job_id: str) -> None:

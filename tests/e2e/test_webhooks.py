@@ -259,7 +259,6 @@ def test_a_job_finished_by_anyone_is_delivered(stack: Stack, receiver: Receiver)
         webhook_url=receiver.url,
         metadata=None,
     )
-    jobs.start(record.id)
     jobs.succeed(record.id, {"content": "finished outside the pipeline"})
     _webhook_state(stack, record.id, {"delivered"})
     assert (

@@ -11,6 +11,7 @@ import redis
 
 from visionq.errors import InvalidImage, NotFound, Unavailable
 from visionq.jobs import JobStore
+from visionq.leases import Leases
 from visionq.redisserver import RedisServer, free_port
 
 
@@ -65,12 +66,13 @@ def test_other_tenant_is_not_found(store: JobStore) -> None:
 
 def test_transitions_only_forward_and_once(store: JobStore) -> None:
     record = _new(store)
-    assert store.start(record.id)
-    assert store.start(record.id)  # a redelivered message may go on with a running job
+    leases = Leases(store._redis, lease=30)
+    assert leases.take(record.id, "prepare") == 1
+    assert store.get(record.id, tenant="t1").status == "running"
     assert store.succeed(record.id, {"content": "first"})
     assert not store.succeed(record.id, {"content": "second"})
     assert not store.fail(record.id, InvalidImage("late"))
-    assert not store.start(record.id)
+    assert leases.take(record.id, "prepare") is None
     job = store.get(record.id, tenant="t1").public()
     assert job["status"] == "succeeded"
     assert job["result"] == {"content": "first"}
@@ -79,7 +81,6 @@ def test_transitions_only_forward_and_once(store: JobStore) -> None:
 
 def test_concurrent_finishes_record_exactly_one(store: JobStore) -> None:
     record = _new(store)
-    store.start(record.id)
     outcomes: list[bool] = []
     barrier = threading.Barrier(8)
 
@@ -95,20 +96,8 @@ def test_concurrent_finishes_record_exactly_one(store: JobStore) -> None:
     assert outcomes.count(True) == 1
 
 
-def test_attempts_count_only_while_running(store: JobStore) -> None:
-    record = _new(store)
-    assert store.count_attempt(record.id) is None
-    store.start(record.id)
-    assert store.count_attempt(record.id) == 1
-    assert store.count_attempt(record.id) == 2
-    store.fail(record.id, InvalidImage("x"))
-    assert store.count_attempt(record.id) is None
-    assert store.get(record.id, tenant="t1").public()["attempts"] == 2
-
-
 def test_wait_returns_when_the_job_finishes(store: JobStore) -> None:
     record = _new(store)
-    store.start(record.id)
     threading.Timer(0.3, store.succeed, args=(record.id, {"content": "done"})).start()
     started = time.monotonic()
     waited = store.wait(record.id, tenant="t1", timeout=10)
@@ -126,7 +115,6 @@ def test_wait_times_out_on_an_unfinished_job(store: JobStore) -> None:
 
 def test_finished_job_gets_the_result_ttl(store: JobStore) -> None:
     record = _new(store)
-    store.start(record.id)
     store.fail(record.id, InvalidImage("bad"))
     ttl = store._redis.ttl(f"vq:job:{record.id}")
     assert 0 < ttl <= 120

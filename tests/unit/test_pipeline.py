@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from tests.conftest import CORPUS, SIM_KEY, Stack
 from visionq import pipeline
 from visionq.errors import UpstreamRetryable
 from visionq.intake import Intake
+from visionq.leases import Leases
 from visionq.models import JobRequest
 from visionq.settings import Settings
 
@@ -116,7 +118,7 @@ def test_a_canceled_queued_job_never_reaches_the_upstream(
 
 def test_a_job_canceled_after_it_started_is_not_prepared(runtime: pipeline.Runtime) -> None:
     job_id = _submit(runtime, "x", CORPUS / "good/hopper.png")
-    runtime.jobs.start(job_id)
+    runtime.leases.take(job_id, "prepare")
     runtime.jobs.cancel(job_id, tenant="t")
     assert not pipeline.prepare(job_id, runtime)
     with pytest.raises(FileNotFoundError):
@@ -127,8 +129,10 @@ def test_a_job_whose_prepare_keeps_dying_fails_after_three_tries(
     runtime: pipeline.Runtime,
 ) -> None:
     job_id = _submit(runtime, "poison", CORPUS / "good/hopper.png")
+    short = Leases(runtime.jobs._redis, lease=0.01)
     for _ in range(pipeline.MAX_PREPARE_ATTEMPTS):
-        runtime.jobs.start(job_id)  # each a delivery whose worker died mid-prepare
+        assert short.take(job_id, "prepare") is not None  # its worker then dies
+        time.sleep(0.02)  # and the lease runs out
     assert not pipeline.prepare(job_id, runtime)
     job = runtime.jobs.get(job_id, tenant="t").public()
     assert job["status"] == "failed"
