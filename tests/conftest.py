@@ -44,9 +44,17 @@ def data_url(path: Path, mime: str | None = None) -> str:
 class Process:
     """A child process whose output goes to a log file we can show when a test fails."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], logs: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        logs: Path,
+        log_name: str | None = None,
+    ) -> None:
         self.name = name
-        self.log_path = logs / f"{name}.log"
+        self.args = args
+        self.log_path = logs / f"{log_name or name}.log"
         self._log = self.log_path.open("wb")
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "visionq", *args],
@@ -129,6 +137,23 @@ class Stack:
         assert response.status_code == 202, response.text
         return self.wait(response.json()["id"], tenant)
 
+    def kill_and_replace(self, name: str) -> Process:
+        """SIGKILL the running process `name` and start a new one like it."""
+        old = next(p for p in self.processes if p.name == name)
+        old.popen.kill()
+        old.popen.wait()
+        old.stop()
+        self.processes.remove(old)
+        new = Process(
+            name,
+            old.args,
+            self.env,
+            old.log_path.parent,
+            log_name=f"{name}-{len(self.processes)}-{time.monotonic_ns()}",
+        )
+        self.processes.append(new)
+        return new
+
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.tail(15)}" for p in self.processes)
 
@@ -150,6 +175,7 @@ def stack_env(redis_url: str, storage: Path, simulator_url: str, **extra: str) -
             "VISIONQ_WEBHOOK_RETRY_SCHEDULE": "1,1,1,2,2",
             "VISIONQ_WEBHOOK_LEASE": "4",
             "VISIONQ_SWEEP_INTERVAL": "0.2",
+            "VISIONQ_JOB_LEASE": "3",
         }
     )
     env.update(extra)

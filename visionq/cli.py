@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -101,6 +102,7 @@ def _supervise(queues: list[str], args: argparse.Namespace) -> int:
 def _sweeper(args: argparse.Namespace) -> int:
     from workers.sweeper import run
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     run(Settings.from_env())
     return 0
 

@@ -10,6 +10,9 @@ a SIGKILLed worker's job would wait an hour. Instead:
 - the sorted set `vq:leases` says when the sweeper should next look at each unfinished
   job. The sweeper re-queues the job's current stage when its lease has run out, and
   nothing else: a message that arrives while a live worker holds the job is dropped;
+- a queued job is looked at after a grace (its message may simply wait in a long queue),
+  or one lease after a worker received its message (that worker may die before starting
+  it, and the broker would hand the message back only after its visibility timeout);
 - finishing a job removes it from the set (in `jobs`' transition).
 """
 
@@ -59,11 +62,15 @@ for _, id in ipairs(due) do
   local key = 'vq:job:' .. id
   local status = redis.call('HGET', key, 'status')
   local held = tonumber(redis.call('HGET', key, 'lease_until') or '0')
+  local received = tonumber(redis.call('HGET', key, 'received_until') or '0')
   if not status or (status ~= 'queued' and status ~= 'running') then
     redis.call('ZREM', KEYS[1], id)
   elseif held > tonumber(ARGV[1]) then
     redis.call('ZADD', KEYS[1], held, id)
+  elseif status == 'queued' and received > tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[1], received, id)
   else
+    redis.call('HDEL', key, 'received_until')
     local stage = 'prepare'
     if redis.call('HEXISTS', key, 'prepared') == 1 then stage = 'upstream' end
     local wait = tonumber(ARGV[2])
@@ -74,6 +81,15 @@ for _, id in ipairs(due) do
   end
 end
 return out
+"""
+
+# KEYS[1] job, KEYS[2] leases; ARGV[1] until, ARGV[2] id. A worker got the job's message:
+# should it die before starting the job, look again then instead of after the queued grace.
+_RECEIVED = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+redis.call('HSET', KEYS[1], 'received_until', ARGV[1])
+redis.call('ZADD', KEYS[2], 'XX', ARGV[1], ARGV[2])
+return 1
 """
 
 # KEYS[1] job, KEYS[2] leases; ARGV[1] lease end, ARGV[2] id. Only a held lease is renewed:
@@ -107,6 +123,7 @@ class Leases:
         self._take = client.register_script(_TAKE)
         self._sweep = client.register_script(_SWEEP)
         self._renew = client.register_script(_RENEW)
+        self._received = client.register_script(_RECEIVED)
         self._release = client.register_script(_RELEASE)
 
     def take(self, job_id: str, stage: str) -> int | None:
@@ -117,6 +134,13 @@ class Leases:
                 keys=[job_key(job_id), LEASES_KEY], args=[now, now + self.lease, job_id, stage]
             )
         return None if reply is None else int(reply)
+
+    def received(self, job_id: str) -> None:
+        """A worker's main process took the job's message from the broker."""
+        with redis_errors():
+            self._received(
+                keys=[job_key(job_id), LEASES_KEY], args=[time.time() + self.lease, job_id]
+            )
 
     def renew(self, job_id: str) -> None:
         with redis_errors():

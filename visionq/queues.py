@@ -71,7 +71,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     (`acks_late`), a pool child killed mid-task gives its message back
     (`task_reject_on_worker_lost`), a worker takes one message at a time per slot
     (prefetch 1, so a dead worker strands no backlog), and SIGTERM waits for running
-    tasks up to the soft-shutdown timeout before handing the rest back.
+    tasks up to the soft-shutdown timeout before handing the rest back. A worker fetches
+    only when a slot is free, so a SIGKILL strands no message it had not started.
     """
     limits = time_limits(settings)
     return {
@@ -88,6 +89,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             name: {"time_limit": limit, "soft_time_limit": limit - 10}
             for name, limit in limits.items()
         },
+        # Fetch only for a free slot: a message reserved by a worker that then dies waits
+        # for the broker's visibility timeout, while one still in the queue does not.
+        "worker_disable_prefetch": True,
         "worker_soft_shutdown_timeout": 30,
         "worker_enable_soft_shutdown_on_idle": True,
         "task_serializer": "json",

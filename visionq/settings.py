@@ -60,7 +60,7 @@ class Settings(BaseModel):
     webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     webhook_lease: float = 60.0
     job_lease: float = 30.0
-    queued_grace: float = 600.0
+    queued_grace: float = 300.0
     sweep_interval: float = 1.0
     allow_private_urls: bool = False
     max_image_pixels: int = 178_956_970

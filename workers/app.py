@@ -6,12 +6,14 @@ step reports into Celery's vocabulary (chain to the next queue, retry with a cou
 
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Any
 
-from celery import Celery, Task
+from celery import Celery, Task, signals
 
 from visionq import pipeline
-from visionq.errors import UpstreamRetryable
+from visionq.errors import Unavailable, UpstreamRetryable
 from visionq.queues import (
     PREPARE_TASK,
     UPSTREAM_QUEUE,
@@ -55,5 +57,12 @@ def create_celery(settings: Settings) -> Celery:
     @app.task(name=WEBHOOK_TASK, bind=True)
     def webhook(self: Task, job_id: str) -> None:
         pipeline.deliver_webhook(job_id, runtime(self.app))
+
+    @signals.task_received.connect(weak=False)
+    def _received(request: Any = None, **_: Any) -> None:
+        # In the worker's main process, as a message is taken from the broker.
+        if request is not None and request.name == PREPARE_TASK and request.args:
+            with contextlib.suppress(Unavailable):  # then the sweeper finds it unacknowledged
+                runtime(app).leases.received(request.args[0])
 
     return app

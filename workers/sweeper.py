@@ -7,6 +7,8 @@ may run, since claims are atomic, but one is enough: a couple of Redis calls a r
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import signal
 import threading
@@ -31,6 +33,29 @@ from workers.app import create_celery
 log = logging.getLogger(__name__)
 
 
+# kombu's Redis transport keeps each delivered, not yet acknowledged message in these keys
+# (its `unacked_key` and `unacked_index_key` options, at their defaults).
+_UNACKED, _UNACKED_INDEX = "unacked", "unacked_index"
+
+
+def stranded_prepares(client: redis.Redis, *, older_than: float) -> list[str]:
+    """Jobs whose prepare message a worker took and never started: it died holding it.
+
+    A worker fetches only for a free slot, so a live one starts a message within
+    milliseconds; one still unacknowledged after a lease, for a job still queued, belongs
+    to a dead worker, and the broker would give it back only after its visibility timeout.
+    """
+    tags = client.zrangebyscore(_UNACKED_INDEX, "-inf", time.time() - older_than)
+    jobs = []
+    for raw in filter(None, client.hmget(_UNACKED, tags) if tags else []):
+        message = json.loads(raw)[0]
+        if message.get("headers", {}).get("task") != PREPARE_TASK:
+            continue
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        jobs.append(args[0])
+    return jobs
+
+
 def run(settings: Settings) -> None:
     app = create_celery(settings)
     client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
@@ -47,6 +72,10 @@ def run(settings: Settings) -> None:
         try:
             for job_id in outbox.claim_due(now=time.time(), lease=settings.webhook_lease):
                 app.send_task(WEBHOOK_TASK, args=[job_id], queue=WEBHOOK_QUEUE)
+            for job_id in stranded_prepares(client, older_than=settings.job_lease):
+                if leases.received(job_id):  # still queued: claimed for one more lease
+                    log.warning("job %s: its worker died before starting it; queued again", job_id)
+                    app.send_task(PREPARE_TASK, args=[job_id], queue=PREPARE_QUEUE)
             for expired in leases.expired(queued_grace=settings.queued_grace):
                 task, queue = stage_tasks[expired.stage]
                 log.warning(
@@ -55,4 +84,6 @@ def run(settings: Settings) -> None:
                 app.send_task(task, args=[expired.job_id], queue=queue)
         except Unavailable:
             log.warning("Redis is unreachable; the sweeper tries again")
+        except Exception:  # one bad round must not end the sweeping
+            log.exception("sweep failed; trying again")
         stop.wait(settings.sweep_interval)

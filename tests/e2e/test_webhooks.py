@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ import redis
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from tests.conftest import CORPUS, WEBHOOK_SECRET, Process, Stack, data_url
+from tests.conftest import CORPUS, WEBHOOK_SECRET, Stack, data_url
 from visionq.jobs import JobStore
 
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")
@@ -268,20 +266,14 @@ def test_a_job_finished_by_anyone_is_delivered(stack: Stack, receiver: Receiver)
 
 
 def test_a_worker_killed_mid_delivery_still_delivers(stack: Stack, receiver: Receiver) -> None:
-    worker = next(p for p in stack.processes if p.name == "worker-webhooks")
     receiver.hold_seconds = 2.0  # the first attempt is in flight when the worker dies
     job_id = _submit(stack, receiver)
     deadline = time.monotonic() + 15
     while not receiver.deliveries:
         assert time.monotonic() < deadline, stack.logs()
         time.sleep(0.02)
-    os.kill(worker.popen.pid, signal.SIGKILL)
-    worker.popen.wait()
+    stack.kill_and_replace("worker-webhooks")
     receiver.hold_seconds = 0.0
-    replacement = Process(
-        "worker-webhooks-2", ["worker", "--queues", "webhooks"], stack.env, worker.log_path.parent
-    )
-    stack.processes.append(replacement)
     job = _webhook_state(stack, job_id, {"delivered"}, timeout=40)
     assert job["webhook"]["status"] == "delivered"
     assert {d.headers["webhook-id"] for d in receiver.deliveries} == {f"msg_{job_id}"}

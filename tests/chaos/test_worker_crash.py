@@ -1,0 +1,86 @@
+"""Workers killed mid-job: every job still ends, once, with one upstream call per kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from tests.conftest import CORPUS, Process, Stack, data_url
+
+pytestmark = pytest.mark.chaos
+JPEG = data_url(CORPUS / "good" / "hopper.jpg")
+
+
+def _calls(stack: Stack) -> int:
+    return requests.get(f"{stack.simulator_url}/_sim/stats", timeout=5).json()["requests"]
+
+
+def test_sigkill_of_the_upstream_worker_mid_call(stack: Stack) -> None:
+    n = 12
+    before = _calls(stack)
+    ids = [
+        stack.submit({"prompt": f"job {i} [sim:latency=2]", "images": [JPEG]}).json()["id"]
+        for i in range(n)
+    ]
+    deadline = time.monotonic() + 30
+    with stack.session() as http:
+        while True:  # every job is inside its upstream call
+            jobs = [http.get(f"{stack.base_url}/v1/jobs/{i}").json() for i in ids]
+            if all(j["attempts"] == 1 for j in jobs):
+                break
+            assert time.monotonic() < deadline, stack.logs()
+            time.sleep(0.05)
+    stack.kill_and_replace("worker-upstream")
+    killed_at = time.monotonic()
+    finished = [stack.wait(i, timeout=60) for i in ids]
+    recovery = time.monotonic() - killed_at
+    assert [j["status"] for j in finished] == ["succeeded"] * n
+    assert all(j["attempts"] == 2 for j in finished)  # the killed call, then one more
+    assert _calls(stack) - before == 2 * n
+    contents = [j["result"]["content"] for j in finished]
+    assert all(f"text: job {i} " in c for i, c in enumerate(contents))
+    print(
+        f"\nupstream SIGKILL: {n} jobs, {n} terminal, 0 lost, 0 duplicated results; "
+        f"all done {recovery:.1f} s after the kill"
+    )
+
+
+def _pool_children(process: Process) -> list[int]:
+    pid = process.popen.pid
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_sigkill_of_a_prepare_pool_child_mid_prepare(stack: Stack, tmp_path: Path) -> None:
+    # Large enough that preparing it (decode, resize, encode) takes a good part of a second.
+    big = tmp_path / "big.png"
+    Image.effect_noise((3000, 2000), 64).convert("RGB").save(big)
+    n = 4
+    before = _calls(stack)
+    ids = [
+        stack.submit({"prompt": f"p{i}", "images": [data_url(big)]}).json()["id"] for i in range(n)
+    ]
+    worker = next(p for p in stack.processes if p.name == "worker-prepare")
+    deadline = time.monotonic() + 20
+    with stack.session() as http:
+        while not any(
+            http.get(f"{stack.base_url}/v1/jobs/{i}").json()["status"] == "running" for i in ids
+        ):
+            assert time.monotonic() < deadline, stack.logs()
+            time.sleep(0.01)
+    for child in _pool_children(worker):
+        os.kill(child, signal.SIGKILL)
+    killed_at = time.monotonic()
+    finished = [stack.wait(i, timeout=90) for i in ids]
+    assert [j["status"] for j in finished] == ["succeeded"] * n, finished
+    assert _calls(stack) - before == n  # prepared again, never a second upstream call
+    assert worker.popen.poll() is None  # the worker replaced its children and carries on
+    print(
+        f"\nprepare pool child SIGKILL: {n} jobs, {n} terminal, 0 lost, 0 duplicated; "
+        f"all done {time.monotonic() - killed_at:.1f} s after the kill"
+    )
