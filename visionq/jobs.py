@@ -152,9 +152,16 @@ class JobRecord:
             "result": f.get("result"),
             "error": f.get("error"),
             "attempts": int(f.get("attempts") or 0),
-            "webhook": f.get("webhook"),
+            "webhook": _public_webhook(f.get("webhook")),
             "metadata": f.get("metadata") or {},
         }
+
+
+def _public_webhook(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The delivery state without `generation`, which only the outbox uses."""
+    if state is None:
+        return None
+    return {k: v for k, v in state.items() if k != "generation"}
 
 
 _IMAGE_FIELDS = ("format", "width", "height", "bytes", "sha256", "image_tokens")
@@ -193,7 +200,13 @@ class JobStore:
             "images": images,
             "attempts": 0,
             "webhook": (
-                {"url": webhook_url, "status": "pending", "attempts": 0, "last_status_code": None}
+                {
+                    "url": webhook_url,
+                    "status": "pending",
+                    "attempts": 0,
+                    "last_status_code": None,
+                    "generation": 0,
+                }
                 if webhook_url
                 else None
             ),
@@ -358,11 +371,6 @@ class JobStore:
         if record.status != "canceled":
             raise Conflict(f"job {job_id} is already {record.status}", param="id")
         return record
-
-    def record_webhook(self, job_id: str, state: dict[str, Any]) -> bool:
-        """Store a finished job's delivery state (status, attempts, last status code)."""
-        applied = self._apply(job_id, allowed=tuple(TERMINAL_STATUSES), fields={"webhook": state})
-        return applied is not None
 
     def _finish(self, job_id: str, status: str, fields: dict[str, Any]) -> bool:
         fields = {**fields, "completed_at": round(time.time(), 3)}

@@ -278,8 +278,10 @@ def retry_delay(attempt: int, retry_after: float | None, *, cap: float = 60.0) -
     return min(MAX_RETRY_DELAY, max(backoff, retry_after or 0.0))
 
 
-def deliver_webhook(job_id: str, rt: Runtime) -> None:
+def deliver_webhook(job_id: str, token: str, rt: Runtime) -> None:
     """One attempt at a finished job's event, then the schedule's next step for it."""
+    if not rt.outbox.begin(job_id, token, lease=rt.settings.webhook_lease):
+        return  # a duplicate, or overtaken: the claim it carried is no longer current
     record = rt.jobs.load(job_id)
     state = record.fields.get("webhook") if record is not None else None
     if record is None or state is None or not record.finished or state["status"] != "pending":
@@ -300,10 +302,8 @@ def deliver_webhook(job_id: str, rt: Runtime) -> None:
         )
     except UrlRefused:
         code, verdict = None, webhooks.Verdict("disabled")
-    if verdict.retry_in is None:
-        rt.outbox.done(job_id)
-    else:
-        rt.outbox.schedule(job_id, at=now + verdict.retry_in)
-    rt.jobs.record_webhook(
-        job_id, {**state, "status": verdict.status, "attempts": attempts, "last_status_code": code}
+    rt.outbox.settle(
+        job_id,
+        {**state, "status": verdict.status, "attempts": attempts, "last_status_code": code},
+        next_due=None if verdict.retry_in is None else time.time() + verdict.retry_in,
     )

@@ -55,8 +55,8 @@ def create_celery(settings: Settings) -> Celery:
             raise self.retry(countdown=exc.countdown, exc=exc) from None
 
     @app.task(name=WEBHOOK_TASK, bind=True)
-    def webhook(self: Task, job_id: str) -> None:
-        pipeline.deliver_webhook(job_id, runtime(self.app))
+    def webhook(self: Task, job_id: str, token: str) -> None:
+        pipeline.deliver_webhook(job_id, token, runtime(self.app))
 
     @signals.task_received.connect(weak=False)
     def _received(request: Any = None, **_: Any) -> None:

@@ -70,8 +70,8 @@ def run(settings: Settings) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     while not stop.is_set():
         try:
-            for job_id in outbox.claim_due(now=time.time(), lease=settings.webhook_lease):
-                app.send_task(WEBHOOK_TASK, args=[job_id], queue=WEBHOOK_QUEUE)
+            for job_id, token in outbox.claim_due(now=time.time(), lease=settings.webhook_lease):
+                app.send_task(WEBHOOK_TASK, args=[job_id, token], queue=WEBHOOK_QUEUE)
             for job_id in stranded_prepares(client, older_than=settings.job_lease):
                 if leases.received(job_id):  # still queued: claimed for one more lease
                     log.warning("job %s: its worker died before starting it; queued again", job_id)
