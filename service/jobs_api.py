@@ -134,12 +134,17 @@ def _submit_once(key: str, job_request: JobRequest, uploads: list[Any]) -> tuple
     if existing is not None:
         return svc.jobs.get(existing, tenant=g.tenant), 200
     try:
-        record = svc.intake.submit(job_request, tenant=g.tenant, uploads=uploads)
-        svc.enqueue_prepare(record.id)
+        record = svc.intake.submit(
+            job_request,
+            tenant=g.tenant,
+            uploads=uploads,
+            remember=svc.idempotency.remember(g.tenant, key, fingerprint),
+        )
     except BaseException:
-        svc.idempotency.release(g.tenant, key)
+        svc.idempotency.release(g.tenant, key, fingerprint)
         raise
-    svc.idempotency.complete(g.tenant, key, fingerprint, record.id)
+    # The key names the job from here on; should queueing fail, the sweeper queues it later.
+    svc.enqueue_prepare(record.id)
     return record, 202
 
 

@@ -2,8 +2,10 @@
 
 The first request reserves the key with SET NX before it creates anything; a concurrent
 twin finds the reservation and waits for the job id instead of creating a second job. The
-fingerprint of the body travels with the key, so the same key on a different body is a
-conflict rather than a silent replay of the wrong job.
+job and the key's final record are written in one Redis transaction, so a crash after it
+leaves a key that names the job, and a crash before it a reservation that expires in a
+minute. The fingerprint of the body travels with the key, so the same key on a different
+body is a conflict rather than a silent replay of the wrong job.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ def _key(tenant: str, key: str) -> str:
 class IdempotencyKeys:
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
+        self._release = client.register_script(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
+            " return 0"
+        )
 
     def reserve(self, tenant: str, key: str, fingerprint: str) -> str | None:
         """None when this request may create the job; else the id of the job already made."""
@@ -56,11 +62,15 @@ class IdempotencyKeys:
                     )
                 time.sleep(0.02)
 
-    def complete(self, tenant: str, key: str, fingerprint: str, job_id: str) -> None:
-        with redis_errors():
-            self._redis.set(_key(tenant, key), f"done|{fingerprint}|{job_id}", ex=TTL_SECONDS)
+    def remember(self, tenant: str, key: str, fingerprint: str) -> tuple[str, str, int]:
+        """What `JobStore.create` sets in the same transaction as the job: the key then
+        names the job exactly when the job exists, whatever crashes after."""
+        return _key(tenant, key), f"done|{fingerprint}|", TTL_SECONDS
 
-    def release(self, tenant: str, key: str) -> None:
-        """The first request failed before making a job: let a retry make it."""
+    def release(self, tenant: str, key: str, fingerprint: str) -> None:
+        """The first request failed before making a job: let a retry make it.
+
+        Only our own reservation goes; a twin's, or a finished record, stays.
+        """
         with redis_errors():
-            self._redis.delete(_key(tenant, key))
+            self._release(keys=[_key(tenant, key)], args=[f"pending|{fingerprint}"])

@@ -204,7 +204,12 @@ class Intake:
                 self._put(item)
 
     def submit(
-        self, request: JobRequest, *, tenant: str, uploads: Sequence[BinaryIO] = ()
+        self,
+        request: JobRequest,
+        *,
+        tenant: str,
+        uploads: Sequence[BinaryIO] = (),
+        remember: tuple[str, str, int] | None = None,
     ) -> JobRecord:
         model = self.resolve_model(request)
         messages = normalise_messages(request, len(uploads))
@@ -233,6 +238,7 @@ class Intake:
             images=image_records,
             webhook_url=webhook_url,
             metadata=request.metadata,
+            remember=remember,
         )
         self._survive_deletes(pending, image_records)
         return record

@@ -82,8 +82,10 @@ def _blob_lock(sha256: str) -> str:
     return f"vq:blob:{sha256}:lock"
 
 
-# KEYS[1] job, KEYS[2] tenant index, KEYS[3] leases, KEYS[4..] blob sets; ARGV[1] job id.
-# Deletes the job and its references; returns the blobs no job uses any more.
+# KEYS[1] job, KEYS[2] tenant index, KEYS[3] leases, KEYS[4..] blob sets; ARGV[1] job id,
+# ARGV[2] lock time (ms). Deletes the job and its references; returns the blobs no job uses
+# any more, each locked in this same step, so an intake adding a reference right after
+# sees the lock and waits until the file is gone before it puts it back.
 _DELETE = """
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -91,7 +93,10 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 local orphans = {}
 for i = 4, #KEYS do
   redis.call('SREM', KEYS[i], ARGV[1])
-  if redis.call('SCARD', KEYS[i]) == 0 then table.insert(orphans, KEYS[i]) end
+  if redis.call('SCARD', KEYS[i]) == 0 and
+     redis.call('SET', KEYS[i] .. ':lock', ARGV[1], 'NX', 'PX', ARGV[2]) then
+    table.insert(orphans, KEYS[i])
+  end
 end
 return orphans
 """
@@ -190,7 +195,10 @@ class JobStore:
         images: list[dict[str, Any]],
         webhook_url: str | None,
         metadata: dict[str, str] | None,
+        remember: tuple[str, str, int] | None = None,
     ) -> JobRecord:
+        """Write a queued job. `remember` = (key, prefix, ttl): also set key to prefix + id,
+        in the same transaction (how an Idempotency-Key comes to name its job)."""
         job_id = new_job_id()
         fields: dict[str, Any] = {
             "model": model,
@@ -220,6 +228,9 @@ class JobStore:
             pipe.zadd(_tenant_key(tenant), {job_id: 0})
             # Should its message be lost, the sweeper queues it again after the grace.
             pipe.zadd(LEASES_KEY, {job_id: time.time() + self._queued_grace})
+            if remember is not None:
+                key, prefix, ttl = remember
+                pipe.set(key, prefix + job_id, ex=ttl)
             for sha in {image["blob"] for image in images if image.get("blob")}:
                 pipe.sadd(_blob_key(sha), job_id)
             pipe.execute()
@@ -276,14 +287,8 @@ class JobStore:
             *(_blob_key(sha) for sha in blobs),
         ]
         with redis_errors():
-            orphans = [
-                k.decode().removeprefix("vq:blob:") for k in self._delete(keys=keys, args=[job_id])
-            ]
-            return [
-                sha
-                for sha in orphans
-                if self._redis.set(_blob_lock(sha), job_id, nx=True, px=_LOCK_MS)
-            ]
+            orphans = self._delete(keys=keys, args=[job_id, _LOCK_MS])
+        return [k.decode().removeprefix("vq:blob:") for k in orphans]
 
     def release_blob(self, sha256: str) -> None:
         with redis_errors():

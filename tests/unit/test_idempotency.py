@@ -1,0 +1,56 @@
+"""Idempotency-Key records on a real Redis, including a crash right after the job is made."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from visionq.errors import Conflict
+from visionq.idempotency import IdempotencyKeys
+from visionq.jobs import JobStore
+from visionq.redisserver import RedisServer
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(redis_server.url.replace("/0", "/8"))
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()
+
+
+def _create(jobs: JobStore, remember: tuple[str, str, int]) -> str:
+    return jobs.create(
+        tenant="t",
+        model="mimo-v2.5",
+        api="openai",
+        request={},
+        images=[],
+        webhook_url=None,
+        metadata=None,
+        remember=remember,
+    ).id
+
+
+def test_the_job_and_its_key_are_written_together(client: redis.Redis) -> None:
+    keys, jobs = IdempotencyKeys(client), JobStore(client, ttl=600)
+    assert keys.reserve("t", "k1", "fp") is None
+    job_id = _create(jobs, keys.remember("t", "k1", "fp"))
+    # The request dies here, before answering: a retry still finds the job it made.
+    assert keys.reserve("t", "k1", "fp") == job_id
+    with pytest.raises(Conflict):
+        keys.reserve("t", "k1", "another body")
+
+
+def test_release_frees_only_its_own_reservation(client: redis.Redis) -> None:
+    keys, jobs = IdempotencyKeys(client), JobStore(client, ttl=600)
+    assert keys.reserve("t", "k2", "fp") is None
+    job_id = _create(jobs, keys.remember("t", "k2", "fp"))
+    keys.release("t", "k2", "fp")  # a late failure must not free a key that names a job
+    assert keys.reserve("t", "k2", "fp") == job_id
+    assert keys.reserve("t", "k3", "fp") is None
+    keys.release("t", "k3", "fp")
+    assert keys.reserve("t", "k3", "fp") is None  # freed: a retry may make the job
