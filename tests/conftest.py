@@ -176,6 +176,8 @@ def stack_env(redis_url: str, storage: Path, simulator_url: str, **extra: str) -
             "VISIONQ_WEBHOOK_LEASE": "4",
             "VISIONQ_SWEEP_INTERVAL": "0.2",
             "VISIONQ_JOB_LEASE": "3",
+            # A message lost in flight (see leases.py) comes back after this; short for tests.
+            "VISIONQ_QUEUED_GRACE": "8",
         }
     )
     env.update(extra)
