@@ -177,15 +177,15 @@ def list_jobs() -> Any:
     after = request.args.get("after")
     if after is not None and not after.startswith("job_"):
         raise InvalidRequest("after must be a job id from `next`", param="after")
-    records, has_more = services().jobs.list_jobs(
+    records, next_cursor = services().jobs.list_jobs(
         tenant=g.tenant, status=status, limit=int(raw_limit), after=after
     )
     return jsonify(
         {
             "object": "list",
             "data": [r.public() for r in records],
-            "has_more": has_more,
-            "next": records[-1].id if has_more else None,
+            "has_more": next_cursor is not None,
+            "next": next_cursor,
         }
     )
 

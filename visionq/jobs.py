@@ -59,9 +59,10 @@ return {1, counter}
 
 
 def new_job_id() -> str:
-    """Ids sort by creation time (milliseconds, then randomness), which is what lets a
-    tenant's list page newest-first with a cursor that new jobs never disturb."""
-    return f"job_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
+    """Ids sort by creation time (microseconds, then randomness), which is what lets a
+    tenant's list page newest-first with a cursor that new jobs never disturb. (Across
+    API hosts the order is as good as their clocks.)"""
+    return f"job_{time.time_ns() // 1000:014x}{secrets.token_hex(8)}"
 
 
 def job_key(job_id: str) -> str:
@@ -101,6 +102,8 @@ end
 return orphans
 """
 _LOCK_MS = 10_000
+#: Ids one list page may look at (see `JobStore.list_jobs`).
+MAX_LIST_SCAN = 1000
 
 
 @contextmanager
@@ -242,35 +245,46 @@ class JobStore:
 
     def list_jobs(
         self, *, tenant: str, status: str | None, limit: int, after: str | None
-    ) -> tuple[list[JobRecord], bool]:
-        """The tenant's jobs, newest first, after the cursor `after` (a job id).
+    ) -> tuple[list[JobRecord], str | None]:
+        """A page of the tenant's jobs, newest first, after the cursor `after` (a job id),
+        and the cursor of the next page (None at the end).
 
         Ids order by creation time, so a job added while a client pages lands before its
-        cursor and never shifts a later page. Ids of expired jobs are dropped as found.
+        cursor and never shifts a later page. One page looks at no more than
+        `MAX_LIST_SCAN` ids, so a rare status cannot make one request walk a tenant's
+        whole history: such a page may hold fewer than `limit` jobs and still have a next.
+        Ids of expired jobs are dropped as they are met.
         """
         index = _tenant_key(tenant)
         found: list[JobRecord] = []
         upper = f"({after}" if after else "+"
+        scanned = 0
+        last_seen: str | None = None
         with redis_errors():
-            while len(found) <= limit:
+            while len(found) < limit and scanned < MAX_LIST_SCAN:
+                batch = min(max(limit, 50), MAX_LIST_SCAN - scanned)
                 ids = [
                     i.decode()
-                    for i in self._redis.zrevrangebylex(
-                        index, upper, "-", start=0, num=max(limit, 50)
-                    )
+                    for i in self._redis.zrevrangebylex(index, upper, "-", start=0, num=batch)
                 ]
                 if not ids:
-                    break
+                    return found, None
+                pipe = self._redis.pipeline(transaction=False)
                 for job_id in ids:
-                    record = self.load(job_id)
+                    pipe.hgetall(job_key(job_id))
+                for job_id, raw in zip(ids, pipe.execute(), strict=True):
+                    scanned += 1
+                    last_seen = job_id
+                    record = self._record(job_id, raw)
                     if record is None:
                         self._redis.zrem(index, job_id)
                     elif status is None or record.status == status:
                         found.append(record)
-                        if len(found) > limit:
+                        if len(found) == limit:
                             break
-                upper = f"({ids[-1]}"
-        return found[:limit], len(found) > limit
+                upper = f"({last_seen}"
+            more = self._redis.zrevrangebylex(index, upper, "-", start=0, num=1)
+        return found, (last_seen if more else None)
 
     def delete(self, job_id: str, *, tenant: str) -> list[str]:
         """Remove the job; returns the stored images that no other job uses, now locked.
@@ -297,6 +311,10 @@ class JobStore:
     def load(self, job_id: str) -> JobRecord | None:
         with redis_errors():
             raw = self._redis.hgetall(job_key(job_id))
+        return self._record(job_id, raw)
+
+    @staticmethod
+    def _record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord | None:
         if not raw:
             return None
         decoded = {k.decode(): v.decode() for k, v in raw.items()}

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from visionq.errors import InvalidImage, NotFound, Unavailable
-from visionq.jobs import JobStore
+from visionq.jobs import MAX_LIST_SCAN, JobStore
 from visionq.leases import Leases
 from visionq.redisserver import RedisServer, durability_warnings, free_port
 
@@ -139,3 +139,24 @@ def test_durability_warnings_name_eviction_and_no_persistence(redis_server: Redi
         client.config_set("maxmemory-policy", "noeviction")
         client.config_set("appendonly", "yes")
         client.close()
+
+
+def test_a_filtered_page_scans_a_bounded_number_of_jobs(store: JobStore) -> None:
+    oldest = _new(store)
+    store.fail(oldest.id, InvalidImage("the one failed job, oldest of all"))
+    for _ in range(MAX_LIST_SCAN + 20):
+        _new(store)
+    page, cursor = store.list_jobs(tenant="t1", status="failed", limit=10, after=None)
+    assert page == []  # a thousand looked at, none failed: an empty page, and more to see
+    assert cursor is not None
+    page, cursor = store.list_jobs(tenant="t1", status="failed", limit=10, after=cursor)
+    assert [r.id for r in page] == [oldest.id]
+    assert cursor is None
+
+
+def test_pages_without_a_filter_are_full_and_end_with_no_cursor(store: JobStore) -> None:
+    made = [_new(store).id for _ in range(5)]
+    first, cursor = store.list_jobs(tenant="t1", status=None, limit=3, after=None)
+    second, end = store.list_jobs(tenant="t1", status=None, limit=3, after=cursor)
+    assert [r.id for r in first + second] == list(reversed(made))
+    assert end is None
