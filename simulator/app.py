@@ -198,30 +198,42 @@ def _authenticate(state: SimState, api: Api) -> None:
 
 
 def _fault(api: Api, chat: Chat, raw: bytes) -> Response | None:
-    """The failure the directives ask for, or None once `fail_first` failures were served.
+    """The failure the directives ask for, or None once `fail_first` failures (or the
+    steps of a `sequence`) were served.
 
-    `fail_first=N` counts requests by their directive text and the hash of the whole body, so
-    the retries of one job share a count while other requests do not disturb it.
+    Tries are counted by the directive text and the hash of the whole body, so the retries
+    of one job share a count while other requests do not disturb it.
     """
     d = chat.directives
-    if d.fail_first is not None:
-        key = hashlib.sha256(
-            chat.directive_text.encode() + b"\0" + hashlib.sha256(raw).digest()
-        ).hexdigest()
-        if _state().attempt(key) > d.fail_first:
+    key = hashlib.sha256(
+        chat.directive_text.encode() + b"\0" + hashlib.sha256(raw).digest()
+    ).hexdigest()
+    step: str | None = None
+    if d.sequence is not None:
+        attempt = _state().attempt(key)
+        if attempt > len(d.sequence):
             return None
-    if d.drop:
+        step = d.sequence[attempt - 1]
+    elif d.fail_first is not None and _state().attempt(key) > d.fail_first:
+        return None
+    if step is not None and not step.isdigit():
+        return _drop(api) if step == "drop" else _malformed()
+    if step is None and d.drop:
         return _drop(api)
-    if d.status is None and d.malformed:
-        return Response(
-            '{"id": "sim-malformed", "choices": [{"mess', 200, content_type="application/json"
-        )
-    status = d.status or 503
+    if step is None and d.status is None and d.malformed:
+        return _malformed()
+    status = int(step) if step is not None else d.status or 503
     headers = {}
     if d.retry_after is not None or status in (429, 503):
         headers["Retry-After"] = f"{1.0 if d.retry_after is None else d.retry_after:g}"
     message = f"simulated {status} ({chat.directive_text})"
     return _error(api, SimError(status, message, headers=headers))
+
+
+def _malformed() -> Response:
+    return Response(
+        '{"id": "sim-malformed", "choices": [{"mess', 200, content_type="application/json"
+    )
 
 
 def _drop(api: Api) -> Response:

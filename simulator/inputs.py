@@ -63,11 +63,19 @@ class Directives:
     malformed: bool = False
     slow_body: float | None = None
     fail_first: int | None = None
+    #: `sequence=429/500/drop`: the n-th try of one request gets the n-th step, then success.
+    sequence: tuple[str, ...] | None = None
 
     @property
     def fails(self) -> bool:
-        """Whether this request asks to be failed (subject to `fail_first`)."""
-        return self.drop or self.malformed or self.status is not None or self.fail_first is not None
+        """Whether this request asks to be failed (subject to `fail_first`/`sequence`)."""
+        return (
+            self.drop
+            or self.malformed
+            or self.status is not None
+            or self.fail_first is not None
+            or self.sequence is not None
+        )
 
 
 @dataclass(frozen=True)
@@ -245,6 +253,12 @@ def parse_directives(texts: list[str]) -> tuple[str, Directives]:
 
 
 def _directive_value(key: str, value: str | None) -> Any:
+    if key == "sequence" and value:
+        steps = tuple(step.strip() for step in value.split("/"))
+        for step in steps:
+            if step not in _FLAGS and not (step.isdigit() and 400 <= int(step) <= 599):
+                raise _bad(f"simulator sequence step {step!r}: an error status, drop or malformed")
+        return steps
     if key in _FLAGS:
         if value is not None:
             raise _bad(f"simulator directive {key} takes no value")

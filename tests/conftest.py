@@ -12,6 +12,7 @@ import base64
 import functools
 import http.server
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -137,11 +138,11 @@ class Stack:
         assert response.status_code == 202, response.text
         return self.wait(response.json()["id"], tenant)
 
-    def kill_and_replace(self, name: str) -> Process:
-        """SIGKILL the running process `name` and start a new one like it."""
+    def kill_and_replace(self, name: str, sig: int = signal.SIGKILL) -> Process:
+        """Send `sig` to the running process `name`, let it end, start a new one like it."""
         old = next(p for p in self.processes if p.name == name)
-        old.popen.kill()
-        old.popen.wait()
+        old.popen.send_signal(sig)
+        old.popen.wait(90)
         old.stop()
         self.processes.remove(old)
         new = Process(
@@ -169,15 +170,13 @@ def stack_env(redis_url: str, storage: Path, simulator_url: str, **extra: str) -
             "VISIONQ_UPSTREAM_ANTHROPIC_BASE_URL": f"{simulator_url}/anthropic",
             "VISIONQ_API_KEYS": ",".join(f"{t}:{k}" for t, k in KEYS.items()),
             "VISIONQ_ALLOW_PRIVATE_URLS": "true",
-            "VISIONQ_UPSTREAM_MAX_ATTEMPTS": "3",
+            "VISIONQ_UPSTREAM_MAX_ATTEMPTS": "4",
             "VISIONQ_UPSTREAM_TIMEOUT": "20",
             "VISIONQ_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "VISIONQ_WEBHOOK_RETRY_SCHEDULE": "1,1,1,2,2",
             "VISIONQ_WEBHOOK_LEASE": "4",
             "VISIONQ_SWEEP_INTERVAL": "0.2",
             "VISIONQ_JOB_LEASE": "3",
-            # A message lost in flight (see leases.py) comes back after this; short for tests.
-            "VISIONQ_QUEUED_GRACE": "8",
         }
     )
     env.update(extra)

@@ -336,6 +336,24 @@ def test_fail_first_applies_to_the_given_status(sim: str) -> None:
     assert [_post(sim + OPENAI, body).status_code for _ in range(2)] == [429, 200]
 
 
+def test_sequence_serves_each_step_in_turn_then_answers(sim: str) -> None:
+    body = _chat("[sim:sequence=429/500/drop/malformed,retry_after=2]", data_url(PNG))
+    first = _post(sim + OPENAI, body)
+    assert (first.status_code, first.headers["Retry-After"]) == (429, "2")
+    assert _post(sim + OPENAI, body).status_code == 500
+    with pytest.raises(requests.ConnectionError):
+        _post(sim + OPENAI, body)
+    malformed = _post(sim + OPENAI, body)
+    assert malformed.status_code == 200
+    with pytest.raises(ValueError):
+        malformed.json()
+    assert _post(sim + OPENAI, body).json()["choices"][0]["message"]["content"]
+
+
+def test_a_bad_sequence_step_is_refused(sim: str) -> None:
+    assert _post(sim + OPENAI, _chat("[sim:sequence=429/teapot]", data_url(PNG))).status_code == 400
+
+
 def test_latency_directive_delays_the_answer(sim: str) -> None:
     started = time.monotonic()
     response = _post(sim + OPENAI, _chat("[sim:latency=0.6]", data_url(PNG)))

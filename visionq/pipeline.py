@@ -146,7 +146,11 @@ def _prepare_job(job_id: str, rt: Runtime) -> bool:
         return False
     if rt.jobs.save_images(job_id, prepared):
         return True
-    rt.store.delete_body(job_id)  # canceled while we worked: nothing will send it
+    # Refused: canceled while we worked (then nothing will send the body), or another
+    # prepare of this job got there first (then its upstream call may be sending it).
+    latest = rt.jobs.load(job_id)
+    if latest is None or latest.finished:
+        rt.store.delete_body(job_id)
     return False
 
 

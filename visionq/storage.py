@@ -91,13 +91,16 @@ class FileStore:
         digest = hashlib.sha256()
         size = 0
         try:
-            with _storage_errors(), os.fdopen(fd, "wb") as out:
-                for block in chunks:
-                    size += len(block)
-                    if size > max_bytes:
-                        raise PayloadTooLarge(f"an image is over the {max_bytes}-byte limit")
-                    digest.update(block)
-                    out.write(block)
+            with _storage_errors():
+                with os.fdopen(fd, "wb") as out:
+                    for block in chunks:
+                        size += len(block)
+                        if size > max_bytes:
+                            raise PayloadTooLarge(f"an image is over the {max_bytes}-byte limit")
+                        digest.update(block)
+                        out.write(block)
+                # Renamed only once closed (flushed): a reader of the same sha, stored by
+                # an earlier job, must never see a file that is still being written.
                 sha = digest.hexdigest()
                 final = self._image_path(sha)
                 final.parent.mkdir(exist_ok=True)

@@ -44,6 +44,7 @@ def outcomes(stack: Stack) -> dict[tuple[str, str], str]:
             results[key] = (
                 "accepted" if job["status"] == "succeeded" else f"job {job['error']['type']}"
             )
+
         else:
             results[key] = f"{response.status_code} {response.json()['error']['type']}"
     return results

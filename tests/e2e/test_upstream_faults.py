@@ -29,7 +29,7 @@ def test_a_dropped_connection_is_retried(stack: Stack) -> None:
     job = _run(stack, "[sim:drop]")
     assert job["status"] == "failed"
     assert job["error"]["type"] == "upstream_unavailable"
-    assert job["attempts"] == 3  # VISIONQ_UPSTREAM_MAX_ATTEMPTS in the test stack
+    assert job["attempts"] == 4  # VISIONQ_UPSTREAM_MAX_ATTEMPTS in the test stack
 
 
 def test_persistent_500_gives_up_as_upstream_unavailable(stack: Stack) -> None:
@@ -37,7 +37,7 @@ def test_persistent_500_gives_up_as_upstream_unavailable(stack: Stack) -> None:
     assert job["status"] == "failed"
     assert job["error"]["type"] == "upstream_unavailable"
     assert job["error"]["upstream_status"] == 500
-    assert job["attempts"] == 3
+    assert job["attempts"] == 4
 
 
 def test_malformed_answer_is_retried_then_fails(stack: Stack) -> None:
