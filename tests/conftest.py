@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
 
 from visionq.models import Job
@@ -155,6 +156,10 @@ class Stack:
         self.processes.append(new)
         return new
 
+    def upstream_calls(self) -> int:
+        """How many requests the simulator has answered (or dropped) so far."""
+        return requests.get(f"{self.simulator_url}/_sim/stats", timeout=5).json()["requests"]
+
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.tail(15)}" for p in self.processes)
 
@@ -246,3 +251,14 @@ def image_server() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def redis_db(redis_server: RedisServer, request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    """A flushed database of the session's Redis, numbered by the module's `REDIS_DB`, so
+    modules whose keys are global (leases, outbox) never see each other's."""
+    conn = redis.Redis.from_url(redis_server.url.replace("/0", f"/{request.module.REDIS_DB}"))
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-import requests
 
 from tests.conftest import CORPUS, Stack, data_url
 
@@ -13,13 +12,9 @@ pytestmark = pytest.mark.chaos
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")
 
 
-def _calls(stack: Stack) -> int:
-    return requests.get(f"{stack.simulator_url}/_sim/stats", timeout=5).json()["requests"]
-
-
 def test_a_fault_sequence_ends_in_one_result(stack: Stack) -> None:
     n = 8
-    before = _calls(stack)
+    before = stack.upstream_calls()
     started = time.monotonic()
     ids = [
         stack.submit(
@@ -31,15 +26,15 @@ def test_a_fault_sequence_ends_in_one_result(stack: Stack) -> None:
     elapsed = time.monotonic() - started
     assert [j["status"] for j in finished] == ["succeeded"] * n
     assert all(j["attempts"] == 4 for j in finished)
-    assert _calls(stack) - before == 4 * n
+    assert stack.upstream_calls() - before == 4 * n
     assert elapsed >= 1.0  # the 429's Retry-After was waited out
     print(f"\nfault sequence: {n} jobs, {n} succeeded after 4 calls each, {elapsed:.1f} s")
 
 
 def test_a_400_is_never_retried(stack: Stack) -> None:
-    before = _calls(stack)
+    before = stack.upstream_calls()
     job = stack.run({"prompt": "[sim:sequence=400]", "images": [JPEG]})
     assert job["status"] == "failed"
     assert job["error"]["type"] == "upstream_bad_request"
     assert job["attempts"] == 1
-    assert _calls(stack) - before == 1
+    assert stack.upstream_calls() - before == 1

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 from PIL import Image
 
 from tests.conftest import CORPUS, Process, Stack, data_url
@@ -17,13 +16,9 @@ pytestmark = pytest.mark.chaos
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")
 
 
-def _calls(stack: Stack) -> int:
-    return requests.get(f"{stack.simulator_url}/_sim/stats", timeout=5).json()["requests"]
-
-
 def test_sigkill_of_the_upstream_worker_mid_call(stack: Stack) -> None:
     n = 12
-    before = _calls(stack)
+    before = stack.upstream_calls()
     ids = [
         stack.submit({"prompt": f"job {i} [sim:latency=2]", "images": [JPEG]}).json()["id"]
         for i in range(n)
@@ -42,7 +37,7 @@ def test_sigkill_of_the_upstream_worker_mid_call(stack: Stack) -> None:
     recovery = time.monotonic() - killed_at
     assert [j["status"] for j in finished] == ["succeeded"] * n
     assert all(j["attempts"] == 2 for j in finished)  # the killed call, then one more
-    assert _calls(stack) - before == 2 * n
+    assert stack.upstream_calls() - before == 2 * n
     contents = [j["result"]["content"] for j in finished]
     assert all(f"text: job {i} " in c for i, c in enumerate(contents))
     print(
@@ -61,7 +56,7 @@ def test_sigkill_of_a_prepare_pool_child_mid_prepare(stack: Stack, tmp_path: Pat
     big = tmp_path / "big.png"
     Image.effect_noise((3000, 2000), 64).convert("RGB").save(big)
     n = 4
-    before = _calls(stack)
+    before = stack.upstream_calls()
     ids = [
         stack.submit({"prompt": f"p{i}", "images": [data_url(big)]}).json()["id"] for i in range(n)
     ]
@@ -78,7 +73,7 @@ def test_sigkill_of_a_prepare_pool_child_mid_prepare(stack: Stack, tmp_path: Pat
     killed_at = time.monotonic()
     finished = [stack.wait(i, timeout=90) for i in ids]
     assert [j["status"] for j in finished] == ["succeeded"] * n, finished
-    assert _calls(stack) - before == n  # prepared again, never a second upstream call
+    assert stack.upstream_calls() - before == n  # prepared again, never a second upstream call
     assert worker.popen.poll() is None  # the worker replaced its children and carries on
     print(
         f"\nprepare pool child SIGKILL: {n} jobs, {n} terminal, 0 lost, 0 duplicated; "

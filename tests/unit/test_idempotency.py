@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import redis
 
 from visionq.errors import Conflict
 from visionq.idempotency import IdempotencyKeys
 from visionq.jobs import JobStore
-from visionq.redisserver import RedisServer
 
-
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    conn = redis.Redis.from_url(redis_server.url.replace("/0", "/8"))
-    conn.flushdb()
-    yield conn
-    conn.flushdb()
-    conn.close()
+REDIS_DB = 8
 
 
 def _create(jobs: JobStore, remember: tuple[str, str, int]) -> str:
@@ -35,8 +25,8 @@ def _create(jobs: JobStore, remember: tuple[str, str, int]) -> str:
     ).id
 
 
-def test_the_job_and_its_key_are_written_together(client: redis.Redis) -> None:
-    keys, jobs = IdempotencyKeys(client), JobStore(client, ttl=600)
+def test_the_job_and_its_key_are_written_together(redis_db: redis.Redis) -> None:
+    keys, jobs = IdempotencyKeys(redis_db), JobStore(redis_db, ttl=600)
     assert keys.reserve("t", "k1", "fp") is None
     job_id = _create(jobs, keys.remember("t", "k1", "fp"))
     # The request dies here, before answering: a retry still finds the job it made.
@@ -45,8 +35,8 @@ def test_the_job_and_its_key_are_written_together(client: redis.Redis) -> None:
         keys.reserve("t", "k1", "another body")
 
 
-def test_release_frees_only_its_own_reservation(client: redis.Redis) -> None:
-    keys, jobs = IdempotencyKeys(client), JobStore(client, ttl=600)
+def test_release_frees_only_its_own_reservation(redis_db: redis.Redis) -> None:
+    keys, jobs = IdempotencyKeys(redis_db), JobStore(redis_db, ttl=600)
     assert keys.reserve("t", "k2", "fp") is None
     job_id = _create(jobs, keys.remember("t", "k2", "fp"))
     keys.release("t", "k2", "fp")  # a late failure must not free a key that names a job

@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import pytest
 import redis
 
 from visionq.errors import InvalidImage
 from visionq.jobs import JobRecord, JobStore
 from visionq.leases import LeaseKeeper, Leases
-from visionq.redisserver import RedisServer
+
+REDIS_DB = 6
 
 
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    # Lease keys are global (one sweeper per Redis): this test gets a database of its own.
-    conn = redis.Redis.from_url(redis_server.url.replace("/0", "/6"))
-    conn.flushdb()
-    yield conn
-    conn.flushdb()
-    conn.close()
-
-
-def _job(client: redis.Redis, grace: float = 600) -> tuple[JobStore, JobRecord]:
-    jobs = JobStore(client, ttl=600, queued_grace=grace)
+def _job(redis_db: redis.Redis, grace: float = 600) -> tuple[JobStore, JobRecord]:
+    jobs = JobStore(redis_db, ttl=600, queued_grace=grace)
     record = jobs.create(
         tenant="t",
         model="mimo-v2.5",
@@ -38,18 +27,18 @@ def _job(client: redis.Redis, grace: float = 600) -> tuple[JobStore, JobRecord]:
     return jobs, record
 
 
-def test_a_live_lease_keeps_others_out_and_an_expired_one_lets_them_in(client) -> None:
-    _, record = _job(client)
-    short = Leases(client, lease=0.2)
+def test_a_live_lease_keeps_others_out_and_an_expired_one_lets_them_in(redis_db) -> None:
+    _, record = _job(redis_db)
+    short = Leases(redis_db, lease=0.2)
     assert short.take(record.id, "prepare") == 1
     assert short.take(record.id, "prepare") is None  # a duplicate message: dropped
     time.sleep(0.25)
     assert short.take(record.id, "prepare") == 2  # the holder died: taken over, counted
 
 
-def test_upstream_needs_a_prepared_job_handed_on(client) -> None:
-    jobs, record = _job(client)
-    leases = Leases(client, lease=30)
+def test_upstream_needs_a_prepared_job_handed_on(redis_db) -> None:
+    jobs, record = _job(redis_db)
+    leases = Leases(redis_db, lease=30)
     leases.take(record.id, "prepare")
     assert leases.take(record.id, "upstream") is None  # not prepared yet
     assert jobs.save_images(record.id, [])
@@ -59,9 +48,9 @@ def test_upstream_needs_a_prepared_job_handed_on(client) -> None:
     assert jobs.get(record.id, tenant="t").public()["attempts"] == 1
 
 
-def test_a_late_renewal_does_not_take_back_a_handed_on_job(client) -> None:
-    jobs, record = _job(client)
-    leases = Leases(client, lease=30)
+def test_a_late_renewal_does_not_take_back_a_handed_on_job(redis_db) -> None:
+    jobs, record = _job(redis_db)
+    leases = Leases(redis_db, lease=30)
     leases.take(record.id, "prepare")
     jobs.save_images(record.id, [])
     leases.release(record.id, look_in=30)
@@ -69,9 +58,9 @@ def test_a_late_renewal_does_not_take_back_a_handed_on_job(client) -> None:
     assert leases.take(record.id, "upstream") == 1
 
 
-def test_the_keeper_renews_while_held(client) -> None:
-    _, record = _job(client)
-    leases = Leases(client, lease=0.3)
+def test_the_keeper_renews_while_held(redis_db) -> None:
+    _, record = _job(redis_db)
+    leases = Leases(redis_db, lease=0.3)
     keeper = LeaseKeeper(leases)
     leases.take(record.id, "prepare")
     keeper.hold(record.id)
@@ -82,17 +71,17 @@ def test_the_keeper_renews_while_held(client) -> None:
     assert leases.take(record.id, "prepare") == 2
 
 
-def test_expired_names_the_stage_to_queue_again(client) -> None:
-    leases = Leases(client, lease=0.1)
-    jobs, lost_message = _job(client, grace=0)  # queued, its message lost
-    _, dead_preparer = _job(client, grace=0)
+def test_expired_names_the_stage_to_queue_again(redis_db) -> None:
+    leases = Leases(redis_db, lease=0.1)
+    jobs, lost_message = _job(redis_db, grace=0)  # queued, its message lost
+    _, dead_preparer = _job(redis_db, grace=0)
     leases.take(dead_preparer.id, "prepare")
-    _, dead_caller = _job(client, grace=0)
+    _, dead_caller = _job(redis_db, grace=0)
     leases.take(dead_caller.id, "prepare")
     jobs.save_images(dead_caller.id, [])  # prepared; its upstream worker then died
-    _, alive = _job(client, grace=0)
-    Leases(client, lease=60).take(alive.id, "prepare")
-    _, finished = _job(client, grace=0)
+    _, alive = _job(redis_db, grace=0)
+    Leases(redis_db, lease=60).take(alive.id, "prepare")
+    _, finished = _job(redis_db, grace=0)
     jobs.fail(finished.id, InvalidImage("x"))
     time.sleep(0.15)
     found = {e.job_id: e.stage for e in leases.expired(queued_grace=60)}

@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
 
 from visionq.jobs import JobRecord, JobStore
 from visionq.outbox import Outbox
-from visionq.redisserver import RedisServer
+
+REDIS_DB = 7
 
 
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    conn = redis.Redis.from_url(redis_server.url.replace("/0", "/7"))
-    conn.flushdb()
-    yield conn
-    conn.flushdb()
-    conn.close()
-
-
-def _finished_job(client: redis.Redis) -> tuple[JobStore, JobRecord]:
-    jobs = JobStore(client, ttl=600)
+def _finished_job(redis_db: redis.Redis) -> tuple[JobStore, JobRecord]:
+    jobs = JobStore(redis_db, ttl=600)
     record = jobs.create(
         tenant="t",
         model="mimo-v2.5",
@@ -37,9 +28,9 @@ def _finished_job(client: redis.Redis) -> tuple[JobStore, JobRecord]:
     return jobs, record
 
 
-def test_a_task_with_a_stale_token_does_nothing(client: redis.Redis) -> None:
-    _, record = _finished_job(client)
-    outbox = Outbox(client)
+def test_a_task_with_a_stale_token_does_nothing(redis_db: redis.Redis) -> None:
+    _, record = _finished_job(redis_db)
+    outbox = Outbox(redis_db)
     [(job_id, first)] = outbox.claim_due(now=time.time(), lease=0.05)
     time.sleep(0.1)  # the first task waited in the queue past its lease
     [(_, second)] = outbox.claim_due(now=time.time(), lease=60)
@@ -49,13 +40,13 @@ def test_a_task_with_a_stale_token_does_nothing(client: redis.Redis) -> None:
     assert not outbox.begin(record.id, second, lease=60)  # a duplicate of the same task
 
 
-def test_a_redelivery_during_an_attempt_is_not_lost(client: redis.Redis) -> None:
-    jobs, record = _finished_job(client)
-    outbox = Outbox(client)
+def test_a_redelivery_during_an_attempt_is_not_lost(redis_db: redis.Redis) -> None:
+    jobs, record = _finished_job(redis_db)
+    outbox = Outbox(redis_db)
     [(_, token)] = outbox.claim_due(now=time.time(), lease=60)
     assert outbox.begin(record.id, token, lease=60)
     state = jobs.load(record.id).fields["webhook"]  # the attempt reads its state
-    outbox.redeliver(jobs, record.id, tenant="t")  # meanwhile the client asks again
+    outbox.redeliver(jobs, record.id, tenant="t")  # meanwhile the redis_db asks again
     settled = outbox.settle(
         record.id, {**state, "status": "delivered", "attempts": 1}, next_due=None
     )
@@ -66,9 +57,9 @@ def test_a_redelivery_during_an_attempt_is_not_lost(client: redis.Redis) -> None
     assert outbox.due_at(record.id) is not None
 
 
-def test_settle_writes_state_and_schedule_together(client: redis.Redis) -> None:
-    jobs, record = _finished_job(client)
-    outbox = Outbox(client)
+def test_settle_writes_state_and_schedule_together(redis_db: redis.Redis) -> None:
+    jobs, record = _finished_job(redis_db)
+    outbox = Outbox(redis_db)
     state = jobs.load(record.id).fields["webhook"]
     due = time.time() + 300
     assert outbox.settle(record.id, {**state, "attempts": 1, "last_status_code": 500}, next_due=due)
