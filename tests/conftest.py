@@ -27,6 +27,7 @@ import pytest
 import redis
 import requests
 
+from visionq.jobs import JobRecord, JobStore
 from visionq.models import Job
 from visionq.redisserver import RedisServer, free_port
 
@@ -162,6 +163,20 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.tail(15)}" for p in self.processes)
+
+
+def bare_job(jobs: JobStore, **fields: Any) -> JobRecord:
+    """A queued job straight in Redis, with no image and nothing queued for it."""
+    defaults: dict[str, Any] = {
+        "tenant": "t",
+        "model": "mimo-v2.5",
+        "api": "openai",
+        "request": {"messages": []},
+        "images": [],
+        "webhook_url": None,
+        "metadata": None,
+    }
+    return jobs.create(**(defaults | fields))
 
 
 def stack_env(redis_url: str, storage: Path, simulator_url: str, **extra: str) -> dict[str, str]:

@@ -193,12 +193,17 @@ def test_unknown_route_and_method_are_json(stack: Stack) -> None:
     assert response.json()["error"]["type"] == "invalid_request"
 
 
+def _another_api(env: dict[str, str], tmp: pytest.TempPathFactory, name: str) -> Iterator[str]:
+    """A second API process on the test stack, configured differently."""
+    api, base_url = start_api(env, tmp.mktemp(f"logs-{name}"), name)
+    yield base_url
+    api.stop()
+
+
 @pytest.fixture(scope="module")
 def small_cap_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = dict(stack.env, VISIONQ_MAX_REQUEST_BYTES="100000")
-    api, base_url = start_api(env, tmp_path_factory.mktemp("logs-cap"), "api-small-cap")
-    yield base_url
-    api.stop()
+    yield from _another_api(env, tmp_path_factory, "api-small-cap")
 
 
 def test_request_over_the_cap_is_413_json(small_cap_api: str) -> None:
@@ -250,9 +255,7 @@ def broken_storage_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -
     not_a_dir = tmp_path_factory.mktemp("broken") / "file"
     not_a_dir.write_text("storage cannot live under a file")
     env = dict(stack.env, VISIONQ_STORAGE_URL=f"file://{not_a_dir}/images")
-    api, base_url = start_api(env, tmp_path_factory.mktemp("logs-storage"), "api-bad-storage")
-    yield base_url
-    api.stop()
+    yield from _another_api(env, tmp_path_factory, "api-bad-storage")
 
 
 def test_storage_down_is_503_not_500(broken_storage_api: str) -> None:
@@ -270,9 +273,7 @@ def test_storage_down_is_503_not_500(broken_storage_api: str) -> None:
 @pytest.fixture(scope="module")
 def redis_down_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = stack_env(f"redis://127.0.0.1:{free_port()}/0", stack.storage_root, stack.simulator_url)
-    api, base_url = start_api(env, tmp_path_factory.mktemp("logs-down"), "api-redis-down")
-    yield base_url
-    api.stop()
+    yield from _another_api(env, tmp_path_factory, "api-redis-down")
 
 
 def test_redis_down_is_503_with_retry_after(redis_down_api: str) -> None:

@@ -19,7 +19,7 @@ import redis
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from tests.conftest import CORPUS, WEBHOOK_SECRET, Stack, data_url
+from tests.conftest import CORPUS, WEBHOOK_SECRET, Stack, bare_job, data_url
 from visionq.jobs import JobStore
 
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")
@@ -248,15 +248,7 @@ def test_refused_webhook_urls_are_400_at_submit(stack: Stack) -> None:
 def test_a_job_finished_by_anyone_is_delivered(stack: Stack, receiver: Receiver) -> None:
     """Finishing puts the event in the outbox in the same step: no task has to remember it."""
     jobs = JobStore(redis.Redis.from_url(stack.redis_url), ttl=600)
-    record = jobs.create(
-        tenant="alice",
-        model="mimo-v2.5",
-        api="openai",
-        request={"messages": []},
-        images=[],
-        webhook_url=receiver.url,
-        metadata=None,
-    )
+    record = bare_job(jobs, tenant="alice", webhook_url=receiver.url)
     jobs.succeed(record.id, {"content": "finished outside the pipeline"})
     _webhook_state(stack, record.id, {"delivered"})
     assert (

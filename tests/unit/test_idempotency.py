@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
+from tests.conftest import bare_job
 from visionq.errors import Conflict
 from visionq.idempotency import IdempotencyKeys
 from visionq.jobs import JobStore
@@ -13,16 +14,7 @@ REDIS_DB = 8
 
 
 def _create(jobs: JobStore, remember: tuple[str, str, int]) -> str:
-    return jobs.create(
-        tenant="t",
-        model="mimo-v2.5",
-        api="openai",
-        request={},
-        images=[],
-        webhook_url=None,
-        metadata=None,
-        remember=remember,
-    ).id
+    return bare_job(jobs, remember=remember).id
 
 
 def test_the_job_and_its_key_are_written_together(redis_db: redis.Redis) -> None:

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from tests.conftest import bare_job
 from visionq.errors import InvalidImage, NotFound, Unavailable
-from visionq.jobs import MAX_LIST_SCAN, JobStore
+from visionq.jobs import MAX_LIST_SCAN, JobRecord, JobStore
 from visionq.leases import Leases
 from visionq.redisserver import RedisServer, durability_warnings, free_port
 
@@ -24,14 +25,11 @@ def store(redis_server: RedisServer) -> Iterator[JobStore]:
     client.close()
 
 
-def _new(store: JobStore, tenant: str = "t1"):
-    return store.create(
+def _new(store: JobStore, tenant: str = "t1") -> JobRecord:
+    return bare_job(
+        store,
         tenant=tenant,
-        model="mimo-v2.5",
-        api="openai",
-        request={"messages": []},
         images=[{"index": 0, "source": "upload", "blob": "ab" * 32}],
-        webhook_url=None,
         metadata={"k": "v"},
     )
 

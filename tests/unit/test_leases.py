@@ -6,6 +6,7 @@ import time
 
 import redis
 
+from tests.conftest import bare_job
 from visionq.errors import InvalidImage
 from visionq.jobs import JobRecord, JobStore
 from visionq.leases import LeaseKeeper, Leases
@@ -15,15 +16,7 @@ REDIS_DB = 6
 
 def _job(redis_db: redis.Redis, grace: float = 600) -> tuple[JobStore, JobRecord]:
     jobs = JobStore(redis_db, ttl=600, queued_grace=grace)
-    record = jobs.create(
-        tenant="t",
-        model="mimo-v2.5",
-        api="openai",
-        request={},
-        images=[],
-        webhook_url=None,
-        metadata=None,
-    )
+    record = bare_job(jobs)
     return jobs, record
 
 

@@ -7,6 +7,7 @@ import time
 import pytest
 import redis
 
+from tests.conftest import bare_job
 from visionq.jobs import JobRecord, JobStore
 from visionq.outbox import Outbox
 
@@ -15,15 +16,7 @@ REDIS_DB = 7
 
 def _finished_job(redis_db: redis.Redis) -> tuple[JobStore, JobRecord]:
     jobs = JobStore(redis_db, ttl=600)
-    record = jobs.create(
-        tenant="t",
-        model="mimo-v2.5",
-        api="openai",
-        request={},
-        images=[],
-        webhook_url="http://127.0.0.1:9/hook",
-        metadata=None,
-    )
+    record = bare_job(jobs, webhook_url="http://127.0.0.1:9/hook")
     jobs.succeed(record.id, {"content": "x"})  # puts it in the outbox, due now
     return jobs, record
 
