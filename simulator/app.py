@@ -20,9 +20,9 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request
@@ -50,24 +50,89 @@ _ERROR_TYPES = {
 }
 
 
+@dataclass(frozen=True)
+class RateLimits:
+    """MiMo's per-model account limits ("Pricing and Rate Limits"); 0 means no limit.
+
+    Requests and tokens are counted over a moving 60-second window, calls in flight as
+    they run; a request over any of them is a 429 with `Retry-After`, and is not counted.
+    """
+
+    rpm: int = 100
+    tpm: int = 10_000_000
+    concurrency: int = 0
+
+
+UNLIMITED = RateLimits(rpm=0, tpm=0, concurrency=0)
+_LIMIT_FIELDS = tuple(f.name for f in fields(RateLimits))
+_CONFIG_SHAPE = 'the body must be {"latency": s, "rpm": n, "tpm": n, "concurrency": n}'
+_WINDOW = 60.0
+_ADMITTED_KEPT = 100_000
+
+
 @dataclass
 class SimState:
     """One app's mutable state; every access goes through the lock (the server is threaded)."""
 
     api_key: str | None
     latency: float
+    limits: RateLimits = field(default_factory=RateLimits)
     lock: threading.Lock = field(default_factory=threading.Lock)
     requests: int = 0
     by_status: Counter[str] = field(default_factory=Counter)
     attempts: Counter[str] = field(default_factory=Counter)
+    rate_limited: int = 0
+    #: per model: [arrival, tokens] of each request admitted in the last minute
+    window: dict[str, deque[list[float]]] = field(default_factory=lambda: defaultdict(deque))
+    in_flight: Counter[str] = field(default_factory=Counter)
+    admitted: deque[float] = field(default_factory=lambda: deque(maxlen=_ADMITTED_KEPT))
+
+    def admit(self, model: str) -> list[float]:
+        """Count one request against the model's limits, or raise the 429 MiMo would."""
+        limits = self.limits
+        with self.lock:
+            now = time.monotonic()
+            window = self.window[model]
+            while window and window[0][0] <= now - _WINDOW:
+                window.popleft()
+            wait = None
+            if limits.rpm and len(window) >= limits.rpm:
+                wait = window[0][0] + _WINDOW - now
+            elif limits.concurrency and self.in_flight[model] >= limits.concurrency:
+                wait = 1.0
+            if wait is not None:
+                self.rate_limited += 1
+                raise _rate_limited(model, wait, "requests")
+            entry = [now, 0.0]
+            window.append(entry)
+            self.in_flight[model] += 1
+            self.admitted.append(time.time())
+            return entry
+
+    def charge(self, model: str, entry: list[float], tokens: int) -> None:
+        """Add the request's prompt tokens, or refuse it over the tokens-per-minute limit."""
+        with self.lock:
+            window = self.window[model]
+            used = sum(tokens for _, tokens in window)
+            if self.limits.tpm and used + tokens > self.limits.tpm:
+                self.rate_limited += 1
+                with contextlib.suppress(ValueError):
+                    window.remove(entry)
+                raise _rate_limited(model, window[0][0] + _WINDOW - entry[0], "tokens")
+            entry[1] = tokens
+
+    def leave(self, model: str) -> None:
+        with self.lock:
+            self.in_flight[model] -= 1
 
     def current_latency(self) -> float:
         with self.lock:
             return self.latency
 
-    def set_latency(self, latency: float) -> None:
+    def configure(self, *, latency: float, **limits: int) -> None:
         with self.lock:
             self.latency = latency
+            self.limits = replace(self.limits, **limits)
 
     def record(self, outcome: str) -> None:
         with self.lock:
@@ -82,7 +147,34 @@ class SimState:
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
-            return {"requests": self.requests, "by_status": dict(self.by_status)}
+            admitted = list(self.admitted)
+            return {
+                "requests": self.requests,
+                "by_status": dict(self.by_status),
+                "rate_limited": self.rate_limited,
+                "peak_rpm": _peak(admitted, _WINDOW),
+                "first_admitted": admitted[0] if admitted else None,
+                "last_admitted": admitted[-1] if admitted else None,
+                "limits": asdict(self.limits),
+            }
+
+
+def _peak(times: list[float], window: float) -> int:
+    """The most requests admitted in any `window` seconds (times are sorted)."""
+    best, start = 0, 0
+    for end, at in enumerate(times):
+        while at - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def _rate_limited(model: str, wait: float, what: str) -> SimError:
+    return SimError(
+        429,
+        f"Rate limit reached for {model} ({what} per minute); try again later",
+        headers={"Retry-After": f"{max(1, math.ceil(wait))}"},
+    )
 
 
 def _state() -> SimState:
@@ -98,11 +190,18 @@ def _non_negative(value: object, what: str) -> float:
     return float(value)
 
 
-def create_app(*, api_key: str | None, latency: float = 0.0) -> Flask:
-    """A fresh simulator app. `api_key=None` accepts any non-empty key (but not none)."""
+def create_app(
+    *, api_key: str | None, latency: float = 0.0, limits: RateLimits | None = None
+) -> Flask:
+    """A fresh simulator app. `api_key=None` accepts any non-empty key (but not none);
+    `limits` defaults to MiMo's published ones."""
     app = Flask("simulator")
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep MiMo's documented order
-    app.extensions[_STATE] = SimState(api_key=api_key, latency=_non_negative(latency, "latency"))
+    app.extensions[_STATE] = SimState(
+        api_key=api_key,
+        latency=_non_negative(latency, "latency"),
+        limits=limits or RateLimits(),
+    )
 
     @app.post("/v1/chat/completions", endpoint="openai_chat")
     def openai_chat() -> Response:
@@ -130,14 +229,15 @@ def create_app(*, api_key: str | None, latency: float = 0.0) -> Flask:
         state = _state()
         if request.method == "POST":
             body = request.get_json(silent=True)
-            if not isinstance(body, dict) or set(body) - {"latency"}:
-                return _openai_error(SimError(400, 'the body must be {"latency": seconds}'))
-            if "latency" in body:
-                try:
-                    state.set_latency(_non_negative(body["latency"], "latency"))
-                except ValueError as exc:
-                    return _openai_error(SimError(400, str(exc), param="latency"))
-        return jsonify(latency=state.current_latency())
+            if not isinstance(body, dict) or set(body) - {"latency", *_LIMIT_FIELDS}:
+                return _openai_error(SimError(400, _CONFIG_SHAPE))
+            try:
+                limits = {k: int(_non_negative(body[k], k)) for k in _LIMIT_FIELDS if k in body}
+                latency = _non_negative(body.get("latency", state.current_latency()), "latency")
+            except ValueError as exc:
+                return _openai_error(SimError(400, str(exc)))
+            state.configure(latency=latency, **limits)
+        return jsonify(latency=state.current_latency(), **asdict(state.limits))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
@@ -164,6 +264,17 @@ def _chat(api: Api) -> Response:
     except SimError as exc:
         time.sleep(delay)
         return _error(api, exc)
+    try:
+        entry = state.admit(chat.model)
+    except SimError as exc:
+        return _error(api, exc)
+    try:
+        return _admitted(api, chat, raw, entry, delay)
+    finally:
+        state.leave(chat.model)
+
+
+def _admitted(api: Api, chat: Chat, raw: bytes, entry: list[float], delay: float) -> Response:
     directives = chat.directives
     time.sleep(delay if directives.latency is None else directives.latency)
     if directives.fails:
@@ -172,6 +283,7 @@ def _chat(api: Api) -> Response:
             return fault
     try:
         received = [load_image(ref) for ref in chat.images]
+        _state().charge(chat.model, entry, _prompt_tokens(chat, received))
         body = _answer(api, chat, received)
     except SimError as exc:
         return _error(api, exc)
@@ -252,11 +364,15 @@ def _drop(api: Api) -> Response:
     return Response(b"", 444)  # never sent; nginx's "no response" code, for the server's log
 
 
+def _prompt_tokens(chat: Chat, received: list[Received]) -> int:
+    return sum(image.tokens for image in received) + chat.text_chars // 4 + 1
+
+
 def _answer(api: Api, chat: Chat, received: list[Received]) -> dict[str, Any]:
     """The deterministic answer, its token usage, and MiMo's context-length refusal."""
     image_tokens = sum(image.tokens for image in received)
     text_tokens = chat.text_chars // 4 + 1
-    prompt_tokens = image_tokens + text_tokens
+    prompt_tokens = _prompt_tokens(chat, received)
     window = CONTEXT_LENGTH[chat.model]
     if prompt_tokens > window:
         raise SimError(

@@ -11,7 +11,7 @@ import sys
 
 from werkzeug.serving import make_server
 
-from simulator.app import create_app
+from simulator.app import RateLimits, create_app
 
 
 def serve(
@@ -19,9 +19,11 @@ def serve(
     port: int = 8001,
     api_key: str | None = None,
     latency: float = 0.0,
+    limits: RateLimits | None = None,
 ) -> None:
     """Serve the simulator on `host:port` until interrupted (Ctrl-C or SIGTERM's default)."""
-    server = make_server(host, port, create_app(api_key=api_key, latency=latency), threaded=True)
+    app = create_app(api_key=api_key, latency=latency, limits=limits)
+    server = make_server(host, port, app, threaded=True)
     url = f"http://{host}:{server.port}"
     print(f"visionq simulator listening on {url}", file=sys.stderr, flush=True)
     try:

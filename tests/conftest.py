@@ -197,6 +197,9 @@ def stack_env(redis_url: str, storage: Path, simulator_url: str, **extra: str) -
             "VISIONQ_WEBHOOK_LEASE": "4",
             "VISIONQ_SWEEP_INTERVAL": "0.2",
             "VISIONQ_JOB_LEASE": "3",
+            # The pacing budget is not what most tests are about; tests/e2e/test_pacing.py
+            # runs a stack of its own with a budget that binds.
+            "VISIONQ_UPSTREAM_RPM": "60000",
         }
     )
     env.update(extra)
@@ -227,7 +230,10 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
     env = stack_env(redis_server.url, storage, simulator_url)
     processes = [
         Process(
-            "simulator", ["simulator", "--port", str(sim_port), "--api-key", SIM_KEY], env, logs
+            "simulator",
+            ["simulator", "--port", str(sim_port), "--api-key", SIM_KEY, "--rpm", "0"],
+            env,
+            logs,
         )
     ]
     try:

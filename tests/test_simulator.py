@@ -22,7 +22,7 @@ from flask import Flask
 from PIL import Image
 from werkzeug.serving import make_server
 
-from simulator import create_app
+from simulator import UNLIMITED, RateLimits, create_app
 from tests.conftest import CORPUS, data_url
 from visionq import tokens
 from visionq.settings import MIMO_MAX_IMAGE_BYTES
@@ -52,7 +52,7 @@ def running(app: Flask) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[str]:
-    with running(create_app(api_key=KEY)) as url:
+    with running(create_app(api_key=KEY, limits=UNLIMITED)) as url:
         yield url
 
 
@@ -387,7 +387,10 @@ def test_unknown_directives_are_refused(sim: str) -> None:
 def test_runtime_latency_config_and_stats() -> None:
     with running(create_app(api_key=KEY)) as url, requests.Session() as http:
         assert http.post(url + "/_sim/config", json={"latency": 0.5}, timeout=10).json() == {
-            "latency": 0.5
+            "latency": 0.5,
+            "rpm": 100,  # MiMo's published limits unless told otherwise
+            "tpm": 10_000_000,
+            "concurrency": 0,
         }
         started = time.monotonic()
         assert _post(url + OPENAI, _chat("slow", data_url(PNG))).status_code == 200
@@ -400,4 +403,58 @@ def test_runtime_latency_config_and_stats() -> None:
         bad = http.post(url + "/_sim/config", json={"latency": -1}, timeout=10)
         assert bad.status_code == 400
         stats = http.get(url + "/_sim/stats", timeout=10).json()
-    assert stats == {"requests": 4, "by_status": {"200": 1, "401": 1, "503": 1, "dropped": 1}}
+    assert stats["requests"] == 4
+    assert stats["by_status"] == {"200": 1, "401": 1, "503": 1, "dropped": 1}
+    assert stats["rate_limited"] == 0
+    assert stats["peak_rpm"] == 3  # admitted: past the key check
+
+
+def test_requests_over_the_per_minute_limit_are_429_with_retry_after() -> None:
+    with running(create_app(api_key=KEY, limits=RateLimits(rpm=2))) as url:
+        assert _post(url + OPENAI, _chat("one")).status_code == 200
+        assert _post(url + OPENAI, _chat("two", model="mimo-v2-omni")).status_code == 200
+        assert _post(url + OPENAI, _chat("three")).status_code == 200
+        refused = _post(url + OPENAI, _chat("four"))
+        five = {
+            "model": "mimo-v2.5",
+            "max_tokens": 8,
+            "messages": [{"role": "user", "content": "5"}],
+        }
+        anthropic = _post(url + ANTHROPIC, five, {"x-api-key": KEY})
+        stats = requests.get(url + "/_sim/stats", timeout=10).json()
+    _error(refused, 429, needle="rate limit reached for mimo-v2.5")
+    assert 55 <= int(refused.headers["Retry-After"]) <= 60  # when the window has room again
+    assert anthropic.status_code == 429  # one budget per model, whichever endpoint
+    assert stats["rate_limited"] == 2
+    assert stats["peak_rpm"] == 3  # admitted requests over both models
+
+
+def test_tokens_per_minute_are_counted_from_the_images() -> None:
+    png_tokens = _formula(PNG) + len("x") // 4 + 1
+    limits = RateLimits(tpm=2 * png_tokens)
+    with running(create_app(api_key=KEY, limits=limits)) as url:
+        assert _post(url + OPENAI, _chat("x", data_url(PNG))).status_code == 200
+        assert _post(url + OPENAI, _chat("x", data_url(PNG))).status_code == 200
+        _error(_post(url + OPENAI, _chat("x", data_url(PNG))), 429)
+
+
+def test_calls_in_flight_over_the_concurrency_cap_are_429() -> None:
+    with running(create_app(api_key=KEY, limits=RateLimits(concurrency=1))) as url:
+        slow = threading.Thread(target=_post, args=(url + OPENAI, _chat("[sim:latency=1]")))
+        slow.start()
+        time.sleep(0.3)
+        refused = _post(url + OPENAI, _chat("meanwhile"))
+        slow.join()
+        after = _post(url + OPENAI, _chat("after"))
+    assert refused.status_code == 429
+    assert after.status_code == 200
+
+
+def test_limits_can_be_changed_at_run_time() -> None:
+    with running(create_app(api_key=KEY, limits=UNLIMITED)) as url:
+        bad = requests.post(url + "/_sim/config", json={"rpm": 5, "burst": 1}, timeout=10)
+        good = requests.post(url + "/_sim/config", json={"rpm": 1}, timeout=10).json()
+        assert _post(url + OPENAI, _chat("one")).status_code == 200
+        _error(_post(url + OPENAI, _chat("two")), 429)
+    assert bad.status_code == 400
+    assert good == {"latency": 0, "rpm": 1, "tpm": 0, "concurrency": 0}

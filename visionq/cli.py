@@ -108,14 +108,16 @@ def _sweeper(args: argparse.Namespace) -> int:
 
 
 def _simulator(args: argparse.Namespace) -> int:
-    from simulator import serve
+    from simulator import RateLimits, serve
 
     print(
         "visionq simulator: a development stand-in for MiMo, not the real model",
         file=sys.stderr,
         flush=True,
     )
-    serve(args.host, args.port, api_key=args.api_key, latency=args.latency)
+    given = {"rpm": args.rpm, "tpm": args.tpm, "concurrency": args.concurrency}
+    limits = RateLimits(**{name: value for name, value in given.items() if value is not None})
+    serve(args.host, args.port, api_key=args.api_key, latency=args.latency, limits=limits)
     return 0
 
 
@@ -189,6 +191,12 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8001)
     sim.add_argument("--api-key", default=None, help="the key it accepts (default: any)")
     sim.add_argument("--latency", type=float, default=0.0)
+    for limit, meaning in (
+        ("rpm", "requests per minute per model"),
+        ("tpm", "tokens per minute per model"),
+        ("concurrency", "calls in flight per model"),
+    ):
+        sim.add_argument(f"--{limit}", type=int, help=f"{meaning} (default MiMo's; 0: no limit)")
     sim.set_defaults(run=_simulator)
 
     dev = sub.add_parser("dev", help="the whole stack on this machine")

@@ -28,6 +28,9 @@ OUTBOX_KEY = "vq:webhooks:due"
 #: Unfinished jobs by when the sweeper should look at them (see `leases`); a job enters it
 #: when created and leaves it when finished or deleted.
 LEASES_KEY = "vq:leases"
+#: Prefix of the pacer's keys (visionq.pacing); a ready job waits in
+#: `<prefix><model>:q:<tenant>`, which the lease sweep looks at too.
+PACE_PREFIX = "vq:pace:"
 _JSON_FIELDS = ("images", "request", "result", "error", "webhook", "metadata")
 
 # KEYS[1] job hash, KEYS[2] the done channel, KEYS[3] the webhook outbox, KEYS[4] leases.

@@ -21,11 +21,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 
-from visionq.jobs import LEASES_KEY, job_key, redis_errors
+from visionq.jobs import LEASES_KEY, PACE_PREFIX, job_key, redis_errors
 
 log = logging.getLogger(__name__)
 
@@ -52,32 +53,39 @@ if ARGV[4] == 'upstream' then counter = 'attempts' end
 return redis.call('HINCRBY', KEYS[1], counter, 1)
 """
 
-# KEYS[1] leases; ARGV[1] now, ARGV[2] lease seconds, ARGV[3] how many, ARGV[4] queued grace.
-# For each job due a look: a live lease moves the look to its end; an expired one is
-# returned with its stage, and looked at again a lease (or a queued grace) later.
+# KEYS[1] leases; ARGV[1] now, ARGV[2] lease seconds, ARGV[3] how many, ARGV[4] queued grace,
+# ARGV[5] the pacer's key prefix. For each job due a look: a live lease moves the look to
+# its end, as does waiting for its turn in the pacer (whose stall check covers it); an
+# expired one is returned with its stage, and looked at again a lease (or a grace) later.
 _SWEEP = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
 local out = {}
 for _, id in ipairs(due) do
   local key = 'vq:job:' .. id
-  local status = redis.call('HGET', key, 'status')
-  local held = tonumber(redis.call('HGET', key, 'lease_until') or '0')
-  local received = tonumber(redis.call('HGET', key, 'received_until') or '0')
+  local job = redis.call('HMGET', key, 'status', 'lease_until', 'received_until', 'model', 'tenant')
+  local status = job[1]
+  local held = tonumber(job[2] or '0')
+  local received = tonumber(job[3] or '0')
+  local prepared = redis.call('HEXISTS', key, 'prepared') == 1
   if not status or (status ~= 'queued' and status ~= 'running') then
     redis.call('ZREM', KEYS[1], id)
   elseif held > tonumber(ARGV[1]) then
     redis.call('ZADD', KEYS[1], held, id)
   elseif status == 'queued' and received > tonumber(ARGV[1]) then
     redis.call('ZADD', KEYS[1], received, id)
+  elseif prepared and redis.call('ZSCORE', ARGV[5] .. job[4] .. ':q:' .. job[5], id) then
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[4]), id)
   else
     redis.call('HDEL', key, 'received_until')
     local stage = 'prepare'
-    if redis.call('HEXISTS', key, 'prepared') == 1 then stage = 'upstream' end
+    if prepared then stage = 'upstream' end
     local wait = tonumber(ARGV[2])
     if status == 'queued' then wait = tonumber(ARGV[4]) end
     redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + wait, id)
     table.insert(out, id)
     table.insert(out, stage)
+    table.insert(out, job[4])
+    table.insert(out, job[5])
   end
 end
 return out
@@ -114,6 +122,8 @@ return 1
 class Expired:
     job_id: str
     stage: str  # "prepare" or "upstream": which task to queue again
+    model: str
+    tenant: str
 
 
 class Leases:
@@ -154,41 +164,42 @@ class Leases:
     def expired(self, *, queued_grace: float, limit: int = 200) -> list[Expired]:
         with redis_errors():
             flat = self._sweep(
-                keys=[LEASES_KEY], args=[time.time(), self.lease, limit, queued_grace]
+                keys=[LEASES_KEY],
+                args=[time.time(), self.lease, limit, queued_grace, PACE_PREFIX],
             )
-        pairs = [v.decode() for v in flat]
-        return [Expired(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2)]
+        values = [v.decode() for v in flat]
+        return [Expired(*values[i : i + 4]) for i in range(0, len(values), 4)]
 
 
 class LeaseKeeper:
-    """Renews, from one thread, the leases of the jobs this process is working on."""
+    """Renews, from one thread, every lease this process holds: jobs' and pacing slots'."""
 
-    def __init__(self, leases: Leases) -> None:
-        self._leases = leases
-        self._held: set[str] = set()
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._held: dict[str, Callable[[], object]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def hold(self, job_id: str) -> None:
+    def hold(self, key: str, renew: Callable[[], object]) -> None:
         with self._lock:
-            self._held.add(job_id)
+            self._held[key] = renew
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._renew_forever, daemon=True, name="vq-leases"
                 )
                 self._thread.start()
 
-    def drop(self, job_id: str) -> None:
+    def drop(self, key: str) -> None:
         with self._lock:
-            self._held.discard(job_id)
+            self._held.pop(key, None)
 
     def _renew_forever(self) -> None:
         while True:
-            time.sleep(self._leases.lease / 3)
+            time.sleep(self._interval)
             with self._lock:
-                held = list(self._held)
-            for job_id in held:
+                held = list(self._held.items())
+            for key, renew in held:
                 try:
-                    self._leases.renew(job_id)
+                    renew()
                 except Exception:  # a Redis blip must not end the renewals
-                    log.warning("could not renew the lease of %s", job_id, exc_info=True)
+                    log.warning("could not renew the lease of %s", key, exc_info=True)

@@ -30,6 +30,7 @@ from visionq.errors import (
 from visionq.jobs import JobRecord, JobStore
 from visionq.leases import LeaseKeeper, Leases
 from visionq.outbox import Outbox
+from visionq.pacing import Pacer
 from visionq.queues import MAX_RETRY_DELAY
 from visionq.settings import Settings
 from visionq.storage import ImageStore, open_store
@@ -56,12 +57,14 @@ class Runtime:
     signer: Signer | None
     leases: Leases
     keeper: LeaseKeeper
+    pacer: Pacer
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
         client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
         secret = settings.webhook_secret
         leases = Leases(client, lease=settings.job_lease)
+        keeper = LeaseKeeper(interval=settings.job_lease / 3)
         return cls(
             settings=settings,
             jobs=JobStore(client, ttl=settings.result_ttl, queued_grace=settings.queued_grace),
@@ -82,47 +85,53 @@ class Runtime:
             ),
             signer=Signer(secret.get_secret_value()) if secret else None,
             leases=leases,
-            keeper=LeaseKeeper(leases),
+            keeper=keeper,
+            pacer=Pacer(client, settings, leases, keeper),
         )
 
 
 @contextmanager
 def _holding(rt: Runtime, job_id: str) -> Iterator[None]:
     """Keep the job's lease alive while this process works on it."""
-    rt.keeper.hold(job_id)
+    rt.keeper.hold(job_id, lambda: rt.leases.renew(job_id))
     try:
         yield
     finally:
         rt.keeper.drop(job_id)
 
 
-def prepare(job_id: str, rt: Runtime) -> bool:
+def prepare(job_id: str, rt: Runtime) -> str | None:
     """Validate, count and encode every image and write the upstream body.
 
-    True when the job is ready for the upstream stage; False when it is finished (failed
-    here, or canceled/finished before we got to it).
+    Returns the model whose queue the job now waits in, for the caller to send the
+    upstream stage a ticket; None when the job is finished (failed here, or canceled or
+    finished before we got to it).
     """
     attempt = rt.leases.take(job_id, "prepare")
     if attempt is None:  # finished, prepared, or a live worker has it
-        return False
+        return None
     if attempt > MAX_PREPARE_ATTEMPTS:
         # Each earlier attempt's worker died holding it: an image that kills the worker
         # must end the job, not loop through the workers forever.
         rt.jobs.fail(job_id, Internal(f"preparing this job stopped its worker {attempt - 1} times"))
-        return False
+        return None
     with _holding(rt, job_id):
-        ready = _prepare_job(job_id, rt)
-    if ready:
-        # Handed on: the upstream message takes it; should that message be lost, the
-        # sweeper queues the upstream stage again one lease from now.
-        rt.leases.release(job_id, look_in=rt.leases.lease)
-    return ready
+        record = _prepare_job(job_id, rt)
+    if record is None:
+        return None
+    # Handed on, first released so whichever ticket takes it may; should this process
+    # die before the offer, the sweeper offers it one lease from now.
+    model = record.fields["model"]
+    rt.leases.release(job_id, look_in=rt.leases.lease)
+    rt.pacer.offer(job_id, model=model, tenant=record.tenant)
+    return model
 
 
-def _prepare_job(job_id: str, rt: Runtime) -> bool:
+def _prepare_job(job_id: str, rt: Runtime) -> JobRecord | None:
+    """The job's record once it is prepared; None when it ended here or was not ours."""
     record = rt.jobs.load(job_id)
     if record is None:
-        return False
+        return None
     try:
         prepared = [_prepare_image(rt, record, image) for image in record.images]
         _check_context(rt.settings, record, prepared)
@@ -139,19 +148,19 @@ def _prepare_job(job_id: str, rt: Runtime) -> bool:
         )
     except VisionqError as exc:
         rt.jobs.fail(job_id, exc)
-        return False
+        return None
     except Exception:
         log.exception("prepare failed unexpectedly", extra={"job_id": job_id})
         rt.jobs.fail(job_id, Internal("preparing the images failed unexpectedly"))
-        return False
+        return None
     if rt.jobs.save_images(job_id, prepared):
-        return True
+        return record
     # Refused: canceled while we worked (then nothing will send the body), or another
     # prepare of this job got there first (then its upstream call may be sending it).
     latest = rt.jobs.load(job_id)
     if latest is None or latest.finished:
         rt.store.delete_body(job_id)
-    return False
+    return None
 
 
 def _prepare_image(rt: Runtime, record: JobRecord, image: dict[str, Any]) -> dict[str, Any]:
@@ -196,21 +205,27 @@ def _prepare_image(rt: Runtime, record: JobRecord, image: dict[str, Any]) -> dic
     }
 
 
-def _check_context(settings: Settings, record: JobRecord, prepared: list[dict[str, Any]]) -> None:
-    """Refuse before paying for a call MiMo would refuse: images and text over the context."""
-    window = settings.model_context.get(record.fields["model"])
-    if window is None:
-        return
+def estimate_tokens(request: dict[str, Any], prepared: list[dict[str, Any]]) -> int:
+    """Input tokens before the call: MiMo's formula for the images, about four characters
+    a token for the text. The context check and the tokens-per-minute budget use it."""
     text_chars = sum(
         len(part.get("text", "")) if isinstance(part, dict) else 0
-        for message in record.request["messages"]
+        for message in request["messages"]
         for part in (
             message["content"]
             if isinstance(message["content"], list)
             else [{"text": message["content"]}]
         )
     )
-    estimate = sum(i["image_tokens"] for i in prepared) + text_chars // _TEXT_CHARS_PER_TOKEN
+    return sum(i["image_tokens"] for i in prepared) + text_chars // _TEXT_CHARS_PER_TOKEN
+
+
+def _check_context(settings: Settings, record: JobRecord, prepared: list[dict[str, Any]]) -> None:
+    """Refuse before paying for a call MiMo would refuse: images and text over the context."""
+    window = settings.model_context.get(record.fields["model"])
+    if window is None:
+        return
+    estimate = estimate_tokens(record.request, prepared)
     if estimate > window:
         raise ContextLengthExceeded(
             f"the images and text need about {estimate} tokens; "
@@ -218,17 +233,19 @@ def _check_context(settings: Settings, record: JobRecord, prepared: list[dict[st
         )
 
 
-def call_upstream(job_id: str, rt: Runtime) -> None:
-    """One upstream attempt. Raises `UpstreamRetryable`, with `countdown` set, when the
-    caller should try again that many seconds from now."""
-    attempt = rt.leases.take(job_id, "upstream")
-    if attempt is None:  # finished, not prepared, or a live worker has it
-        return
-    record = rt.jobs.load(job_id)
-    if record is None:
-        return
-    with _holding(rt, job_id):
-        _call_upstream(job_id, rt, record, attempt)
+def call_upstream(model: str, rt: Runtime) -> None:
+    """One ticket of `model`'s upstream stage: wait for room in the shared budget, then make
+    one attempt for the next job in fair order (not necessarily the one that sent the
+    ticket). Raises `UpstreamRetryable`, with `countdown` set, when the ticket should
+    come back that many seconds from now for the job it offered again."""
+    with rt.pacer.turn(model) as turn:
+        if turn is None:  # no job due: an earlier ticket took this one's job
+            return
+        record = rt.jobs.load(turn.job_id)
+        if record is None:
+            return
+        rt.pacer.spend_tokens(model, estimate_tokens(record.request, record.images))
+        _call_upstream(turn.job_id, rt, record, turn.attempt)
 
 
 def _call_upstream(job_id: str, rt: Runtime, record: JobRecord, attempt: int) -> None:
@@ -237,14 +254,21 @@ def _call_upstream(job_id: str, rt: Runtime, record: JobRecord, attempt: int) ->
     except FileNotFoundError:
         rt.jobs.fail(job_id, Internal("the prepared request body is missing"))
         return
+    model = record.fields["model"]
     try:
         with body:
             raw = rt.upstream.call(record.fields["api"], body, length)
         result = parse_result(record.fields["api"], raw)
     except UpstreamRetryable as exc:
+        if exc.upstream_status == 429:
+            # Our pacing should have kept it away; someone else shares the account.
+            rt.pacer.pause(model, exc.retry_after or 1.0)
         if attempt < rt.settings.upstream_max_attempts:
             exc.countdown = retry_delay(attempt, exc.retry_after)
             rt.leases.release(job_id, look_in=exc.countdown + rt.leases.lease)
+            rt.pacer.offer(
+                job_id, model=model, tenant=record.tenant, due=time.time() + exc.countdown
+            )
             raise
         _finish(
             rt,

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, field_validator
 
 from visionq.errors import ConfigurationError
 
@@ -39,8 +40,29 @@ def _ints(raw: str, what: str) -> list[int]:
         raise ConfigurationError(f"{what} must be whole numbers separated by commas") from None
 
 
+def _per_model(raw: str, what: str) -> dict[str, int]:
+    """`100` (every model) or `100,mimo-v2-omni=60` (a default and per-model values)."""
+    out: dict[str, int] = {}
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        model, found, value = item.rpartition("=")
+        try:
+            out[model.strip() if found else "*"] = int(value)
+        except ValueError:
+            raise ConfigurationError(f"{what}: {item!r} is not N or model=N") from None
+    return out
+
+
 def _bool(raw: str) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One model's share of the upstream account: MiMo counts these over all keys."""
+
+    rpm: int
+    tpm: int
+    concurrency: int
 
 
 class Settings(BaseModel):
@@ -68,9 +90,10 @@ class Settings(BaseModel):
     max_image_bytes: int = MIMO_MAX_IMAGE_BYTES
     default_model: str = "mimo-v2.5"
     result_ttl: int = 604_800
-    upstream_rpm: int = 100
-    upstream_tpm: int = 10_000_000
-    upstream_concurrency: int = 16
+    #: Per model, "*" for every model not named (API.md, "Pacing the upstream").
+    upstream_rpm: dict[str, PositiveInt] = Field(default_factory=lambda: {"*": 100})
+    upstream_tpm: dict[str, PositiveInt] = Field(default_factory=lambda: {"*": 10_000_000})
+    upstream_concurrency: dict[str, PositiveInt] = Field(default_factory=lambda: {"*": 16})
     upstream_timeout: float = 300.0
     upstream_connect_timeout: float = 10.0
     upstream_max_attempts: int = 6
@@ -95,9 +118,6 @@ class Settings(BaseModel):
             "VISIONQ_MAX_REQUEST_BYTES": "max_request_bytes",
             "VISIONQ_DEFAULT_MODEL": "default_model",
             "VISIONQ_RESULT_TTL": "result_ttl",
-            "VISIONQ_UPSTREAM_RPM": "upstream_rpm",
-            "VISIONQ_UPSTREAM_TPM": "upstream_tpm",
-            "VISIONQ_UPSTREAM_CONCURRENCY": "upstream_concurrency",
             "VISIONQ_UPSTREAM_TIMEOUT": "upstream_timeout",
             "VISIONQ_UPSTREAM_CONNECT_TIMEOUT": "upstream_connect_timeout",
             "VISIONQ_UPSTREAM_MAX_ATTEMPTS": "upstream_max_attempts",
@@ -120,6 +140,15 @@ class Settings(BaseModel):
             values["allow_private_urls"] = _bool(raw)
         if raw := env.get("VISIONQ_WEBHOOK_RETRY_SCHEDULE", "").strip():
             values["webhook_retry_schedule"] = tuple(_ints(raw, "VISIONQ_WEBHOOK_RETRY_SCHEDULE"))
+        budgets = {
+            "VISIONQ_UPSTREAM_RPM": "upstream_rpm",
+            "VISIONQ_UPSTREAM_TPM": "upstream_tpm",
+            "VISIONQ_UPSTREAM_CONCURRENCY": "upstream_concurrency",
+        }
+        for var, field in budgets.items():
+            if raw := env.get(var, "").strip():
+                defaults = cls.model_fields[field].get_default(call_default_factory=True)
+                values[field] = defaults | _per_model(raw, var)
         if raw := env.get("VISIONQ_MODEL_CONTEXT", "").strip():
             pairs = _pairs(raw, "=", "VISIONQ_MODEL_CONTEXT")
             sizes = _ints(",".join(pairs.values()), "VISIONQ_MODEL_CONTEXT sizes")
@@ -130,6 +159,21 @@ class Settings(BaseModel):
             # Never echo the offending values: some of them are secrets.
             fields = ", ".join(str(err["loc"][0]) for err in getattr(exc, "errors", list)())
             raise ConfigurationError(f"invalid configuration in: {fields or exc}") from None
+
+    def budget(self, model: str) -> Budget:
+        def pick(table: dict[str, int]) -> int:
+            return table.get(model, table["*"])
+
+        return Budget(
+            pick(self.upstream_rpm), pick(self.upstream_tpm), pick(self.upstream_concurrency)
+        )
+
+    @field_validator("upstream_rpm", "upstream_tpm", "upstream_concurrency")
+    @classmethod
+    def _has_default(cls, value: dict[str, int]) -> dict[str, int]:
+        if "*" not in value:
+            raise ValueError("needs a value for every model ('*')")
+        return value
 
     @field_validator("webhook_secret")
     @classmethod

@@ -48,13 +48,14 @@ def create_celery(settings: Settings) -> Celery:
 
     @app.task(name=PREPARE_TASK, bind=True)
     def prepare(self: Task, job_id: str) -> None:
-        if pipeline.prepare(job_id, runtime(self.app)):
-            upstream.apply_async((job_id,), queue=UPSTREAM_QUEUE)
+        if model := pipeline.prepare(job_id, runtime(self.app)):
+            upstream.apply_async((model,), queue=UPSTREAM_QUEUE)
 
     @app.task(name=UPSTREAM_TASK, bind=True, max_retries=None)
-    def upstream(self: Task, job_id: str) -> None:
+    def upstream(self: Task, model: str) -> None:
+        # A ticket: it serves the next job of `model` in fair order (visionq.pacing).
         try:
-            pipeline.call_upstream(job_id, runtime(self.app))
+            pipeline.call_upstream(model, runtime(self.app))
         except UpstreamRetryable as exc:
             raise self.retry(countdown=exc.countdown, exc=exc) from None
 

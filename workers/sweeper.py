@@ -17,8 +17,9 @@ import time
 import redis
 
 from visionq.errors import Unavailable
-from visionq.leases import Leases
+from visionq.leases import LeaseKeeper, Leases
 from visionq.outbox import Outbox
+from visionq.pacing import Pacer
 from visionq.queues import (
     PREPARE_QUEUE,
     PREPARE_TASK,
@@ -31,6 +32,8 @@ from visionq.settings import Settings
 from workers.app import create_celery
 
 log = logging.getLogger(__name__)
+#: Tickets sent in one round to a model whose tickets were lost; the next round sends more.
+MAX_TICKETS_PER_ROUND = 1000
 
 
 # kombu's Redis transport keeps each delivered, not yet acknowledged message in these keys
@@ -61,10 +64,7 @@ def run(settings: Settings) -> None:
     client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
     outbox = Outbox(client)
     leases = Leases(client, lease=settings.job_lease)
-    stage_tasks = {
-        "prepare": (PREPARE_TASK, PREPARE_QUEUE),
-        "upstream": (UPSTREAM_TASK, UPSTREAM_QUEUE),
-    }
+    pacer = Pacer(client, settings, leases, LeaseKeeper(interval=settings.job_lease / 3))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -77,11 +77,18 @@ def run(settings: Settings) -> None:
                     log.warning("job %s: its worker died before starting it; queued again", job_id)
                     app.send_task(PREPARE_TASK, args=[job_id], queue=PREPARE_QUEUE)
             for expired in leases.expired(queued_grace=settings.queued_grace):
-                task, queue = stage_tasks[expired.stage]
                 log.warning(
                     "job %s: its %s lease ran out; queued again", expired.job_id, expired.stage
                 )
-                app.send_task(task, args=[expired.job_id], queue=queue)
+                if expired.stage == "prepare":
+                    app.send_task(PREPARE_TASK, args=[expired.job_id], queue=PREPARE_QUEUE)
+                else:
+                    pacer.offer(expired.job_id, model=expired.model, tenant=expired.tenant)
+                    app.send_task(UPSTREAM_TASK, args=[expired.model], queue=UPSTREAM_QUEUE)
+            for model, due in pacer.stalled(after=settings.queued_grace):
+                log.warning("%s: %d jobs wait with no ticket taken; sending tickets", model, due)
+                for _ in range(min(due, MAX_TICKETS_PER_ROUND)):
+                    app.send_task(UPSTREAM_TASK, args=[model], queue=UPSTREAM_QUEUE)
         except Unavailable:
             log.warning("Redis is unreachable; the sweeper tries again")
         except Exception:  # one bad round must not end the sweeping

@@ -8,8 +8,8 @@ import redis
 
 from tests.conftest import bare_job
 from visionq.errors import InvalidImage
-from visionq.jobs import JobRecord, JobStore
-from visionq.leases import LeaseKeeper, Leases
+from visionq.jobs import LEASES_KEY, PACE_PREFIX, JobRecord, JobStore
+from visionq.leases import Expired, LeaseKeeper, Leases
 
 REDIS_DB = 6
 
@@ -54,9 +54,9 @@ def test_a_late_renewal_does_not_take_back_a_handed_on_job(redis_db) -> None:
 def test_the_keeper_renews_while_held(redis_db) -> None:
     _, record = _job(redis_db)
     leases = Leases(redis_db, lease=0.3)
-    keeper = LeaseKeeper(leases)
+    keeper = LeaseKeeper(interval=0.1)
     leases.take(record.id, "prepare")
-    keeper.hold(record.id)
+    keeper.hold(record.id, lambda: leases.renew(record.id))
     time.sleep(0.8)  # well past one lease: only renewals keep it
     assert leases.take(record.id, "prepare") is None
     keeper.drop(record.id)
@@ -84,3 +84,16 @@ def test_expired_names_the_stage_to_queue_again(redis_db) -> None:
         dead_caller.id: "upstream",
     }
     assert leases.expired(queued_grace=60) == []  # claimed: not again until a lease later
+
+
+def test_a_job_waiting_its_turn_in_the_pacer_is_not_queued_again(redis_db) -> None:
+    leases = Leases(redis_db, lease=0.1)
+    jobs, waiting = _job(redis_db, grace=0)
+    leases.take(waiting.id, "prepare")
+    jobs.save_images(waiting.id, [])
+    leases.release(waiting.id, look_in=0)
+    redis_db.zadd(f"{PACE_PREFIX}mimo-v2.5:q:t", {waiting.id: 0})
+    assert leases.expired(queued_grace=60) == []
+    redis_db.delete(f"{PACE_PREFIX}mimo-v2.5:q:t")  # taken, and its worker died
+    redis_db.zadd(LEASES_KEY, {waiting.id: 0})
+    assert leases.expired(queued_grace=60) == [Expired(waiting.id, "upstream", "mimo-v2.5", "t")]

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 
 from tests.conftest import CORPUS, SIM_KEY, Stack
@@ -17,15 +18,19 @@ from visionq.leases import Leases
 from visionq.models import JobRequest
 from visionq.settings import Settings
 
+REDIS_DB = 3
+MODEL = "mimo-v2.5"
+
 
 @pytest.fixture
-def runtime(stack: Stack, tmp_path: Path) -> pipeline.Runtime:
+def runtime(stack: Stack, tmp_path: Path, redis_db: redis.Redis) -> pipeline.Runtime:
     settings = Settings(
-        redis_url=stack.redis_url.replace("/0", "/3"),
+        redis_url=stack.redis_url.replace("/0", f"/{REDIS_DB}"),
         storage_url=f"file://{tmp_path}",
         upstream_base_url=f"{stack.simulator_url}/v1",
         mimo_api_key=SIM_KEY,
         upstream_max_attempts=2,
+        upstream_rpm={"*": 6000},
     )
     return pipeline.Runtime.from_settings(settings)
 
@@ -38,11 +43,11 @@ def _submit(rt: pipeline.Runtime, prompt: str, *paths: Path) -> str:
 
 def test_prepare_then_upstream(runtime: pipeline.Runtime) -> None:
     job_id = _submit(runtime, "two", CORPUS / "good/hopper.png", CORPUS / "good/hopper.jpg")
-    assert pipeline.prepare(job_id, runtime)
+    assert pipeline.prepare(job_id, runtime) == MODEL
     job = runtime.jobs.get(job_id, tenant="t").public()
     assert job["status"] == "running"
     assert [i["format"] for i in job["images"]] == ["png", "jpeg"]
-    pipeline.call_upstream(job_id, runtime)
+    pipeline.call_upstream(MODEL, runtime)
     job = runtime.jobs.get(job_id, tenant="t").public()
     assert job["status"] == "succeeded"
     assert job["result"]["content"].startswith("simulator saw 2 image(s)")
@@ -55,8 +60,8 @@ def test_prepare_twice_is_harmless(runtime: pipeline.Runtime) -> None:
     assert pipeline.prepare(job_id, runtime)
     # A redelivered message for a prepared job: it must not queue a second upstream call.
     assert not pipeline.prepare(job_id, runtime)
-    pipeline.call_upstream(job_id, runtime)
-    pipeline.call_upstream(job_id, runtime)  # and again: the job is finished, nothing happens
+    pipeline.call_upstream(MODEL, runtime)
+    pipeline.call_upstream(MODEL, runtime)  # and again: the job is finished, nothing happens
     job = runtime.jobs.get(job_id, tenant="t").public()
     assert job["status"] == "succeeded"
     assert job["attempts"] == 1
@@ -73,9 +78,12 @@ def test_undecodable_image_fails_in_prepare(runtime: pipeline.Runtime) -> None:
 def test_retryable_error_is_raised_until_the_budget_is_spent(runtime: pipeline.Runtime) -> None:
     job_id = _submit(runtime, "[sim:status=503,retry_after=0]", CORPUS / "good/hopper.png")
     assert pipeline.prepare(job_id, runtime)
-    with pytest.raises(UpstreamRetryable):
-        pipeline.call_upstream(job_id, runtime)
-    pipeline.call_upstream(job_id, runtime)  # the second of two attempts gives up
+    with pytest.raises(UpstreamRetryable) as raised:
+        pipeline.call_upstream(MODEL, runtime)
+    pipeline.call_upstream(MODEL, runtime)  # not due yet: the ticket finds nothing to do
+    assert runtime.jobs.get(job_id, tenant="t").status == "running"
+    time.sleep(raised.value.countdown)
+    pipeline.call_upstream(MODEL, runtime)  # the second of two attempts gives up
     job = runtime.jobs.get(job_id, tenant="t").public()
     assert job["status"] == "failed"
     assert job["error"]["type"] == "upstream_unavailable"
@@ -109,7 +117,7 @@ def test_a_canceled_queued_job_never_reaches_the_upstream(
     job_id = _submit(runtime, "never", CORPUS / "good/hopper.png")
     assert runtime.jobs.cancel(job_id, tenant="t").status == "canceled"
     assert not pipeline.prepare(job_id, runtime)  # the message arrives after the cancel
-    pipeline.call_upstream(job_id, runtime)
+    pipeline.call_upstream(MODEL, runtime)
     job = runtime.jobs.get(job_id, tenant="t").public()
     assert job["status"] == "canceled"
     assert job["attempts"] == 0

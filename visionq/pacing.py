@@ -1,0 +1,283 @@
+"""Shared pacing of the upstream: one budget per model for every worker on every host,
+and a fair turn for every tenant (API.md, "Pacing the upstream").
+
+MiMo counts requests per minute, tokens per minute and calls in flight per model over the
+whole account, so the budget lives in Redis:
+
+- requests per minute: `limits`' moving window, cut into the smallest whole-second
+  window that divides the minute (120 RPM is 2 per second, 100 RPM is 5 per 3 seconds),
+  so calls are spread evenly instead of bursting a minute's worth at once;
+- tokens per minute: `limits`' sliding-window counter, charged with the job's counted
+  tokens (a moving window would keep one list entry per token);
+- calls in flight: a sorted set of slots, each with an expiry that the worker's lease
+  keeper pushes forward, so a killed worker's slot frees itself within a lease.
+
+Fairness cannot come from the broker: its queue is first in, first out, and a tenant's
+10,000 messages would sit in front of another tenant's one. So a ready job waits in its
+tenant's queue here, and the Celery message for the upstream stage is only a ticket:
+whichever ticket gets a turn takes the next job round-robin across tenants, the tenant
+served longest ago first. Every ready job has a ticket; a ticket that finds no due job
+(its job went with an earlier ticket) does nothing. Within one worker process one thread
+at a time waits for room, the others behind a lock, so the budget is polled by each
+process rather than by each of its threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import redis
+from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
+from limits.storage import RedisStorage
+from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
+
+from visionq.jobs import PACE_PREFIX, redis_errors
+from visionq.leases import LeaseKeeper, Leases
+from visionq.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MODELS_KEY = f"{PACE_PREFIX}models"
+#: How often a waiting worker looks for a free slot again.
+SLOT_POLL_SECONDS = 0.05
+#: Tenants a turn looks through for one whose next job is due (the rest wait a backoff).
+_TENANTS_PER_TURN = 100
+
+
+def _key(model: str, part: str) -> str:
+    return f"{PACE_PREFIX}{model}:{part}"
+
+
+def queue_key(model: str, tenant: str) -> str:
+    return _key(model, f"q:{tenant}")
+
+
+# KEYS[1] tenants, KEYS[2] the tenant's queue, KEYS[3] models; ARGV[1] job, ARGV[2] due at,
+# ARGV[3] tenant, ARGV[4] model. A tenant new to the rotation (score 0) goes first.
+_OFFER = """
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[1], 'NX', 0, ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+return 1
+"""
+
+# KEYS[1] tenants, KEYS[2] served counter, KEYS[3] last turn; ARGV[1] now, ARGV[2] queue key
+# prefix, ARGV[3] tenants to look through. The due head of the tenant served longest ago.
+_NEXT = """
+local tenants = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)
+for _, tenant in ipairs(tenants) do
+  local queue = ARGV[2] .. tenant
+  local head = redis.call('ZRANGEBYSCORE', queue, '-inf', ARGV[1], 'LIMIT', 0, 1)
+  if #head == 1 then
+    redis.call('ZREM', queue, head[1])
+    if redis.call('EXISTS', queue) == 0 then
+      redis.call('ZREM', KEYS[1], tenant)
+    else
+      redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[2]), tenant)
+    end
+    redis.call('SET', KEYS[3], ARGV[1])
+    return head[1]
+  elseif redis.call('EXISTS', queue) == 0 then
+    redis.call('ZREM', KEYS[1], tenant)
+  end
+end
+return nil
+"""
+
+# KEYS[1] slots; ARGV[1] now, ARGV[2] expiry, ARGV[3] limit, ARGV[4] slot id.
+_ACQUIRE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+return 1
+"""
+
+# KEYS[1] models; ARGV[1] now, ARGV[2] stalled after, ARGV[3] key prefix. Per model with
+# due jobs and no turn taken for a while: how many due jobs (their tickets may be lost).
+_STALLED = """
+local out = {}
+for _, model in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local prefix = ARGV[3] .. model .. ':'
+  local tenants = redis.call('ZRANGE', prefix .. 'tenants', 0, -1)
+  if #tenants == 0 then
+    redis.call('SREM', KEYS[1], model)
+  else
+    local last = tonumber(redis.call('GET', prefix .. 'last_turn') or '0')
+    if last < tonumber(ARGV[1]) - tonumber(ARGV[2]) then
+      local due = 0
+      for _, tenant in ipairs(tenants) do
+        due = due + redis.call('ZCOUNT', prefix .. 'q:' .. tenant, '-inf', ARGV[1])
+      end
+      if due > 0 then
+        redis.call('SET', prefix .. 'last_turn', ARGV[1])
+        table.insert(out, model)
+        table.insert(out, due)
+      end
+    end
+  end
+end
+return out
+"""
+
+
+def rpm_item(rpm: int) -> RateLimitItemPerSecond:
+    """`rpm` per minute as the smallest whole-second window that divides the minute."""
+    common = math.gcd(rpm, 60)
+    return RateLimitItemPerSecond(rpm // common, 60 // common, namespace="vq:rpm")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A job taken for the upstream stage, with room for it in the budget."""
+
+    job_id: str
+    attempt: int
+
+
+class Pacer:
+    """The shared budget and the tenants' turns, for one process."""
+
+    def __init__(
+        self, client: redis.Redis, settings: Settings, leases: Leases, keeper: LeaseKeeper
+    ) -> None:
+        self._redis = client
+        self._settings = settings
+        self._leases = leases
+        self._keeper = keeper
+        storage = RedisStorage(
+            "redis://", connection_pool=client.connection_pool, key_prefix="vq:limits"
+        )
+        self._requests = MovingWindowRateLimiter(storage)
+        self._tokens = SlidingWindowCounterRateLimiter(storage)
+        self._offer = client.register_script(_OFFER)
+        self._next = client.register_script(_NEXT)
+        self._acquire_slot = client.register_script(_ACQUIRE_SLOT)
+        self._stalled = client.register_script(_STALLED)
+        self._gates: dict[str, threading.Lock] = {}
+        self._gates_lock = threading.Lock()
+
+    def offer(self, job_id: str, *, model: str, tenant: str, due: float = 0.0) -> None:
+        """Put a ready job in its tenant's queue; the caller sends it a ticket."""
+        with redis_errors():
+            self._offer(
+                keys=[_key(model, "tenants"), queue_key(model, tenant), MODELS_KEY],
+                args=[job_id, due, tenant, model],
+            )
+
+    def pause(self, model: str, seconds: float) -> None:
+        """A 429 came anyway (another client on the account?): nobody calls for a while."""
+        until = time.time() + seconds
+        with redis_errors():
+            current = float(self._redis.get(_key(model, "paused_until")) or 0)
+            if until > current:
+                self._redis.set(_key(model, "paused_until"), until, exat=int(until) + 1)
+
+    @contextmanager
+    def turn(self, model: str) -> Iterator[Turn | None]:
+        """Wait for a slot and a request in `model`'s budget, then take the next job fairly.
+
+        Yields None when no job is due. The slot and the job's lease are held, and renewed,
+        until the block ends; releasing the job (or finishing it) is the caller's part.
+        """
+        budget = self._settings.budget(model)
+        slots = _key(model, "slots")
+        slot: str | None = None
+        taken: Turn | None = None
+        with redis_errors():
+            anything_ready = self._redis.exists(_key(model, "tenants"))
+        if not anything_ready:
+            yield None
+            return
+        try:
+            with self._gate(model):
+                slot = self._wait_for_slot(slots, budget.concurrency)
+                self._keeper.hold(slot, lambda: self._renew_slot(slots, slot))
+                taken = self._take_next(model)
+                if taken is not None:
+                    job_id = taken.job_id
+                    self._keeper.hold(job_id, lambda: self._leases.renew(job_id))
+                    self._wait_for_request(model, budget.rpm)
+            yield taken
+        finally:
+            if slot is not None:
+                self._free(slots, slot, taken)
+
+    def spend_tokens(self, model: str, tokens: int) -> None:
+        """Wait until `model`'s tokens-per-minute budget has room for `tokens`, and take it."""
+        tpm = self._settings.budget(model).tpm
+        item = RateLimitItemPerMinute(tpm, namespace="vq:tpm")
+        cost = max(1, min(tokens, tpm))  # a job bigger than the budget goes alone
+        while True:
+            with redis_errors():
+                if self._tokens.hit(item, model, cost=cost):
+                    return
+                reset = self._tokens.get_window_stats(item, model).reset_time
+            time.sleep(min(1.0, max(0.05, reset - time.time())))
+
+    def stalled(self, *, after: float) -> list[tuple[str, int]]:
+        """Models whose due jobs have waited `after` seconds with no turn taken: their
+        tickets were lost (a worker killed between taking a message and recording it)."""
+        with redis_errors():
+            flat = self._stalled(keys=[MODELS_KEY], args=[time.time(), after, PACE_PREFIX])
+        return [(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    def _gate(self, model: str) -> threading.Lock:
+        with self._gates_lock:
+            return self._gates.setdefault(model, threading.Lock())
+
+    def _wait_for_slot(self, slots: str, limit: int) -> str:
+        slot = f"slot_{uuid.uuid4().hex}"
+        while True:
+            now, until = time.time(), time.time() + self._leases.lease
+            with redis_errors():
+                if self._acquire_slot(keys=[slots], args=[now, until, limit, slot]):
+                    return slot
+            time.sleep(SLOT_POLL_SECONDS)
+
+    def _renew_slot(self, slots: str, slot: str) -> None:
+        with redis_errors():
+            self._redis.zadd(slots, {slot: time.time() + self._leases.lease}, xx=True)
+
+    def _take_next(self, model: str) -> Turn | None:
+        while True:
+            with redis_errors():
+                job_id = self._next(
+                    keys=[_key(model, "tenants"), _key(model, "served"), _key(model, "last_turn")],
+                    args=[time.time(), _key(model, "q:"), _TENANTS_PER_TURN],
+                )
+            if job_id is None:
+                return None
+            job_id = job_id.decode()
+            # Not taken: canceled, deleted, finished, or a live worker holds it.
+            attempt = self._leases.take(job_id, "upstream")
+            if attempt is not None:
+                return Turn(job_id, attempt)
+
+    def _wait_for_request(self, model: str, rpm: int) -> None:
+        item = rpm_item(rpm)
+        while True:
+            with redis_errors():
+                paused = float(self._redis.get(_key(model, "paused_until")) or 0) - time.time()
+                if paused <= 0 and self._requests.hit(item, model):
+                    return
+                wait = paused
+                if paused <= 0:
+                    wait = self._requests.get_window_stats(item, model).reset_time - time.time()
+            time.sleep(min(5.0, max(0.005, wait)))
+
+    def _free(self, slots: str, slot: str, taken: Turn | None) -> None:
+        self._keeper.drop(slot)
+        if taken is not None:
+            self._keeper.drop(taken.job_id)
+        try:
+            with redis_errors():
+                self._redis.zrem(slots, slot)
+        except Exception:  # the slot expires by itself within a lease
+            log.warning("could not free an upstream slot of %s", slots, exc_info=True)
