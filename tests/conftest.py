@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,44 +221,47 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@contextmanager
+def running_stack(
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    simulator_args: tuple[str, ...] = ("--rpm", "0"),
+    upstream_workers: int = 1,
+    **extra_env: str,
+) -> Iterator[Stack]:
+    """The simulator, a worker per queue (`upstream_workers` for upstream), the sweeper and
+    the API, as child processes on `redis_url`; stopped when the block ends."""
     logs = tmp_path_factory.mktemp("logs")
     storage = tmp_path_factory.mktemp("storage")
     sim_port = free_port()
     simulator_url = f"http://127.0.0.1:{sim_port}"
-    env = stack_env(redis_server.url, storage, simulator_url)
-    processes = [
-        Process(
-            "simulator",
-            ["simulator", "--port", str(sim_port), "--api-key", SIM_KEY, "--rpm", "0"],
-            env,
-            logs,
-        )
-    ]
+    env = stack_env(redis_url, storage, simulator_url, **extra_env)
+    sim_cmd = ["simulator", "--port", str(sim_port), "--api-key", SIM_KEY, *simulator_args]
+    processes = [Process("simulator", sim_cmd, env, logs)]
     try:
         wait_for_http(f"{simulator_url}/", processes[0])
+        worker = ["worker", "--queues"]
         processes.append(
-            Process(
-                "worker-prepare", ["worker", "--queues", "prepare", "--concurrency", "2"], env, logs
-            )
+            Process("worker-prepare", [*worker, "prepare", "--concurrency", "2"], env, logs)
         )
-        processes.append(
-            Process(
-                "worker-upstream",
-                ["worker", "--queues", "upstream", "--concurrency", "16"],
-                env,
-                logs,
-            )
-        )
-        processes.append(Process("worker-webhooks", ["worker", "--queues", "webhooks"], env, logs))
+        for n in range(upstream_workers):
+            name = "worker-upstream" if n == 0 else f"worker-upstream-{n + 1}"
+            processes.append(Process(name, [*worker, "upstream", "--concurrency", "16"], env, logs))
+        processes.append(Process("worker-webhooks", [*worker, "webhooks"], env, logs))
         processes.append(Process("sweeper", ["sweeper"], env, logs))
         api, base_url = start_api(env, logs)
         processes.append(api)
-        yield Stack(base_url, redis_server.url, simulator_url, env, storage, processes)
+        yield Stack(base_url, redis_url, simulator_url, env, storage, processes)
     finally:
         for process in reversed(processes):
             process.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(redis_server.url, tmp_path_factory) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,152 @@
+"""The pacer on a real Redis: fair turns, calls in flight, requests per minute, stalls."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from tests.conftest import bare_job
+from visionq.jobs import JobStore
+from visionq.leases import LeaseKeeper, Leases
+from visionq.pacing import Pacer, rpm_item
+from visionq.settings import Settings
+
+REDIS_DB = 10
+MODEL = "mimo-v2.5"
+
+
+def _pacer(client: redis.Redis, **budget: int) -> Pacer:
+    settings = Settings(**{f"upstream_{k}": {"*": v} for k, v in budget.items()})
+    leases = Leases(client, lease=5)
+    return Pacer(client, settings, leases, LeaseKeeper(interval=1))
+
+
+def _ready(client: redis.Redis, pacer: Pacer, tenant: str, due: float = 0.0) -> str:
+    """A prepared job handed on to the upstream stage, waiting in its tenant's queue."""
+    jobs = JobStore(client, ttl=600)
+    record = bare_job(jobs, tenant=tenant)
+    leases = Leases(client, lease=5)
+    leases.take(record.id, "prepare")
+    jobs.save_images(record.id, [])
+    leases.release(record.id, look_in=5)
+    pacer.offer(record.id, model=MODEL, tenant=tenant, due=due)
+    return record.id
+
+
+def _take(pacer: Pacer) -> str | None:
+    with pacer.turn(MODEL) as turn:
+        return None if turn is None else turn.job_id
+
+
+@pytest.mark.parametrize(
+    ("rpm", "amount", "seconds"), [(120, 2, 1), (100, 5, 3), (7, 7, 60), (6000, 100, 1)]
+)
+def test_requests_per_minute_are_spread_over_the_smallest_whole_second_window(
+    rpm: int, amount: int, seconds: int
+) -> None:
+    item = rpm_item(rpm)
+    assert (item.amount, item.get_expiry()) == (amount, seconds)
+
+
+def test_turns_go_round_robin_so_a_backlog_does_not_hold_back_another_tenant(redis_db) -> None:
+    pacer = _pacer(redis_db, rpm=6000)
+    big = [_ready(redis_db, pacer, "big") for _ in range(5)]
+    small = _ready(redis_db, pacer, "small")
+    order = [_take(pacer) for _ in range(6)]
+    assert order == [big[0], small, *big[1:]]
+    assert _take(pacer) is None  # nothing left: the ticket does nothing
+
+
+def test_a_tenant_back_after_a_pause_is_served_next(redis_db) -> None:
+    pacer = _pacer(redis_db, rpm=6000)
+    big = [_ready(redis_db, pacer, "big") for _ in range(4)]
+    assert _take(pacer) == big[0]
+    returning = _ready(redis_db, pacer, "small")
+    assert _take(pacer) == returning
+
+
+def test_a_job_not_yet_due_waits_and_others_go_first(redis_db) -> None:
+    pacer = _pacer(redis_db, rpm=6000)
+    later = _ready(redis_db, pacer, "a", due=time.time() + 0.5)
+    now = _ready(redis_db, pacer, "b")
+    assert _take(pacer) == now
+    assert _take(pacer) is None
+    time.sleep(0.6)
+    assert _take(pacer) == later
+
+
+def test_a_canceled_job_is_passed_over(redis_db) -> None:
+    pacer = _pacer(redis_db, rpm=6000)
+    canceled = _ready(redis_db, pacer, "a")
+    kept = _ready(redis_db, pacer, "a")
+    JobStore(redis_db, ttl=600).cancel(canceled, tenant="a")
+    assert _take(pacer) == kept
+    assert _take(pacer) is None
+
+
+def test_calls_in_flight_are_capped_across_pacers(redis_db) -> None:
+    first, second = _pacer(redis_db, rpm=6000, concurrency=1), _pacer(redis_db, concurrency=1)
+    one, two = _ready(redis_db, first, "a"), _ready(redis_db, first, "b")
+    got: list[str | None] = []
+    with first.turn(MODEL) as turn:
+        assert turn is not None and turn.job_id == one
+        waiting = threading.Thread(target=lambda: got.append(_take(second)))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive()  # the only slot is in use: it waits, it does not call
+    waiting.join(5)
+    assert got == [two]
+
+
+def test_the_slot_of_a_dead_holder_frees_itself(redis_db) -> None:
+    settings = Settings(upstream_concurrency={"*": 1})
+    short = Leases(redis_db, lease=0.3)
+    dying = Pacer(redis_db, settings, short, LeaseKeeper(interval=10))  # never renews in time
+    job = _ready(redis_db, dying, "a")
+    turn = dying.turn(MODEL)
+    assert turn.__enter__().job_id == job  # and the process is killed inside the call
+    other = _ready(redis_db, dying, "b")
+    assert _take(_pacer(redis_db, concurrency=1)) == other  # once the dead slot expired
+
+
+def test_requests_per_minute_hold_across_pacers(redis_db) -> None:
+    pacers = [_pacer(redis_db, rpm=120), _pacer(redis_db, rpm=120)]  # 2 per second
+    for n in range(5):
+        _ready(redis_db, pacers[0], f"t{n}")
+    started = time.monotonic()
+    for n in range(5):
+        assert _take(pacers[n % 2]) is not None
+    # Calls 3 and 5 each had to wait for a one-second window to have room.
+    assert time.monotonic() - started >= 2.0
+
+
+def test_a_pause_after_a_429_holds_every_turn(redis_db) -> None:
+    pacer = _pacer(redis_db, rpm=6000)
+    _ready(redis_db, pacer, "a")
+    pacer.pause(MODEL, 1.0)
+    started = time.monotonic()
+    assert _take(pacer) is not None
+    assert time.monotonic() - started >= 0.9
+
+
+def test_a_job_bigger_than_the_token_budget_goes_alone(redis_db) -> None:
+    pacer = _pacer(redis_db, tpm=1000)
+    pacer.spend_tokens(MODEL, 5000)  # capped at the whole budget, so it does not wait forever
+    second = threading.Thread(target=pacer.spend_tokens, args=(MODEL, 10), daemon=True)
+    second.start()
+    second.join(0.5)
+    assert second.is_alive()  # the minute's tokens are spent
+    redis_db.flushdb()  # a new minute, as far as the budget can tell
+    second.join(3)
+    assert not second.is_alive()
+
+
+def test_a_model_whose_tickets_were_lost_is_reported_once(redis_db) -> None:
+    pacer = _pacer(redis_db, rpm=6000)
+    _ready(redis_db, pacer, "a")
+    _ready(redis_db, pacer, "b", due=time.time() + 60)
+    assert pacer.stalled(after=0) == [(MODEL, 1)]  # one due; the other waits its backoff
+    assert pacer.stalled(after=30) == []  # tickets sent: not again for a while
