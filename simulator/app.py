@@ -153,6 +153,7 @@ class SimState:
                 "by_status": dict(self.by_status),
                 "rate_limited": self.rate_limited,
                 "peak_rpm": _peak(admitted, _WINDOW),
+                "per_minute": _per_window(admitted, _WINDOW),
                 "first_admitted": admitted[0] if admitted else None,
                 "last_admitted": admitted[-1] if admitted else None,
                 "limits": asdict(self.limits),
@@ -167,6 +168,16 @@ def _peak(times: list[float], window: float) -> int:
             start += 1
         best = max(best, end - start + 1)
     return best
+
+
+def _per_window(times: list[float], window: float) -> list[int]:
+    """Requests admitted in each consecutive `window` from the first one on."""
+    counts: list[int] = []
+    for at in times:
+        index = int((at - times[0]) // window)
+        counts.extend([0] * (index + 1 - len(counts)))
+        counts[index] += 1
+    return counts
 
 
 def _rate_limited(model: str, wait: float, what: str) -> SimError:

@@ -427,6 +427,7 @@ def test_requests_over_the_per_minute_limit_are_429_with_retry_after() -> None:
     assert anthropic.status_code == 429  # one budget per model, whichever endpoint
     assert stats["rate_limited"] == 2
     assert stats["peak_rpm"] == 3  # admitted requests over both models
+    assert stats["per_minute"] == [3]
 
 
 def test_tokens_per_minute_are_counted_from_the_images() -> None:

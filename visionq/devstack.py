@@ -69,7 +69,10 @@ def run(*, api_port: int, simulator_port: int, var_dir: Path) -> int:
         env["MIMO_API_KEY"] = SIMULATOR_KEY
         env["VISIONQ_UPSTREAM_BASE_URL"] = f"http://127.0.0.1:{simulator_port}/v1"
         env["VISIONQ_UPSTREAM_ANTHROPIC_BASE_URL"] = f"http://127.0.0.1:{simulator_port}/anthropic"
-        spawn("simulator", "--port", str(simulator_port), "--api-key", SIMULATOR_KEY)
+        # The stand-in account has the limits the service is told to pace for.
+        budget = settings.budget(settings.default_model)
+        limits = ("--rpm", str(budget.rpm), "--tpm", str(budget.tpm))
+        spawn("simulator", "--port", str(simulator_port), "--api-key", SIMULATOR_KEY, *limits)
 
     # URLs on this machine are how a developer tries URL images locally.
     env.setdefault("VISIONQ_ALLOW_PRIVATE_URLS", "true")

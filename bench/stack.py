@@ -1,0 +1,103 @@
+"""A whole stack for one benchmark: its own redis-server, the simulator, workers, sweeper
+and API as child processes of this one, each with its log in a temporary folder, all
+stopped by PID when the block ends (nothing is left running, nothing shared)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from visionq.redisserver import RedisServer, free_port
+
+SIM_KEY = "bench-simulator-key"
+
+
+@dataclass
+class BenchStack:
+    api_url: str
+    simulator_url: str
+    redis_url: str
+    logs: Path
+    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def simulator_stats(self) -> dict:
+        return requests.get(f"{self.simulator_url}/_sim/stats", timeout=10).json()
+
+
+def _wait_for(url: str, child: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise RuntimeError(f"{child.args} exited; see {log}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answered at {url}; see {log}")
+
+
+@contextmanager
+def running(
+    *,
+    workers: dict[str, int],
+    simulator_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    api_keys: str = "big:key-big,small:key-small",
+) -> Iterator[BenchStack]:
+    """`workers` maps a queue to how many worker processes consume it."""
+    root = Path(tempfile.mkdtemp(prefix="visionq-bench-"))
+    redis_server = RedisServer(root / "redis").start()
+    sim_port, api_port = free_port(), free_port()
+    simulator_url = f"http://127.0.0.1:{sim_port}"
+    child_env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "VISIONQ_REDIS_URL": redis_server.url,
+        "VISIONQ_STORAGE_URL": f"file://{root / 'images'}",
+        "MIMO_API_KEY": SIM_KEY,
+        "VISIONQ_UPSTREAM_BASE_URL": f"{simulator_url}/v1",
+        "VISIONQ_UPSTREAM_ANTHROPIC_BASE_URL": f"{simulator_url}/anthropic",
+        "VISIONQ_API_KEYS": api_keys,
+        **(env or {}),
+    }
+    stack = BenchStack(f"http://127.0.0.1:{api_port}", simulator_url, redis_server.url, root)
+
+    def spawn(name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (root / f"{name}.log").open("wb")
+        child = subprocess.Popen(
+            [sys.executable, "-m", "visionq", *args],
+            env=child_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        stack.children.append(child)
+        return child
+
+    try:
+        sim_args = ("--port", str(sim_port), "--api-key", SIM_KEY, *simulator_args)
+        sim = spawn("simulator", "simulator", *sim_args)
+        _wait_for(f"{simulator_url}/", sim, root / "simulator.log")
+        for queue, count in workers.items():
+            for n in range(count):
+                spawn(f"worker-{queue}-{n}", "worker", "--queues", queue)
+        spawn("sweeper", "sweeper")
+        api = spawn("api", "api", "--port", str(api_port))
+        _wait_for(f"{stack.api_url}/healthz", api, root / "api.log")
+        yield stack
+    finally:
+        for child in reversed(stack.children):
+            child.terminate()
+        for child in stack.children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        redis_server.stop()
