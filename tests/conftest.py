@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 import redis
 import requests
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from visionq.jobs import JobRecord, JobStore
 from visionq.models import Job
@@ -165,6 +167,71 @@ class Stack:
         return "\n".join(f"--- {p.name}\n{p.tail(15)}" for p in self.processes)
 
 
+@dataclass
+class Delivery:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    verified: Any
+
+
+@dataclass
+class Receiver:
+    """A webhook endpoint on loopback; answers from `script` in turn (then 200)."""
+
+    port: int = 0
+    script: list[int] = field(default_factory=list)
+    hold_seconds: float = 0.0
+    deliveries: list[Delivery] = field(default_factory=list)
+    _server: http.server.ThreadingHTTPServer | None = None
+
+    def start(self) -> Receiver:
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                headers = {k: v for k, v in self.headers.items()}
+                try:
+                    verified = Webhook(WEBHOOK_SECRET).verify(body, headers)
+                except WebhookVerificationError as exc:
+                    verified = exc
+                receiver.deliveries.append(Delivery(self.path, headers, body, verified))
+                time.sleep(receiver.hold_seconds)
+                status = receiver.script.pop(0) if receiver.script else 200
+                self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", f"http://127.0.0.1:{receiver.port}/redirected")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
 def bare_job(jobs: JobStore, **fields: Any) -> JobRecord:
     """A queued job straight in Redis, with no image and nothing queued for it."""
     defaults: dict[str, Any] = {
@@ -200,6 +267,7 @@ def stack_env(redis_url: str, storage: Path, simulator_url: str, **extra: str) -
             # The pacing budget is not what most tests are about; tests/e2e/test_pacing.py
             # runs a stack of its own with a budget that binds.
             "VISIONQ_UPSTREAM_RPM": "60000",
+            "VISIONQ_UPSTREAM_CONCURRENCY": "64",
         }
     )
     env.update(extra)
@@ -247,7 +315,7 @@ def running_stack(
         )
         for n in range(upstream_workers):
             name = "worker-upstream" if n == 0 else f"worker-upstream-{n + 1}"
-            processes.append(Process(name, [*worker, "upstream", "--concurrency", "16"], env, logs))
+            processes.append(Process(name, [*worker, "upstream", "--concurrency", "64"], env, logs))
         processes.append(Process("worker-webhooks", [*worker, "webhooks"], env, logs))
         processes.append(Process("sweeper", ["sweeper"], env, logs))
         api, base_url = start_api(env, logs)

@@ -7,21 +7,19 @@ import threading
 import time
 
 import pytest
-import requests
 
-from tests.conftest import CORPUS, Stack, data_url
+from tests.chaos.ledger import Ledger
+from tests.conftest import CORPUS, Receiver, Stack, data_url
 
 pytestmark = pytest.mark.chaos
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")
 
 
-def test_sigterm_every_worker_during_load(stack: Stack) -> None:
+def test_sigterm_every_worker_during_load(stack: Stack, receiver: Receiver) -> None:
     n = 30
-    before = requests.get(f"{stack.simulator_url}/_sim/stats", timeout=5).json()["requests"]
-    ids = [
-        stack.submit({"prompt": f"t{i} [sim:latency=1]", "images": [JPEG]}).json()["id"]
-        for i in range(n)
-    ]
+    ledger = Ledger(stack, receiver)
+    for i in range(n):
+        ledger.submit(f"t{i} [sim:latency=1]", JPEG)
     time.sleep(0.5)  # some preparing, some calling, most still queued
     restarts = [
         threading.Thread(target=stack.kill_and_replace, args=(name, signal.SIGTERM))
@@ -32,11 +30,6 @@ def test_sigterm_every_worker_during_load(stack: Stack) -> None:
         t.start()
     for t in restarts:
         t.join()
-    finished = [stack.wait(i, timeout=120) for i in ids]
-    after = requests.get(f"{stack.simulator_url}/_sim/stats", timeout=5).json()["requests"]
-    assert [j["status"] for j in finished] == ["succeeded"] * n
-    assert after - before == n  # running calls were finished, not dropped and made again
-    print(
-        f"\nrolling restart: {n} jobs, {n} terminal, 0 lost, {after - before - n} extra "
-        f"calls; all done {time.monotonic() - started:.1f} s after the SIGTERMs"
-    )
+    finished = ledger.settle(timeout=120)
+    # Running calls were finished, not dropped and made again.
+    print("\n" + ledger.check(finished, calls=n, label="rolling restart", since=started))

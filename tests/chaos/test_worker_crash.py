@@ -10,19 +10,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import CORPUS, Process, Stack, data_url
+from tests.chaos.ledger import Ledger
+from tests.conftest import CORPUS, Process, Receiver, Stack, data_url
 
 pytestmark = pytest.mark.chaos
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")
 
 
-def test_sigkill_of_the_upstream_worker_mid_call(stack: Stack) -> None:
-    n = 12
-    before = stack.upstream_calls()
-    ids = [
-        stack.submit({"prompt": f"job {i} [sim:latency=2]", "images": [JPEG]}).json()["id"]
-        for i in range(n)
-    ]
+def test_sigkill_of_the_upstream_worker_mid_call(stack: Stack, receiver: Receiver) -> None:
+    n = 50
+    ledger = Ledger(stack, receiver)
+    ids = [ledger.submit(f"job {i} [sim:latency=2]", JPEG) for i in range(n)]
     deadline = time.monotonic() + 30
     with stack.session() as http:
         while True:  # every job is inside its upstream call
@@ -33,17 +31,12 @@ def test_sigkill_of_the_upstream_worker_mid_call(stack: Stack) -> None:
             time.sleep(0.05)
     stack.kill_and_replace("worker-upstream")
     killed_at = time.monotonic()
-    finished = [stack.wait(i, timeout=60) for i in ids]
-    recovery = time.monotonic() - killed_at
-    assert [j["status"] for j in finished] == ["succeeded"] * n
-    assert all(j["attempts"] == 2 for j in finished)  # the killed call, then one more
-    assert stack.upstream_calls() - before == 2 * n
+    finished = ledger.settle()
+    # the killed call, then one more each
+    print("\n" + ledger.check(finished, calls=2 * n, label="upstream SIGKILL", since=killed_at))
+    assert all(j["attempts"] == 2 for j in finished)
     contents = [j["result"]["content"] for j in finished]
     assert all(f"text: job {i} " in c for i, c in enumerate(contents))
-    print(
-        f"\nupstream SIGKILL: {n} jobs, {n} terminal, 0 lost, 0 duplicated results; "
-        f"all done {recovery:.1f} s after the kill"
-    )
 
 
 def _pool_children(process: Process) -> list[int]:
@@ -51,15 +44,15 @@ def _pool_children(process: Process) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def test_sigkill_of_a_prepare_pool_child_mid_prepare(stack: Stack, tmp_path: Path) -> None:
+def test_sigkill_of_a_prepare_pool_child_mid_prepare(
+    stack: Stack, receiver: Receiver, tmp_path: Path
+) -> None:
     # Large enough that preparing it (decode, resize, encode) takes a good part of a second.
     big = tmp_path / "big.png"
     Image.effect_noise((3000, 2000), 64).convert("RGB").save(big)
     n = 4
-    before = stack.upstream_calls()
-    ids = [
-        stack.submit({"prompt": f"p{i}", "images": [data_url(big)]}).json()["id"] for i in range(n)
-    ]
+    ledger = Ledger(stack, receiver)
+    ids = [ledger.submit(f"p{i}", data_url(big)) for i in range(n)]
     worker = next(p for p in stack.processes if p.name == "worker-prepare")
     deadline = time.monotonic() + 20
     with stack.session() as http:
@@ -71,11 +64,7 @@ def test_sigkill_of_a_prepare_pool_child_mid_prepare(stack: Stack, tmp_path: Pat
     for child in _pool_children(worker):
         os.kill(child, signal.SIGKILL)
     killed_at = time.monotonic()
-    finished = [stack.wait(i, timeout=90) for i in ids]
-    assert [j["status"] for j in finished] == ["succeeded"] * n, finished
-    assert stack.upstream_calls() - before == n  # prepared again, never a second upstream call
+    finished = ledger.settle()
+    # Prepared again, never a second upstream call.
+    print("\n" + ledger.check(finished, calls=n, label="prepare child SIGKILL", since=killed_at))
     assert worker.popen.poll() is None  # the worker replaced its children and carries on
-    print(
-        f"\nprepare pool child SIGKILL: {n} jobs, {n} terminal, 0 lost, 0 duplicated; "
-        f"all done {time.monotonic() - killed_at:.1f} s after the kill"
-    )

@@ -6,88 +6,18 @@ sweeper that looks every 0.2 s.
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 import redis
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from tests.conftest import CORPUS, WEBHOOK_SECRET, Stack, bare_job, data_url
+from tests.conftest import CORPUS, WEBHOOK_SECRET, Receiver, Stack, bare_job, data_url
 from visionq.jobs import JobStore
 
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")
-
-
-@dataclass
-class Delivery:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    verified: Any
-
-
-@dataclass
-class Receiver:
-    """A webhook endpoint on loopback; answers from `script` in turn (then 200)."""
-
-    port: int = 0
-    script: list[int] = field(default_factory=list)
-    hold_seconds: float = 0.0
-    deliveries: list[Delivery] = field(default_factory=list)
-    _server: http.server.ThreadingHTTPServer | None = None
-
-    def start(self) -> Receiver:
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                headers = {k: v for k, v in self.headers.items()}
-                try:
-                    verified = Webhook(WEBHOOK_SECRET).verify(body, headers)
-                except WebhookVerificationError as exc:
-                    verified = exc
-                receiver.deliveries.append(Delivery(self.path, headers, body, verified))
-                time.sleep(receiver.hold_seconds)
-                status = receiver.script.pop(0) if receiver.script else 200
-                self.send_response(status)
-                if 300 <= status < 400:
-                    self.send_header("Location", f"http://127.0.0.1:{receiver.port}/redirected")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver().start()
-    yield server
-    server.stop()
 
 
 def _submit(stack: Stack, receiver: Receiver, prompt: str = "describe") -> str:
@@ -180,26 +110,6 @@ def test_giving_up_after_the_schedule(stack: Stack, receiver: Receiver) -> None:
     assert job["webhook"]["status"] == "failed"
     assert job["webhook"]["attempts"] == 6  # the first try and five retries (1,1,1,2,2)
     assert job["status"] == "succeeded"  # the result itself stays pollable
-
-
-def test_a_receiver_that_is_down_then_up_gets_the_event(stack: Stack, receiver: Receiver) -> None:
-    port = receiver.port
-    receiver.stop()
-    job_id = _submit(stack, receiver)
-    deadline = time.monotonic() + 20
-    with stack.session() as http:
-        while http.get(f"{stack.base_url}/v1/jobs/{job_id}").json()["webhook"]["attempts"] < 3:
-            assert time.monotonic() < deadline, stack.logs()
-            time.sleep(0.1)
-    back = Receiver(port=port).start()
-    try:
-        job = _webhook_state(stack, job_id, {"delivered"})
-        assert job["webhook"]["attempts"] >= 4
-        assert len(back.deliveries) == 1
-        assert back.deliveries[0].headers["webhook-id"] == f"msg_{job_id}"
-        assert back.deliveries[0].verified["type"] == "job.succeeded"
-    finally:
-        back.stop()
 
 
 def test_a_tampered_body_fails_verification(stack: Stack, receiver: Receiver) -> None:
