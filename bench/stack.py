@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import requests
 
+from visionq.devstack import wait_for_http
 from visionq.redisserver import RedisServer, free_port
 
 SIM_KEY = "bench-simulator-key"
@@ -33,16 +33,10 @@ class BenchStack:
 
 
 def _wait_for(url: str, child: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise RuntimeError(f"{child.args} exited; see {log}")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing answered at {url}; see {log}")
+    try:
+        wait_for_http(url, child, timeout=60)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{child.args}: {exc}; see {log}") from None
 
 
 @contextmanager
