@@ -26,6 +26,7 @@ from visionq.queues import (
 )
 from visionq.redisserver import durability_warnings
 from visionq.settings import Settings
+from workers.broker import TRANSPORT
 
 log = logging.getLogger(__name__)
 _runtimes: dict[int, pipeline.Runtime] = {}
@@ -43,7 +44,7 @@ def create_celery(settings: Settings) -> Celery:
     config = celery_config(settings)
     check_broker_timing(config, settings)
     app = Celery("visionq")
-    app.conf.update(config)
+    app.conf.update(config, broker_transport=TRANSPORT)
     app.conf.visionq_settings = settings
 
     @app.task(name=PREPARE_TASK, bind=True)
