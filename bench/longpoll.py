@@ -99,7 +99,7 @@ def _run(
             assert time.monotonic() < deadline, "the API did not start"
             time.sleep(0.1)
     worker = _gunicorn_worker(api.pid)
-    jobs = JobStore(redis.Redis.from_url(server.url), ttl=3600)
+    jobs = JobStore(redis.Redis.from_url(server.url), ttl=3600, queued_grace=300)
     ids = [
         jobs.create(
             tenant="default",

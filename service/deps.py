@@ -34,7 +34,9 @@ class Services:
         )
         self.redis = redis.Redis(connection_pool=pool)
         self.store = open_store(settings.storage_url)
-        self.jobs = JobStore(self.redis, ttl=settings.result_ttl)
+        self.jobs = JobStore(
+            self.redis, ttl=settings.result_ttl, queued_grace=settings.queued_grace
+        )
         self.intake = Intake(settings, self.store, self.jobs)
         self.idempotency = IdempotencyKeys(self.redis)
         self.outbox = Outbox(self.redis)

@@ -183,7 +183,7 @@ def _unvalidated_defaults(image: dict[str, Any]) -> dict[str, Any]:
 
 
 class JobStore:
-    def __init__(self, client: redis.Redis, *, ttl: int, queued_grace: float = 300.0) -> None:
+    def __init__(self, client: redis.Redis, *, ttl: int, queued_grace: float) -> None:
         self._redis = client
         self._ttl = ttl
         self._queued_grace = queued_grace

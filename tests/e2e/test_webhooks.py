@@ -157,7 +157,7 @@ def test_refused_webhook_urls_are_400_at_submit(stack: Stack) -> None:
 
 def test_a_job_finished_by_anyone_is_delivered(stack: Stack, receiver: Receiver) -> None:
     """Finishing puts the event in the outbox in the same step: no task has to remember it."""
-    jobs = JobStore(redis.Redis.from_url(stack.redis_url), ttl=600)
+    jobs = JobStore(redis.Redis.from_url(stack.redis_url), ttl=600, queued_grace=300)
     record = bare_job(jobs, tenant="alice", webhook_url=receiver.url)
     jobs.succeed(record.id, {"content": "finished outside the pipeline"})
     _webhook_state(stack, record.id, {"delivered"})

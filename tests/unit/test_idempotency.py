@@ -18,7 +18,7 @@ def _create(jobs: JobStore, remember: tuple[str, str, int]) -> str:
 
 
 def test_the_job_and_its_key_are_written_together(redis_db: redis.Redis) -> None:
-    keys, jobs = IdempotencyKeys(redis_db), JobStore(redis_db, ttl=600)
+    keys, jobs = IdempotencyKeys(redis_db), JobStore(redis_db, ttl=600, queued_grace=300)
     assert keys.reserve("t", "k1", "fp") is None
     job_id = _create(jobs, keys.remember("t", "k1", "fp"))
     # The request dies here, before answering: a retry still finds the job it made.
@@ -28,7 +28,7 @@ def test_the_job_and_its_key_are_written_together(redis_db: redis.Redis) -> None
 
 
 def test_release_frees_only_its_own_reservation(redis_db: redis.Redis) -> None:
-    keys, jobs = IdempotencyKeys(redis_db), JobStore(redis_db, ttl=600)
+    keys, jobs = IdempotencyKeys(redis_db), JobStore(redis_db, ttl=600, queued_grace=300)
     assert keys.reserve("t", "k2", "fp") is None
     job_id = _create(jobs, keys.remember("t", "k2", "fp"))
     keys.release("t", "k2", "fp")  # a late failure must not free a key that names a job

@@ -20,7 +20,7 @@ from visionq.redisserver import RedisServer, durability_warnings, free_port
 def store(redis_server: RedisServer) -> Iterator[JobStore]:
     client = redis.Redis.from_url(redis_server.url.replace("/0", "/5"))
     client.flushdb()
-    yield JobStore(client, ttl=120)
+    yield JobStore(client, ttl=120, queued_grace=300)
     client.flushdb()
     client.close()
 
@@ -121,7 +121,7 @@ def test_finished_job_gets_the_result_ttl(store: JobStore) -> None:
 def test_redis_down_is_unavailable() -> None:
     client = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
     with pytest.raises(Unavailable):
-        _new(JobStore(client, ttl=60))
+        _new(JobStore(client, ttl=60, queued_grace=300))
 
 
 def test_durability_warnings_name_eviction_and_no_persistence(redis_server: RedisServer) -> None:

@@ -15,7 +15,7 @@ REDIS_DB = 7
 
 
 def _finished_job(redis_db: redis.Redis) -> tuple[JobStore, JobRecord]:
-    jobs = JobStore(redis_db, ttl=600)
+    jobs = JobStore(redis_db, ttl=600, queued_grace=300)
     record = bare_job(jobs, webhook_url="http://127.0.0.1:9/hook")
     jobs.succeed(record.id, {"content": "x"})  # puts it in the outbox, due now
     return jobs, record

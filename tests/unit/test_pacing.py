@@ -26,7 +26,7 @@ def _pacer(client: redis.Redis, **budget: int) -> Pacer:
 
 def _ready(client: redis.Redis, pacer: Pacer, tenant: str, due: float = 0.0) -> str:
     """A prepared job handed on to the upstream stage, waiting in its tenant's queue."""
-    jobs = JobStore(client, ttl=600)
+    jobs = JobStore(client, ttl=600, queued_grace=300)
     record = bare_job(jobs, tenant=tenant)
     leases = Leases(client, lease=5)
     leases.take(record.id, "prepare")
@@ -82,7 +82,7 @@ def test_a_canceled_job_is_passed_over(redis_db) -> None:
     pacer = _pacer(redis_db, rpm=6000)
     canceled = _ready(redis_db, pacer, "a")
     kept = _ready(redis_db, pacer, "a")
-    JobStore(redis_db, ttl=600).cancel(canceled, tenant="a")
+    JobStore(redis_db, ttl=600, queued_grace=300).cancel(canceled, tenant="a")
     assert _take(pacer) == kept
     assert _take(pacer) is None
 
