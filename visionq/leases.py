@@ -145,11 +145,14 @@ class Leases:
             )
         return None if reply is None else int(reply)
 
-    def received(self, job_id: str) -> None:
-        """A worker's main process took the job's message from the broker."""
+    def received(self, job_id: str) -> bool:
+        """A worker's main process took the job's message from the broker; False when the
+        job is no longer queued (a worker started it, or it finished)."""
         with redis_errors():
-            self._received(
-                keys=[job_key(job_id), LEASES_KEY], args=[time.time() + self.lease, job_id]
+            return bool(
+                self._received(
+                    keys=[job_key(job_id), LEASES_KEY], args=[time.time() + self.lease, job_id]
+                )
             )
 
     def renew(self, job_id: str) -> None:

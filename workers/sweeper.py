@@ -17,6 +17,7 @@ import time
 import redis
 
 from visionq.errors import Unavailable
+from visionq.jobs import redis_errors
 from visionq.leases import LeaseKeeper, Leases
 from visionq.outbox import Outbox
 from visionq.pacing import Pacer
@@ -41,22 +42,35 @@ MAX_TICKETS_PER_ROUND = 1000
 _UNACKED, _UNACKED_INDEX = "unacked", "unacked_index"
 
 
-def stranded_prepares(client: redis.Redis, *, older_than: float) -> list[str]:
-    """Jobs whose prepare message a worker took and never started: it died holding it.
+def claim_stranded_prepares(client: redis.Redis, *, older_than: float) -> list[str]:
+    """Jobs whose prepare message a worker took and never acknowledged: it died holding it,
+    or lost Redis before it could acknowledge.
 
     A worker fetches only for a free slot, so a live one starts a message within
-    milliseconds; one still unacknowledged after a lease, for a job still queued, belongs
-    to a dead worker, and the broker would give it back only after its visibility timeout.
+    milliseconds; one still unacknowledged after a lease belongs to a dead worker or a
+    dead connection, and the broker would give it back only after its visibility timeout.
+    Each such message is taken out of kombu's unacknowledged set, so that it is claimed
+    once (by one sweeper) and never restored later as a duplicate.
     """
-    tags = client.zrangebyscore(_UNACKED_INDEX, "-inf", time.time() - older_than)
-    jobs = []
-    for raw in filter(None, client.hmget(_UNACKED, tags) if tags else []):
-        message = json.loads(raw)[0]
-        if message.get("headers", {}).get("task") != PREPARE_TASK:
+    with redis_errors():
+        tags = client.zrangebyscore(_UNACKED_INDEX, "-inf", time.time() - older_than)
+        raws = client.hmget(_UNACKED, tags) if tags else []
+    stale: dict[bytes, str] = {}
+    for tag, raw in zip(tags, raws, strict=True):
+        if raw is None:
             continue
-        args = json.loads(base64.b64decode(message["body"]))[0]
-        jobs.append(args[0])
-    return jobs
+        message = json.loads(raw)[0]
+        if message.get("headers", {}).get("task") == PREPARE_TASK:
+            stale[tag] = json.loads(base64.b64decode(message["body"]))[0][0]
+    if not stale:
+        return []
+    pipe = client.pipeline()
+    for tag in stale:
+        pipe.hdel(_UNACKED, tag)
+        pipe.zrem(_UNACKED_INDEX, tag)
+    with redis_errors():
+        removed = pipe.execute()[::2]
+    return [job_id for job_id, gone in zip(stale.values(), removed, strict=True) if gone]
 
 
 def run(settings: Settings) -> None:
@@ -68,15 +82,19 @@ def run(settings: Settings) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # Nobody could renew a lease while Redis was unreachable (nor before this sweeper knew
+    # of it): give their holders one lease to do so before calling any of them dead.
+    expire_from = time.monotonic() + settings.job_lease
     while not stop.is_set():
         try:
             for job_id, token in outbox.claim_due(now=time.time(), lease=settings.webhook_lease):
                 app.send_task(WEBHOOK_TASK, args=[job_id, token], queue=WEBHOOK_QUEUE)
-            for job_id in stranded_prepares(client, older_than=settings.job_lease):
-                if leases.received(job_id):  # still queued: claimed for one more lease
-                    log.warning("job %s: its worker died before starting it; queued again", job_id)
+            for job_id in claim_stranded_prepares(client, older_than=settings.job_lease):
+                if leases.received(job_id):  # still queued: looked at again a lease from now
+                    log.warning("job %s: its worker never started it; queued again", job_id)
                     app.send_task(PREPARE_TASK, args=[job_id], queue=PREPARE_QUEUE)
-            for expired in leases.expired(queued_grace=settings.queued_grace):
+            expiring = time.monotonic() >= expire_from
+            for expired in leases.expired(queued_grace=settings.queued_grace) if expiring else ():
                 log.warning(
                     "job %s: its %s lease ran out; queued again", expired.job_id, expired.stage
                 )
@@ -91,6 +109,7 @@ def run(settings: Settings) -> None:
                     app.send_task(UPSTREAM_TASK, args=[model], queue=UPSTREAM_QUEUE)
         except Unavailable:
             log.warning("Redis is unreachable; the sweeper tries again")
+            expire_from = time.monotonic() + settings.job_lease
         except Exception:  # one bad round must not end the sweeping
             log.exception("sweep failed; trying again")
         stop.wait(settings.sweep_interval)
