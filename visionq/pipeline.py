@@ -22,6 +22,7 @@ from visionq.errors import (
     ContextLengthExceeded,
     Internal,
     PayloadTooLarge,
+    Unavailable,
     UpstreamRetryable,
     UpstreamUnavailable,
     UrlRefused,
@@ -285,6 +286,12 @@ def _call_upstream(job_id: str, rt: Runtime, record: JobRecord, attempt: int) ->
     _finish(rt, job_id, result=result)
 
 
+#: How long a worker holding the upstream's answer keeps trying to record it while Redis
+#: is unreachable. The answer is paid for; dropping it means the job's lease runs out and
+#: the upstream is asked again.
+RESULT_WRITE_PATIENCE = 60.0
+
+
 def _finish(
     rt: Runtime,
     job_id: str,
@@ -292,11 +299,22 @@ def _finish(
     result: dict[str, Any] | None = None,
     error: VisionqError | None = None,
 ) -> None:
-    if error is not None:
-        rt.jobs.fail(job_id, error)
-    else:
-        assert result is not None
-        rt.jobs.succeed(job_id, result)
+    deadline = time.monotonic() + RESULT_WRITE_PATIENCE
+    pause = 0.25
+    while True:
+        try:
+            if error is not None:
+                rt.jobs.fail(job_id, error)
+            else:
+                assert result is not None
+                rt.jobs.succeed(job_id, result)
+            break
+        except Unavailable:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("job %s: Redis is unreachable; holding its outcome", job_id)
+            time.sleep(pause)
+            pause = min(1.0, 2 * pause)
     rt.store.delete_body(job_id)
 
 
