@@ -6,13 +6,13 @@ import logging
 from typing import Any
 
 import redis
-from flask import Flask, jsonify, request
+from flask import Flask, g, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from service import jobs_api, ops_api
 from service.auth import authenticate
-from service.deps import Services
+from service.deps import Services, services
 from visionq.errors import (
     InvalidRequest,
     PayloadTooLarge,
@@ -48,10 +48,17 @@ def create_app(settings: Settings) -> Flask:
     app.extensions["visionq"] = Services(settings)
 
     app.before_request(authenticate)
+    app.before_request(_limit_rate)
     app.register_error_handler(Exception, _render_error)
     app.register_blueprint(jobs_api.blueprint)
     app.register_blueprint(ops_api.blueprint)
     return app
+
+
+def _limit_rate() -> None:
+    """Counted per tenant after authentication, so a stranger's bad key costs nobody."""
+    if "tenant" in g:
+        services().tenant_limits.hit(g.tenant)
 
 
 def _param(loc: tuple[int | str, ...]) -> str | None:

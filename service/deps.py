@@ -15,6 +15,7 @@ from visionq.outbox import Outbox
 from visionq.queues import PREPARE_QUEUE, PREPARE_TASK, celery_config
 from visionq.settings import Settings
 from visionq.storage import open_store
+from visionq.tenantlimits import TenantLimits
 
 
 class Services:
@@ -40,6 +41,7 @@ class Services:
         self.intake = Intake(settings, self.store, self.jobs)
         self.idempotency = IdempotencyKeys(self.redis)
         self.outbox = Outbox(self.redis)
+        self.tenant_limits = TenantLimits(self.redis, settings.rate_limits)
         self._celery = Celery("visionq-intake")
         self._celery.conf.update(celery_config(settings))
 

@@ -38,7 +38,7 @@ CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 if not CORPUS.exists():  # a clone whose shared/ sits elsewhere
     CORPUS = Path(os.environ.get("VISIONQ_CORPUS", "../shared/corpus")).resolve()
 SIM_KEY = "sim-test-key"
-KEYS = {"alice": "key-alice", "bob": "key-bob"}
+KEYS = {"alice": "key-alice", "bob": "key-bob", "carol": "key-carol"}
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"visionq-test-webhook-secret!").decode()
 
 
@@ -266,6 +266,8 @@ def stack_env(redis_url: str, storage: Path, simulator_url: str, **extra: str) -
             # runs a stack of its own with a budget that binds.
             "VISIONQ_UPSTREAM_RPM": "60000",
             "VISIONQ_UPSTREAM_CONCURRENCY": "64",
+            # carol's is the one limit that binds (tests/e2e/test_errors.py).
+            "VISIONQ_RATE_LIMIT": "100000/minute,carol=3/minute",
         }
     )
     env.update(extra)

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from limits import RateLimitItem, parse_many
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, field_validator
 
 from visionq.errors import ConfigurationError
@@ -50,6 +51,13 @@ def _per_model(raw: str, what: str) -> dict[str, int]:
         except ValueError:
             raise ConfigurationError(f"{what}: {item!r} is not N or model=N") from None
     return out
+
+
+def parse_limits(spec: str) -> list[RateLimitItem]:
+    """A request limit: `600/minute`, `10/second;600/minute` (both hold), or `none`."""
+    if spec.strip().lower() == "none":
+        return []
+    return parse_many(spec)
 
 
 def _bool(raw: str) -> bool:
@@ -94,6 +102,8 @@ class Settings(BaseModel):
     upstream_rpm: dict[str, PositiveInt] = Field(default_factory=lambda: {"*": 100})
     upstream_tpm: dict[str, PositiveInt] = Field(default_factory=lambda: {"*": 10_000_000})
     upstream_concurrency: dict[str, PositiveInt] = Field(default_factory=lambda: {"*": 16})
+    #: API requests per tenant, "*" for every tenant not named.
+    rate_limits: dict[str, str] = Field(default_factory=lambda: {"*": "3000/minute"})
     upstream_timeout: float = 300.0
     upstream_connect_timeout: float = 10.0
     upstream_max_attempts: int = 6
@@ -149,6 +159,13 @@ class Settings(BaseModel):
             if raw := env.get(var, "").strip():
                 defaults = cls.model_fields[field].get_default(call_default_factory=True)
                 values[field] = defaults | _per_model(raw, var)
+        if raw := env.get("VISIONQ_RATE_LIMIT", "").strip():
+            values["rate_limits"] = {"*": "3000/minute"} | {
+                (tenant.strip() if found else "*"): spec.strip()
+                for tenant, found, spec in (
+                    item.rpartition("=") for item in raw.split(",") if item.strip()
+                )
+            }
         if raw := env.get("VISIONQ_MODEL_CONTEXT", "").strip():
             pairs = _pairs(raw, "=", "VISIONQ_MODEL_CONTEXT")
             sizes = _ints(",".join(pairs.values()), "VISIONQ_MODEL_CONTEXT sizes")
@@ -173,6 +190,13 @@ class Settings(BaseModel):
     def _has_default(cls, value: dict[str, int]) -> dict[str, int]:
         if "*" not in value:
             raise ValueError("needs a value for every model ('*')")
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limits_parse(cls, value: dict[str, str]) -> dict[str, str]:
+        for spec in value.values():
+            parse_limits(spec)  # ValueError: not like 600/minute
         return value
 
     @field_validator("webhook_secret")

@@ -288,3 +288,29 @@ def test_redis_down_is_503_with_retry_after(redis_down_api: str) -> None:
     assert ready.status_code == 503
     assert ready.json()["checks"]["redis"] != "ok"
     assert requests.get(f"{redis_down_api}/healthz", timeout=5).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def second_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from _another_api(stack.env, tmp_path_factory, "api-second")
+
+
+def test_a_tenant_over_its_rate_limit_gets_429_on_every_replica(
+    stack: Stack, second_api: str
+) -> None:
+    # carol may make 3 requests a minute, counted in Redis across both API processes.
+    with stack.session("carol") as carol, stack.session("alice") as alice:
+        for url in (stack.base_url, second_api, stack.base_url):
+            assert carol.get(f"{url}/v1/jobs?limit=1").status_code == 200
+        for url in (second_api, stack.base_url):
+            response = carol.get(f"{url}/v1/jobs?limit=1")
+            _error(response, 429, "rate_limited")
+            assert 1 <= int(response.headers["Retry-After"]) <= 60
+        submit = carol.post(f"{second_api}/v1/jobs", json={"prompt": "x", "images": []})
+        _error(submit, 429, "rate_limited")
+        # Nobody else is slowed, and a wrong key is refused before anything is counted.
+        assert alice.get(f"{second_api}/v1/jobs?limit=1").status_code == 200
+    stranger = requests.get(
+        f"{second_api}/v1/jobs", headers={"Authorization": "Bearer nope"}, timeout=10
+    )
+    _error(stranger, 401, "unauthorized")
