@@ -63,7 +63,6 @@ class Runtime:
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
         client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
-        secret = settings.webhook_secret
         leases = Leases(client, lease=settings.job_lease)
         keeper = LeaseKeeper(interval=settings.job_lease / 3)
         return cls(
@@ -84,7 +83,7 @@ class Runtime:
                 max_bytes=1024 * 1024,
                 max_redirects=0,
             ),
-            signer=Signer(secret.get_secret_value()) if secret else None,
+            signer=Signer.from_settings(settings),
             leases=leases,
             keeper=keeper,
             pacer=Pacer(client, settings, leases, keeper),

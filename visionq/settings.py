@@ -10,9 +10,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from limits import RateLimitItem, parse_many
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from visionq.errors import ConfigurationError
 
@@ -87,6 +96,9 @@ class Settings(BaseModel):
     api_keys: tuple[tuple[str, SecretStr], ...] = ()
     auth_disabled: bool = False
     webhook_secret: SecretStr | None = None
+    #: The secret being rotated out, also signed with until `webhook_previous_secret_until`.
+    webhook_previous_secret: SecretStr | None = None
+    webhook_previous_secret_until: datetime | None = None
     webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     webhook_lease: float = 60.0
     job_lease: float = 30.0
@@ -124,6 +136,8 @@ class Settings(BaseModel):
             "VISIONQ_UPSTREAM_ANTHROPIC_BASE_URL": "upstream_anthropic_base_url",
             "MIMO_API_KEY": "mimo_api_key",
             "VISIONQ_WEBHOOK_SECRET": "webhook_secret",
+            "VISIONQ_WEBHOOK_PREVIOUS_SECRET": "webhook_previous_secret",
+            "VISIONQ_WEBHOOK_PREVIOUS_SECRET_UNTIL": "webhook_previous_secret_until",
             "VISIONQ_MAX_IMAGE_PIXELS": "max_image_pixels",
             "VISIONQ_MAX_REQUEST_BYTES": "max_request_bytes",
             "VISIONQ_DEFAULT_MODEL": "default_model",
@@ -174,8 +188,22 @@ class Settings(BaseModel):
             return cls.model_validate(values)
         except ValueError as exc:
             # Never echo the offending values: some of them are secrets.
-            fields = ", ".join(str(err["loc"][0]) for err in getattr(exc, "errors", list)())
+            fields = ", ".join(
+                str(err["loc"][0]) if err["loc"] else err["msg"]
+                for err in getattr(exc, "errors", list)()
+            )
             raise ConfigurationError(f"invalid configuration in: {fields or exc}") from None
+
+    @model_validator(mode="after")
+    def _rotation_has_an_end(self) -> Settings:
+        if self.webhook_previous_secret is not None and (
+            self.webhook_secret is None or self.webhook_previous_secret_until is None
+        ):
+            raise ValueError(
+                "VISIONQ_WEBHOOK_PREVIOUS_SECRET needs VISIONQ_WEBHOOK_SECRET and "
+                "VISIONQ_WEBHOOK_PREVIOUS_SECRET_UNTIL (when the overlap ends)"
+            )
+        return self
 
     def budget(self, model: str) -> Budget:
         def pick(table: dict[str, int]) -> int:
@@ -199,7 +227,7 @@ class Settings(BaseModel):
             parse_limits(spec)  # ValueError: not like 600/minute
         return value
 
-    @field_validator("webhook_secret")
+    @field_validator("webhook_secret", "webhook_previous_secret")
     @classmethod
     def _webhook_secret_form(cls, value: SecretStr | None) -> SecretStr | None:
         raw = value.get_secret_value() if value is not None else ""

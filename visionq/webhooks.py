@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from standardwebhooks import Webhook
 
+from visionq.settings import Settings
+
 DELIVERY_TIMEOUT_SECONDS = 10.0
 
 WebhookStatus = Literal["pending", "delivered", "failed", "disabled"]
@@ -35,18 +37,46 @@ def event_body(job: dict[str, Any]) -> bytes:
 
 
 class Signer:
-    def __init__(self, secret: str) -> None:
+    """Signs with the current secret and, until `previous_until`, with the previous one too.
+
+    Standard Webhooks carries several space-separated signatures and a receiver accepts
+    the event when any of them verifies, so during the overlap receivers still holding the
+    old secret and receivers already switched to the new one both accept every event.
+    """
+
+    def __init__(
+        self, secret: str, *, previous: str | None = None, previous_until: float = 0.0
+    ) -> None:
         self._webhook = Webhook(secret)
+        self._previous = Webhook(previous) if previous else None
+        self._previous_until = previous_until
 
     def headers(self, msg_id: str, body: bytes, *, now: float) -> dict[str, str]:
         """The three Standard Webhooks headers for one attempt at time `now`."""
         at = datetime.fromtimestamp(int(now), tz=UTC)
+        text = body.decode()
+        signatures = [self._webhook.sign(msg_id, at, text)]
+        if self._previous is not None and now < self._previous_until:
+            signatures.append(self._previous.sign(msg_id, at, text))
         return {
             "webhook-id": msg_id,
             "webhook-timestamp": str(int(now)),
-            "webhook-signature": self._webhook.sign(msg_id, at, body.decode()),
+            "webhook-signature": " ".join(signatures),
             "Content-Type": "application/json",
         }
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Signer | None:
+        """None without a secret: deliveries then wait in the outbox for a worker that has one."""
+        if settings.webhook_secret is None:
+            return None
+        previous = settings.webhook_previous_secret
+        until = settings.webhook_previous_secret_until
+        return cls(
+            settings.webhook_secret.get_secret_value(),
+            previous=previous.get_secret_value() if previous else None,
+            previous_until=until.timestamp() if until else 0.0,
+        )
 
 
 @dataclass(frozen=True)
