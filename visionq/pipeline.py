@@ -173,7 +173,10 @@ def _prepare_image(rt: Runtime, record: JobRecord, image: dict[str, Any]) -> dic
         )
         original = stored.sha256
     blob = original
-    with rt.store.open_image(blob) as fp:
+    with (
+        rt.store.open_image(blob) as fp,
+        images.decode_deadline(settings.image_decode_timeout),
+    ):
         info = images.validate(fp, max_pixels=settings.max_image_pixels)
         size = fp.seek(0, 2)
         resized = False

@@ -106,6 +106,10 @@ class Settings(BaseModel):
     sweep_interval: float = 1.0
     allow_private_urls: bool = False
     max_image_pixels: int = 178_956_970
+    #: Seconds one image may take to decode, validate and fit on a worker.
+    image_decode_timeout: float = 60.0
+    #: Address space of each prepare worker child, in bytes (0: no cap).
+    prepare_memory_limit: int = 4 * 1024**3
     max_request_bytes: int = 209_715_200
     max_image_bytes: int = MIMO_MAX_IMAGE_BYTES
     default_model: str = "mimo-v2.5"
@@ -139,6 +143,8 @@ class Settings(BaseModel):
             "VISIONQ_WEBHOOK_PREVIOUS_SECRET": "webhook_previous_secret",
             "VISIONQ_WEBHOOK_PREVIOUS_SECRET_UNTIL": "webhook_previous_secret_until",
             "VISIONQ_MAX_IMAGE_PIXELS": "max_image_pixels",
+            "VISIONQ_IMAGE_DECODE_TIMEOUT": "image_decode_timeout",
+            "VISIONQ_PREPARE_MEMORY_LIMIT": "prepare_memory_limit",
             "VISIONQ_MAX_REQUEST_BYTES": "max_request_bytes",
             "VISIONQ_DEFAULT_MODEL": "default_model",
             "VISIONQ_RESULT_TTL": "result_ttl",

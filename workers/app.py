@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from celery import Celery, Task, signals
 
-from visionq import pipeline
+from visionq import images, pipeline
 from visionq.errors import Unavailable, UpstreamRetryable
 from visionq.queues import (
     PREPARE_TASK,
@@ -72,6 +72,11 @@ def create_celery(settings: Settings) -> Celery:
                 log.warning("%s", warning)
         finally:
             client.close()
+
+    @signals.worker_process_init.connect(weak=False)
+    def _bound_memory(**_: Any) -> None:
+        # In each prefork child (the prepare queue's): one image cannot take the host down.
+        images.limit_memory(settings.prepare_memory_limit)
 
     @signals.task_received.connect(weak=False)
     def _received(request: Any = None, **_: Any) -> None:
