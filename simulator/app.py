@@ -350,6 +350,8 @@ def _fault(api: Api, chat: Chat, raw: bytes) -> Response | None:
     if d.retry_after is not None or status in (429, 503):
         headers["Retry-After"] = f"{1.0 if d.retry_after is None else d.retry_after:g}"
     message = f"simulated {status} ({chat.directive_text})"
+    if d.echo_headers:
+        message += "; request headers: " + ", ".join(f"{k}: {v}" for k, v in request.headers)
     return _error(api, SimError(status, message, headers=headers))
 
 

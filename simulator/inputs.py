@@ -31,7 +31,8 @@ FETCH_TIMEOUT = 10.0
 _FETCH_CHUNK = 64 * 1024
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
 _DIRECTIVE = re.compile(r"\[sim:(?P<items>[^\]]*)\]")
-_FLAGS = ("drop", "malformed")
+_STEPS = ("drop", "malformed")  # what a sequence step may be besides a status
+_FLAGS = (*_STEPS, "echo_headers")
 
 
 class SimError(Exception):
@@ -61,6 +62,9 @@ class Directives:
     latency: float | None = None
     drop: bool = False
     malformed: bool = False
+    #: With a status: put the request's headers in the error message, as a careless
+    #: gateway would (the service must scrub its key from what it records).
+    echo_headers: bool = False
     slow_body: float | None = None
     fail_first: int | None = None
     #: `sequence=429/500/drop`: the n-th try of one request gets the n-th step, then success.
@@ -256,7 +260,7 @@ def _directive_value(key: str, value: str | None) -> Any:
     if key == "sequence" and value:
         steps = tuple(step.strip() for step in value.split("/"))
         for step in steps:
-            if step not in _FLAGS and not (step.isdigit() and 400 <= int(step) <= 599):
+            if step not in _STEPS and not (step.isdigit() and 400 <= int(step) <= 599):
                 raise _bad(f"simulator sequence step {step!r}: an error status, drop or malformed")
         return steps
     if key in _FLAGS:

@@ -40,6 +40,13 @@ if not CORPUS.exists():  # a clone whose shared/ sits elsewhere
 SIM_KEY = "sim-test-key"
 KEYS = {"alice": "key-alice", "bob": "key-bob", "carol": "key-carol"}
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"visionq-test-webhook-secret!").decode()
+#: Every webhook body any receiver got in this session, for the secret-leak check.
+WEBHOOK_BODIES: list[bytes] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `last` look at what the whole session produced: run them at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
 
 
 def data_url(path: Path, mime: str | None = None) -> str:
@@ -192,6 +199,7 @@ class Receiver:
                 except WebhookVerificationError as exc:
                     verified = exc
                 receiver.deliveries.append(Delivery(self.path, headers, body, verified))
+                WEBHOOK_BODIES.append(body)
                 time.sleep(receiver.hold_seconds)
                 status = receiver.script.pop(0) if receiver.script else 200
                 self.send_response(status)

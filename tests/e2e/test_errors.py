@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import CORPUS, KEYS, Stack, data_url, stack_env, start_api
+from tests.conftest import CORPUS, KEYS, Receiver, Stack, data_url, stack_env, start_api
 from visionq.redisserver import free_port
 from visionq.settings import MIMO_MAX_IMAGE_BYTES
 
@@ -48,16 +48,36 @@ def test_api_key_header_is_accepted(stack: Stack) -> None:
     assert response.status_code == 202
 
 
-def test_another_tenants_job_answers_like_an_unknown_one(stack: Stack) -> None:
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/jobs/{id}"),
+        ("GET", "/v1/jobs/{id}?wait=1"),
+        ("POST", "/v1/jobs/{id}/cancel"),
+        ("DELETE", "/v1/jobs/{id}"),
+        ("POST", "/v1/jobs/{id}/webhook/redeliver"),
+    ],
+)
+def test_another_tenants_job_answers_exactly_like_an_unknown_one(
+    stack: Stack, receiver: Receiver, method: str, path: str
+) -> None:
     job_id = stack.submit(
-        {"prompt": "mine", "images": [data_url(GOOD / "hopper.jpg")]}, tenant="alice"
+        {
+            "prompt": "mine",
+            "images": [data_url(GOOD / "hopper.jpg")],
+            "webhook": {"url": receiver.url},
+        },
+        tenant="alice",
     ).json()["id"]
+    unknown_id = "job_" + "0" * 30
     with stack.session("bob") as bob:
-        theirs = bob.get(f"{stack.base_url}/v1/jobs/{job_id}")
-        unknown = bob.get(f"{stack.base_url}/v1/jobs/job_{'0' * 24}")
+        theirs = bob.request(method, stack.base_url + path.format(id=job_id))
+        unknown = bob.request(method, stack.base_url + path.format(id=unknown_id))
     _error(theirs, 404, "not_found")
     assert theirs.status_code == unknown.status_code
-    assert theirs.json()["error"]["type"] == unknown.json()["error"]["type"]
+    assert theirs.text.replace(job_id, "<id>") == unknown.text.replace(unknown_id, "<id>")
+    assert theirs.headers.keys() == unknown.headers.keys()
+    # And it did nothing to alice's job.
     assert stack.wait(job_id, tenant="alice")["status"] == "succeeded"
 
 
