@@ -7,6 +7,7 @@ In every case: no 5xx, and the stack keeps serving (the last test checks that).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ def _submit(stack: Stack, path: Path, how: str) -> requests.Response:
 @pytest.fixture(scope="module")
 def outcomes(stack: Stack) -> dict[tuple[str, str], str]:
     """Submit everything first, then collect, so the corpus runs through the queue at once."""
+    started = time.monotonic()
     submitted: dict[tuple[str, str], requests.Response] = {}
     for rel, _ in EXPECTED:
         for how in ("upload", "data_url"):
@@ -47,6 +49,9 @@ def outcomes(stack: Stack) -> dict[tuple[str, str], str]:
 
         else:
             results[key] = f"{response.status_code} {response.json()['error']['type']}"
+    print(
+        f"\ncorpus: {len(results)} submissions, every outcome in {time.monotonic() - started:.1f} s"
+    )
     return results
 
 
@@ -69,3 +74,6 @@ def test_stack_still_serves_after_the_corpus(stack: Stack, outcomes: dict) -> No
     job = stack.run({"prompt": "still there?", "images": [data_url(CORPUS / "good/hopper.png")]})
     assert job["status"] == "succeeded"
     assert all(p.popen.poll() is None for p in stack.processes)
+    # Nor was a pool child lost on the way (the parent would have replaced it silently).
+    prepare_log = next(p for p in stack.processes if p.name == "worker-prepare").log_path
+    assert "WorkerLostError" not in prepare_log.read_text(errors="replace")
