@@ -85,7 +85,9 @@ def _render_error(exc: Exception) -> Any:
                 "param": None,
             }
         }
-        return jsonify(body), status
+        # Keep what the exception says besides its HTML body, e.g. a 405's `Allow`.
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+        return jsonify(body), status, headers
     elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         exc = Unavailable("the job store (Redis) is unreachable", retry_after=5)
     elif not isinstance(exc, VisionqError):

@@ -13,13 +13,14 @@ from service.deps import services
 from visionq import retention
 from visionq.errors import InvalidRequest, PayloadTooLarge
 from visionq.jobs import JobRecord
-from visionq.models import JobForm, JobRequest, JobStatus
+from visionq.models import JobForm, JobRequest, JobStatus, whole_number
 
 blueprint = Blueprint("jobs", __name__)
 
 MAX_WAIT_SECONDS = 60.0
 MAX_LIST_LIMIT = 100
 MAX_IDEMPOTENCY_KEY_CHARS = 255
+MAX_JSON_DEPTH = 32
 JOB_STATUSES = get_args(JobStatus)
 _FORM_FIELDS = JobForm.plain_fields()
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
@@ -37,6 +38,32 @@ def _wait_seconds(raw: str | None, *, param: str) -> float:
     return value
 
 
+def _json_object(text: str | bytes, what: str, *, param: str | None = None) -> dict[str, Any]:
+    """A JSON object no deeper than `MAX_JSON_DEPTH`: deeper nesting serves no request and
+    would hit Python's recursion limit here or, a little shallower, in a worker."""
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError):
+        body = None
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"{what} is not a JSON object", param=param)
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise InvalidRequest(f"{what} nests deeper than {MAX_JSON_DEPTH} levels", param=param)
+    return body
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
 def parse_job_request() -> tuple[JobRequest, list[Any]]:
     """The request model and uploaded files from any of the three body forms of API.md."""
     mimetype = request.mimetype
@@ -47,13 +74,7 @@ def parse_job_request() -> tuple[JobRequest, list[Any]]:
         cap = request.max_content_length
         if request.content_length is None and cap is not None and len(data) >= cap:
             raise PayloadTooLarge("the request body is over the configured cap")
-        try:
-            body = json.loads(data)
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise InvalidRequest("the body is not a JSON object")
-        return JobRequest.model_validate(body), []
+        return JobRequest.model_validate(_json_object(data, "the body")), []
     if mimetype == "multipart/form-data":
         unknown_files = set(request.files) - {"image"}
         if unknown_files:
@@ -68,12 +89,7 @@ def parse_job_request() -> tuple[JobRequest, list[Any]]:
                     "give either a `request` field or plain fields, not both",
                     param=sorted(set(form) - {"request"})[0],
                 )
-            try:
-                body = json.loads(form["request"])
-            except ValueError:
-                raise InvalidRequest("the `request` field is not JSON", param="request") from None
-            if not isinstance(body, dict):
-                raise InvalidRequest("the `request` field is not a JSON object", param="request")
+            body = _json_object(form["request"], "the `request` field", param="request")
             return JobRequest.model_validate(body), uploads
         unknown = set(form) - _FORM_FIELDS
         if unknown:
@@ -171,14 +187,14 @@ def list_jobs() -> Any:
     status = request.args.get("status")
     if status is not None and status not in JOB_STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(JOB_STATUSES)}", param="status")
-    raw_limit = request.args.get("limit", "20")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIST_LIMIT:
+    limit = whole_number(request.args.get("limit", "20"))
+    if limit is None or not 1 <= limit <= MAX_LIST_LIMIT:
         raise InvalidRequest(f"limit must be 1 to {MAX_LIST_LIMIT}", param="limit")
     after = request.args.get("after")
     if after is not None and not after.startswith("job_"):
         raise InvalidRequest("after must be a job id from `next`", param="after")
     records, next_cursor = services().jobs.list_jobs(
-        tenant=g.tenant, status=status, limit=int(raw_limit), after=after
+        tenant=g.tenant, status=status, limit=limit, after=after
     )
     return jsonify(
         {

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import socket
 from typing import Any
 
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
 
 from service.app import create_app
@@ -25,8 +28,23 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         return create_app(self._settings)
 
 
+def _json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own refusals (a request line or headers over its limits, a malformed
+    request) in our JSON error shape rather than its HTML page. gunicorn has no hook for
+    these, so its writer is replaced; the message is the reason only, since gunicorn's
+    detail can quote the request."""
+    error = {"type": "internal" if status_int >= 500 else "invalid_request"}
+    body = json.dumps({"error": error | {"message": reason, "param": None}}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin1") + body)
+
+
 def serve(settings: Settings, *, host: str, port: int, workers: int, threads: int) -> None:
     """Threaded workers, because `?wait=` holds a request open while the job runs."""
+    util.write_error = _json_error
     _Gunicorn(
         settings,
         {

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 from visionq import images
 from visionq.errors import InvalidRequest, PayloadTooLarge, UrlRefused, VisionqError
 from visionq.jobs import JobRecord, JobStore
-from visionq.models import JobRequest
+from visionq.models import JobRequest, whole_number
 from visionq.settings import Settings
 from visionq.storage import ImageStore, read_chunks
 from visionq.upstream import image_ref
@@ -119,10 +119,10 @@ class Intake:
     def _check_one(self, url: str, param: str, uploads: Sequence[BinaryIO]) -> _Pending:
         limit = self._settings.max_image_bytes
         if url.startswith(UPLOAD_PREFIX):
-            index = url[len(UPLOAD_PREFIX) :]
-            if not index.isdigit() or int(index) >= len(uploads):
+            index = whole_number(url[len(UPLOAD_PREFIX) :])
+            if index is None or index >= len(uploads):
                 raise InvalidRequest(f"{url!r} names no uploaded file", param=param)
-            stream = uploads[int(index)]
+            stream = uploads[index]
             info = self._probe(stream, param)
             stream.seek(0, 2)
             if stream.tell() > limit:

@@ -237,3 +237,10 @@ class JobList(BaseModel):
     data: list[Job]
     has_more: bool
     next: str | None
+
+
+def whole_number(text: str, *, max_digits: int = 6) -> int | None:
+    """`text` as a small non-negative integer, or None (`"²".isdigit()` is True, too)."""
+    if text.isascii() and text.isdigit() and len(text) <= max_digits:
+        return int(text)
+    return None
