@@ -64,6 +64,12 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _first(names: set[str | None]) -> str:
+    """The first of some form field names, for the error's `param`; a part whose name
+    Werkzeug could not read has None."""
+    return sorted(name or "" for name in names)[0]
+
+
 def parse_job_request() -> tuple[JobRequest, list[Any]]:
     """The request model and uploaded files from any of the three body forms of API.md."""
     mimetype = request.mimetype
@@ -79,7 +85,7 @@ def parse_job_request() -> tuple[JobRequest, list[Any]]:
         unknown_files = set(request.files) - {"image"}
         if unknown_files:
             raise InvalidRequest(
-                "upload files in fields named `image`", param=sorted(unknown_files)[0]
+                "upload files in fields named `image`", param=_first(unknown_files)
             )
         uploads = [f.stream for f in request.files.getlist("image")]
         form = request.form
@@ -87,13 +93,13 @@ def parse_job_request() -> tuple[JobRequest, list[Any]]:
             if set(form) - {"request"}:
                 raise InvalidRequest(
                     "give either a `request` field or plain fields, not both",
-                    param=sorted(set(form) - {"request"})[0],
+                    param=_first(set(form) - {"request"}),
                 )
             body = _json_object(form["request"], "the `request` field", param="request")
             return JobRequest.model_validate(body), uploads
         unknown = set(form) - _FORM_FIELDS
         if unknown:
-            raise InvalidRequest(f"unknown field {sorted(unknown)[0]!r}", param=sorted(unknown)[0])
+            raise InvalidRequest(f"unknown field {_first(unknown)!r}", param=_first(unknown))
         fields: dict[str, Any] = {
             k: form[k] for k in _FORM_FIELDS & set(form) if k != "webhook_url"
         }
@@ -130,7 +136,10 @@ def create_job() -> Any:
 
 def _fingerprint(job_request: JobRequest, uploads: list[Any]) -> str:
     """The body's identity: the validated request, canonical, and each upload's bytes."""
-    digest = hashlib.sha256(job_request.model_dump_json(exclude_none=True).encode())
+    # json.dumps, not pydantic's dump: a lone surrogate ("\ud800") is valid JSON text and
+    # must fingerprint like any other character rather than fail to encode.
+    canonical = json.dumps(job_request.model_dump(mode="json", exclude_none=True), sort_keys=True)
+    digest = hashlib.sha256(canonical.encode())
     for stream in uploads:
         stream.seek(0)
         digest.update(hashlib.file_digest(stream, "sha256").digest())

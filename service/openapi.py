@@ -108,7 +108,14 @@ def _json(model: type[BaseModel], description: str, example: Any = None) -> dict
     return {"description": description, "content": {"application/json": content}}
 
 
+#: What any /v1 operation can answer besides its own errors: the tenant's request limit,
+#: and the server's refusal of an over-long request line or header fields.
+_EVERY_V1_OPERATION = (414, 429, 431)
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
+    """The error responses of a /v1 operation."""
+    statuses = tuple(sorted({*statuses, *_EVERY_V1_OPERATION}))
     return {
         str(s): _json(
             ErrorResponse,

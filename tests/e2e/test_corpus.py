@@ -30,7 +30,17 @@ def _submit(stack: Stack, path: Path, how: str) -> requests.Response:
 
 
 @pytest.fixture(scope="module")
-def outcomes(stack: Stack) -> dict[tuple[str, str], str]:
+def prepare_log_before(stack: Stack) -> int:
+    """Where the prepare worker's log stood before the corpus (earlier tests kill children)."""
+    return _prepare_log(stack).stat().st_size
+
+
+def _prepare_log(stack: Stack) -> Path:
+    return next(p for p in stack.processes if p.name == "worker-prepare").log_path
+
+
+@pytest.fixture(scope="module")
+def outcomes(stack: Stack, prepare_log_before: int) -> dict[tuple[str, str], str]:
     """Submit everything first, then collect, so the corpus runs through the queue at once."""
     started = time.monotonic()
     submitted: dict[tuple[str, str], requests.Response] = {}
@@ -69,11 +79,14 @@ def test_corpus_file(outcomes: dict, rel: str, expected: str, how: str) -> None:
     assert got in allowed
 
 
-def test_stack_still_serves_after_the_corpus(stack: Stack, outcomes: dict) -> None:
+def test_stack_still_serves_after_the_corpus(
+    stack: Stack, outcomes: dict, prepare_log_before: int
+) -> None:
     assert len(outcomes) == 2 * len(EXPECTED)
     job = stack.run({"prompt": "still there?", "images": [data_url(CORPUS / "good/hopper.png")]})
     assert job["status"] == "succeeded"
     assert all(p.popen.poll() is None for p in stack.processes)
     # Nor was a pool child lost on the way (the parent would have replaced it silently).
-    prepare_log = next(p for p in stack.processes if p.name == "worker-prepare").log_path
-    assert "WorkerLostError" not in prepare_log.read_text(errors="replace")
+    with _prepare_log(stack).open("rb") as log:
+        log.seek(prepare_log_before)
+        assert b"WorkerLostError" not in log.read()
