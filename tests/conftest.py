@@ -34,9 +34,28 @@ from visionq.jobs import JobRecord, JobStore
 from visionq.models import Job
 from visionq.redisserver import RedisServer, free_port
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-if not CORPUS.exists():  # a clone whose shared/ sits elsewhere
-    CORPUS = Path(os.environ.get("VISIONQ_CORPUS", "../shared/corpus")).resolve()
+
+def _find_corpus() -> Path:
+    """shared/corpus sits beside the project's checkout, or, for a clone of a local
+    checkout (`git clone . /tmp/fresh`), beside the checkout it was cloned from;
+    `VISIONQ_CORPUS` names it anywhere else."""
+    if named := os.environ.get("VISIONQ_CORPUS"):
+        return Path(named).resolve()
+    root = Path(__file__).resolve().parents[1]
+    origin = subprocess.run(
+        ["git", "-C", str(root), "config", "--get", "remote.origin.url"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    beside = [root.parent]
+    if origin and Path(origin).is_dir():
+        beside.append(Path(origin).resolve().parent)
+    found = [d / "shared" / "corpus" for d in beside if (d / "shared" / "corpus").is_dir()]
+    return found[0] if found else root.parent / "shared" / "corpus"
+
+
+CORPUS = _find_corpus()
 SIM_KEY = "sim-test-key"
 KEYS = {"alice": "key-alice", "bob": "key-bob", "carol": "key-carol"}
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"visionq-test-webhook-secret!").decode()

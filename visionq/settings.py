@@ -50,16 +50,21 @@ def _ints(raw: str, what: str) -> list[int]:
         raise ConfigurationError(f"{what} must be whole numbers separated by commas") from None
 
 
+def _per_key(raw: str) -> dict[str, str]:
+    """`v` (for every key: "*") or `v,name=w` (a default and values for named keys)."""
+    out: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        name, found, value = item.rpartition("=")
+        out[name.strip() if found else "*"] = value.strip()
+    return out
+
+
 def _per_model(raw: str, what: str) -> dict[str, int]:
     """`100` (every model) or `100,mimo-v2-omni=60` (a default and per-model values)."""
-    out: dict[str, int] = {}
-    for item in filter(None, (p.strip() for p in raw.split(","))):
-        model, found, value = item.rpartition("=")
-        try:
-            out[model.strip() if found else "*"] = int(value)
-        except ValueError:
-            raise ConfigurationError(f"{what}: {item!r} is not N or model=N") from None
-    return out
+    try:
+        return {model: int(value) for model, value in _per_key(raw).items()}
+    except ValueError:
+        raise ConfigurationError(f"{what}: {raw!r} is not N or model=N items") from None
 
 
 def parse_limits(spec: str) -> list[RateLimitItem]:
@@ -170,22 +175,16 @@ class Settings(BaseModel):
             values["allow_private_urls"] = _bool(raw)
         if raw := env.get("VISIONQ_WEBHOOK_RETRY_SCHEDULE", "").strip():
             values["webhook_retry_schedule"] = tuple(_ints(raw, "VISIONQ_WEBHOOK_RETRY_SCHEDULE"))
-        budgets = {
-            "VISIONQ_UPSTREAM_RPM": "upstream_rpm",
-            "VISIONQ_UPSTREAM_TPM": "upstream_tpm",
-            "VISIONQ_UPSTREAM_CONCURRENCY": "upstream_concurrency",
+        per_key = {
+            "VISIONQ_UPSTREAM_RPM": ("upstream_rpm", _per_model),
+            "VISIONQ_UPSTREAM_TPM": ("upstream_tpm", _per_model),
+            "VISIONQ_UPSTREAM_CONCURRENCY": ("upstream_concurrency", _per_model),
+            "VISIONQ_RATE_LIMIT": ("rate_limits", lambda raw, _: _per_key(raw)),
         }
-        for var, field in budgets.items():
+        for var, (field, parse) in per_key.items():
             if raw := env.get(var, "").strip():
                 defaults = cls.model_fields[field].get_default(call_default_factory=True)
-                values[field] = defaults | _per_model(raw, var)
-        if raw := env.get("VISIONQ_RATE_LIMIT", "").strip():
-            values["rate_limits"] = {"*": "3000/minute"} | {
-                (tenant.strip() if found else "*"): spec.strip()
-                for tenant, found, spec in (
-                    item.rpartition("=") for item in raw.split(",") if item.strip()
-                )
-            }
+                values[field] = defaults | parse(raw, var)
         if raw := env.get("VISIONQ_MODEL_CONTEXT", "").strip():
             pairs = _pairs(raw, "=", "VISIONQ_MODEL_CONTEXT")
             sizes = _ints(",".join(pairs.values()), "VISIONQ_MODEL_CONTEXT sizes")
