@@ -1,4 +1,5 @@
-"""The `visionq` command (API.md, "Commands").
+"""The `visionq` command (API.md, "Commands"): the server side here, the client side
+(`submit`, `get`, ...) in `client_cli`.
 
 This module is the composition root: it is the one place in the `visionq` package that
 reaches into the adapters (`service`, `workers`), and only inside the subcommand that
@@ -8,7 +9,6 @@ needs them, so `visionq submit` never imports Flask or Celery.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -16,10 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from visionq import client_cli
 from visionq.queues import DEFAULT_CONCURRENCY, POOLS, QUEUES
 from visionq.settings import Settings
 
-EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
@@ -129,33 +129,6 @@ def _dev(args: argparse.Namespace) -> int:
     )
 
 
-def _submit(args: argparse.Namespace) -> int:
-    from visionq.client import ApiError, Client
-
-    client = Client(
-        os.environ.get("VISIONQ_URL", "http://127.0.0.1:8000"), os.environ.get("VISIONQ_KEY")
-    )
-    try:
-        job = client.submit(args.images, args.prompt, model=args.model, webhook_url=args.webhook)
-        if args.wait:
-            job = client.wait(job["id"], timeout=args.timeout)
-    except ApiError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    if args.json:
-        print(json.dumps(job, indent=2))
-    elif job["status"] == "succeeded":
-        print(job["result"]["content"])
-    elif job["status"] == "failed":
-        print(f"failed: {job['error']['type']}: {job['error']['message']}", file=sys.stderr)
-    else:
-        print(f"{job['id']} {job['status']}")
-    return EXIT_FAILED if job["status"] in ("failed", "canceled") else 0
-
-
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="visionq", description=__doc__.splitlines()[0])
     sub = top.add_subparsers(dest="command", required=True)
@@ -205,15 +178,7 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument("--var-dir", default="var")
     dev.set_defaults(run=_dev)
 
-    submit = sub.add_parser("submit", help="submit images and a prompt; print the answer")
-    submit.add_argument("images", nargs="+", metavar="FILE_OR_URL")
-    submit.add_argument("--prompt", required=True)
-    submit.add_argument("--model")
-    submit.add_argument("--webhook")
-    submit.add_argument("--wait", action="store_true")
-    submit.add_argument("--timeout", type=float, default=600)
-    submit.add_argument("--json", action="store_true")
-    submit.set_defaults(run=_submit)
+    client_cli.add_commands(sub)
     return top
 
 

@@ -210,6 +210,7 @@ class Intake:
         tenant: str,
         uploads: Sequence[BinaryIO] = (),
         remember: tuple[str, str, int] | None = None,
+        request_id: str | None = None,
     ) -> JobRecord:
         model = self.resolve_model(request)
         messages = normalise_messages(request, len(uploads))
@@ -239,6 +240,7 @@ class Intake:
             webhook_url=webhook_url,
             metadata=request.metadata,
             remember=remember,
+            request_id=request_id,
         )
         self._survive_deletes(pending, image_records)
         return record

@@ -202,9 +202,11 @@ class JobStore:
         webhook_url: str | None,
         metadata: dict[str, str] | None,
         remember: tuple[str, str, int] | None = None,
+        request_id: str | None = None,
     ) -> JobRecord:
         """Write a queued job. `remember` = (key, prefix, ttl): also set key to prefix + id,
-        in the same transaction (how an Idempotency-Key comes to name its job)."""
+        in the same transaction (how an Idempotency-Key comes to name its job).
+        `request_id` is the API request's, kept so that every task's logs can name it."""
         job_id = new_job_id()
         fields: dict[str, Any] = {
             "model": model,
@@ -225,6 +227,7 @@ class JobStore:
                 else None
             ),
             "metadata": metadata or {},
+            "request_id": request_id,
         }
         mapping = {"status": "queued", "tenant": tenant, **_encode(fields)}
         with redis_errors():
