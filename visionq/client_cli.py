@@ -1,49 +1,317 @@
-"""The client side of the `visionq` command: it talks to a running API through `Client`."""
+"""The client side of the `visionq` command: submit, get, list, cancel, delete, watch, tokens.
+
+Every call goes through `visionq.client.Client`; there is no HTTP code here. The server
+and key come from VISIONQ_URL (default http://127.0.0.1:8000; `--url` overrides it) and
+VISIONQ_KEY. Output is for people by default: the answer of a succeeded job, a table for
+`list`, a line per image for `tokens`. `--json` prints the API's JSON instead, as one
+document, for scripts. While waiting, a status line with the elapsed time is redrawn on
+stderr, only when stderr is a terminal, so pipes and logs get nothing but the result.
+
+exit codes:
+  0  success
+  1  the job failed or was canceled (any of them, for `watch`)
+  2  usage error: bad arguments, a file that cannot be read
+  3  the API refused the request (4xx: bad input, not found, unauthorized, conflict,
+     rate limited)
+  4  the service is unreachable or unavailable (no connection, time-out, 5xx)
+  5  timed out waiting for the job(s) to finish (`--timeout`)
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Self, TextIO
 
-EXIT_FAILED = 1
+from visionq.client import JOB_STATUSES, ApiError, Client, Job, Unreachable, WaitTimeout
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_UNAVAILABLE = 4
+EXIT_TIMEOUT = 5
+EXIT_INTERRUPTED = 130
+
+_EPILOG = __doc__[__doc__.index("exit codes:") :]
+
+Command = Callable[[Client, argparse.Namespace], int]
 
 
-def _submit(args: argparse.Namespace) -> int:
-    from visionq.client import ApiError, Client
+class Progress:
+    """A status line on `stream`, redrawn in place with the elapsed time by a ticker thread.
 
-    client = Client(
-        os.environ.get("VISIONQ_URL", "http://127.0.0.1:8000"), os.environ.get("VISIONQ_KEY")
-    )
-    try:
-        job = client.submit(args.images, args.prompt, model=args.model, webhook_url=args.webhook)
-        if args.wait:
-            job = client.wait(job["id"], timeout=args.timeout)
-    except ApiError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    if args.json:
-        print(json.dumps(job, indent=2))
-    elif job["status"] == "succeeded":
-        print(job["result"]["content"])
-    elif job["status"] == "failed":
-        print(f"failed: {job['error']['type']}: {job['error']['message']}", file=sys.stderr)
+    Only when `stream` is a terminal: otherwise every method is a no-op, so a script that
+    pipes or logs stderr sees no control characters.
+    """
+
+    def __init__(self, stream: TextIO, interval: float = 0.2) -> None:
+        self.enabled = stream.isatty()
+        self._stream = stream
+        self._interval = interval
+        self._text = ""
+        self._start = time.monotonic()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, daemon=True, name="vq-progress")
+
+    def __enter__(self) -> Self:
+        if self.enabled:
+            self._ticker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._stop.set()
+            self._ticker.join()
+            with self._lock:
+                self._clear()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._start
+
+    def show(self, text: str) -> None:
+        with self._lock:
+            self._text = text
+            self._draw()
+
+    def print(self, line: str) -> None:
+        """A line of output on stdout that the status line must not overwrite."""
+        with self._lock:
+            self._clear()
+            print(line, flush=True)
+            self._draw()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self._interval):
+            with self._lock:
+                self._draw()
+
+    def _draw(self) -> None:
+        if self.enabled and self._text:
+            self._stream.write(f"\r\x1b[K{self._text}  {self.elapsed:.1f}s")
+            self._stream.flush()
+
+    def _clear(self) -> None:
+        if self.enabled:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+
+
+def _follow(
+    client: Client, job_ids: Sequence[str], timeout: float, *, log_changes: bool = False
+) -> tuple[Job, ...]:
+    """Wait for the jobs with the progress line; with `log_changes`, each status change is
+    also a line on stdout (`watch`)."""
+    with Progress(sys.stderr) as progress:
+        states: dict[str, str] = {}
+
+        def on_update(job: Job) -> None:
+            states[job.id] = job.status
+            if len(states) == 1:
+                progress.show(f"{job.id} {job.status}")
+            else:
+                counts = Counter(states.values())
+                progress.show(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+            if log_changes:
+                progress.print(f"{progress.elapsed:7.1f}s  {_describe(job)}")
+
+        # Without a reader for the updates, the client can hold each long-poll longer.
+        wanted = progress.enabled or log_changes
+        return client.watch(job_ids, timeout=timeout, on_update=on_update if wanted else None)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _outcome(jobs: Sequence[Job]) -> int:
+    return EXIT_JOB_FAILED if any(job.status in ("failed", "canceled") for job in jobs) else 0
+
+
+def _describe(job: Job) -> str:
+    """`job_... failed: invalid_image: ...`, `job_... canceled: canceled by the client`."""
+    if job.error is None:
+        return f"{job.id} {job.status}"
+    kind = "" if job.error.type == job.status else f"{job.error.type}: "
+    return f"{job.id} {job.status}: {kind}{job.error.message}"
+
+
+def _show_job(job: Job, as_json: bool) -> int:
+    if as_json:
+        _print_json(job.raw)
+    elif job.status == "succeeded":
+        print(job.content)
+    elif job.error is not None:
+        print(_describe(job), file=sys.stderr)
     else:
-        print(f"{job['id']} {job['status']}")
-    return EXIT_FAILED if job["status"] in ("failed", "canceled") else 0
+        print(_describe(job))
+    return _outcome([job])
+
+
+def _submit(client: Client, args: argparse.Namespace) -> int:
+    job = client.submit(args.images, args.prompt, model=args.model, webhook_url=args.webhook)
+    if args.wait:
+        [job] = _follow(client, [job.id], args.timeout)
+    return _show_job(job, args.json)
+
+
+def _get(client: Client, args: argparse.Namespace) -> int:
+    if args.wait:
+        [job] = _follow(client, [args.job_id], args.timeout)
+    else:
+        job = client.get(args.job_id)
+    return _show_job(job, args.json)
+
+
+def _watch(client: Client, args: argparse.Namespace) -> int:
+    jobs = _follow(client, args.job_ids, args.timeout, log_changes=not args.json)
+    if args.json:
+        _print_json([job.raw for job in jobs])
+    return _outcome(jobs)
+
+
+def _cancel(client: Client, args: argparse.Namespace) -> int:
+    job = client.cancel(args.job_id)
+    if args.json:
+        _print_json(job.raw)
+    else:
+        print(f"{job.id} {job.status}")
+    return EXIT_OK
+
+
+def _delete(client: Client, args: argparse.Namespace) -> int:
+    client.delete(args.job_id)
+    if args.json:
+        _print_json({"id": args.job_id, "object": "job", "deleted": True})
+    else:
+        print(f"{args.job_id} deleted")
+    return EXIT_OK
+
+
+def job_table(jobs: Sequence[Job]) -> str:
+    """`list`'s compact table: one row per job, columns as wide as their widest cell."""
+    rows = [("ID", "STATUS", "MODEL", "CREATED", "IMAGES", "TOKENS")]
+    for job in jobs:
+        created = datetime.fromtimestamp(job.created_at).strftime("%Y-%m-%d %H:%M:%S")
+        tokens = job.usage_estimate.get("image_tokens")
+        row = (job.id, job.status, job.model, created, str(len(job.images)), str(tokens or "-"))
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _list(client: Client, args: argparse.Namespace) -> int:
+    jobs = list(client.list(args.status, limit=args.limit))
+    if args.json:
+        _print_json([job.raw for job in jobs])
+    else:
+        print(job_table(jobs) if jobs else "no jobs")
+    return EXIT_OK
+
+
+def _tokens(client: Client, args: argparse.Namespace) -> int:
+    count = client.count_tokens(args.images, model=args.model)
+    if args.json:
+        _print_json(count.raw)
+        return EXIT_OK
+    width = max(len(name) for name in [*args.images, "total"])
+    for image in count.images:
+        size = f"{image.format} {image.width}x{image.height}"
+        print(f"{args.images[image.index]:<{width}}  {size:<16} {image.image_tokens:>8} tokens")
+    print(f"{'total':<{width}}  {'':<16} {count.image_tokens:>8} tokens")
+    return EXIT_OK
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def _with_client(command: Command) -> Callable[[argparse.Namespace], int]:
+    """Run `command` with a Client and turn what can go wrong into the exit codes above."""
+
+    def run(args: argparse.Namespace) -> int:
+        with Client(args.url) as client:
+            try:
+                return command(client, args)
+            except ApiError as exc:
+                _error(str(exc))
+                return EXIT_UNAVAILABLE if exc.status >= 500 else EXIT_REFUSED
+            except Unreachable as exc:
+                _error(f"unreachable: {exc}")
+                return EXIT_UNAVAILABLE
+            except WaitTimeout as exc:
+                _error(str(exc))
+                return EXIT_TIMEOUT
+            except OSError as exc:  # a local file to upload; the client maps its own I/O
+                _error(str(exc))
+                return EXIT_USAGE
+            except KeyboardInterrupt:
+                return EXIT_INTERRUPTED
+
+    return run
+
+
+def _positive(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    submit = sub.add_parser("submit", help="submit images and a prompt; print the answer")
+    """Add the client subcommands to the `visionq` parser's subparsers."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="the API's base URL (default: $VISIONQ_URL)")
+    common.add_argument("--json", action="store_true", help="print the API's JSON")
+    waiting = argparse.ArgumentParser(add_help=False)
+    waiting.add_argument(
+        "--timeout", type=float, default=600, help="seconds to wait (default 600; exit 5 after)"
+    )
+
+    def command(name: str, run: Command, summary: str, *, waits: bool = False) -> Any:
+        parser = sub.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=_EPILOG,
+            parents=[common, waiting] if waits else [common],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        parser.set_defaults(run=_with_client(run))
+        return parser
+
+    submit = command("submit", _submit, "submit images and a prompt; print the answer", waits=True)
     submit.add_argument("images", nargs="+", metavar="FILE_OR_URL")
     submit.add_argument("--prompt", required=True)
     submit.add_argument("--model")
-    submit.add_argument("--webhook")
-    submit.add_argument("--wait", action="store_true")
-    submit.add_argument("--timeout", type=float, default=600)
-    submit.add_argument("--json", action="store_true")
-    submit.set_defaults(run=_submit)
+    submit.add_argument("--webhook", metavar="URL")
+    submit.add_argument("--wait", action="store_true", help="wait for the job and print it")
+
+    get = command("get", _get, "show a job (its answer once it succeeded)", waits=True)
+    get.add_argument("job_id", metavar="JOB_ID")
+    get.add_argument("--wait", action="store_true", help="wait until the job is finished")
+
+    jobs = command("list", _list, "list your jobs, newest first")
+    jobs.add_argument("--status", choices=JOB_STATUSES)
+    jobs.add_argument("--limit", type=_positive, default=20, help="how many (default 20)")
+
+    cancel = command("cancel", _cancel, "cancel a job that has not finished")
+    cancel.add_argument("job_id", metavar="JOB_ID")
+
+    delete = command("delete", _delete, "delete a job and its stored images")
+    delete.add_argument("job_id", metavar="JOB_ID")
+
+    watch = command("watch", _watch, "follow jobs until all are finished", waits=True)
+    watch.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+
+    tokens = command("tokens", _tokens, "count MiMo's image tokens, per image and in total")
+    tokens.add_argument("images", nargs="+", metavar="FILE_OR_DATA_URL")
+    tokens.add_argument("--model")
