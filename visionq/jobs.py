@@ -5,6 +5,12 @@ A job is one hash, `vq:job:<id>`. Its status only moves forward,
 through one Lua script that compares and sets in a single step, so a task delivered twice
 (Celery's at-least-once delivery) can neither send a job back nor finish it twice. A
 terminal transition also publishes the id on `vq:done`, which is what `?wait=` blocks on.
+
+A job's hash expires (a TTL from its creation, then `result_ttl` from its finish), but the
+images it used must not stay behind: each stored image has the set of jobs that use it
+(`vq:blob:<sha>`), each job the set of images it used (`vq:job-blobs:<id>`, which outlives
+its hash), and `EXPIRY_KEY` says when each hash expires, kept in step with every EXPIRE
+set here. `claim_expired` finds the jobs whose hash is gone and drops their references.
 """
 
 from __future__ import annotations
@@ -31,13 +37,15 @@ LEASES_KEY = "vq:leases"
 #: Prefix of the pacer's keys (visionq.pacing); a ready job waits in
 #: `<prefix><model>:q:<tenant>`, which the lease sweep looks at too.
 PACE_PREFIX = "vq:pace:"
+#: Jobs by when their hash expires; a job leaves it once its images are seen to.
+EXPIRY_KEY = "vq:expiry"
 _JSON_FIELDS = ("images", "request", "result", "error", "webhook", "metadata")
 
-# KEYS[1] job hash, KEYS[2] the done channel, KEYS[3] the webhook outbox, KEYS[4] leases.
-# ARGV[1] statuses allowed now (space separated), ARGV[2] new status or "",
-# ARGV[3] TTL to set or 0, ARGV[4] job id when this finishes the job, else "",
+# KEYS[1] job hash, KEYS[2] the done channel, KEYS[3] the webhook outbox, KEYS[4] leases,
+# KEYS[5] the expiry index. ARGV[1] statuses allowed now (space separated), ARGV[2] new
+# status or "", ARGV[3] TTL to set or 0, ARGV[4] job id when this finishes the job, else "",
 # ARGV[5] field to increment or "", ARGV[6] now, ARGV[7] a field that must be absent or "",
-# ARGV[8..] field/value pairs to set.
+# ARGV[8] job id, ARGV[9..] field/value pairs to set.
 # A finishing step publishes the id (for waiters) and, when the job has a webhook, puts it
 # in the outbox in the same step, so the event cannot be lost between the two.
 # Returns {1, new counter} when applied, {0, current status} when refused, nil when missing.
@@ -47,10 +55,13 @@ if not cur then return nil end
 if not string.find(' ' .. ARGV[1] .. ' ', ' ' .. cur .. ' ', 1, true) then return {0, cur} end
 if ARGV[7] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[7]) == 1 then return {0, cur} end
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
-if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
+if #ARGV > 8 then redis.call('HSET', KEYS[1], unpack(ARGV, 9)) end
 local counter = 0
 if ARGV[5] ~= '' then counter = redis.call('HINCRBY', KEYS[1], ARGV[5], 1) end
-if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('ZADD', KEYS[5], tonumber(ARGV[6]) + tonumber(ARGV[3]), ARGV[8])
+end
 if ARGV[4] ~= '' then
   redis.call('PUBLISH', KEYS[2], ARGV[4])
   redis.call('ZREM', KEYS[4], ARGV[4])
@@ -86,25 +97,88 @@ def _blob_lock(sha256: str) -> str:
     return f"vq:blob:{sha256}:lock"
 
 
-# KEYS[1] job, KEYS[2] tenant index, KEYS[3] leases, KEYS[4..] blob sets; ARGV[1] job id,
-# ARGV[2] lock time (ms). Deletes the job and its references; returns the blobs no job uses
-# any more, each locked in this same step, so an intake adding a reference right after
-# sees the lock and waits until the file is gone before it puts it back.
-_DELETE = """
+def _job_blobs_key(job_id: str) -> str:
+    """The images a job uses, kept until its references are dropped (after its hash)."""
+    return f"vq:job-blobs:{job_id}"
+
+
+# Drops job ARGV[1]'s references to the images listed in KEYS[1] (its job-blobs set, kept:
+# its caller deletes it once done); returns the images no job uses any more, each locked
+# in the same step, so an intake adding a reference right after sees the lock and waits
+# until the file is gone before it puts it back. The blob keys are derived here, which
+# needs a single Redis (not a cluster), as every multi-key script of visionq does.
+_DROP_REFERENCES = """
+local function drop_references(blobs_key, job_id, lock_ms)
+  local orphans = {}
+  for _, sha in ipairs(redis.call('SMEMBERS', blobs_key)) do
+    local users = 'vq:blob:' .. sha
+    redis.call('SREM', users, job_id)
+    if redis.call('SCARD', users) == 0 and
+       redis.call('SET', users .. ':lock', job_id, 'NX', 'PX', lock_ms) then
+      table.insert(orphans, sha)
+    end
+  end
+  return orphans
+end
+"""
+
+# KEYS[1] job, KEYS[2] tenant index, KEYS[3] leases, KEYS[4] expiry index, KEYS[5] the
+# job's blobs; ARGV[1] job id, ARGV[2] lock time (ms), ARGV[3..] the images its record
+# names (a job stored before its blobs were kept beside it has only those). Deletes the
+# job and its references.
+_DELETE = (
+    _DROP_REFERENCES
+    + """
+if #ARGV > 2 then redis.call('SADD', KEYS[5], unpack(ARGV, 3)) end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-local orphans = {}
-for i = 4, #KEYS do
-  redis.call('SREM', KEYS[i], ARGV[1])
-  if redis.call('SCARD', KEYS[i]) == 0 and
-     redis.call('SET', KEYS[i] .. ':lock', ARGV[1], 'NX', 'PX', ARGV[2]) then
-    table.insert(orphans, KEYS[i])
-  end
-end
+redis.call('ZREM', KEYS[4], ARGV[1])
+local orphans = drop_references(KEYS[5], ARGV[1], ARGV[2])
+redis.call('DEL', KEYS[5])
 return orphans
 """
+)
+
+# KEYS[1] expiry index; ARGV[1] now, ARGV[2] how many, ARGV[3] claim time (s), ARGV[4] lock
+# time (ms). For each job due: a hash still there (its host's clock ran ahead of Redis's)
+# is looked at again when Redis expires it; a gone one is claimed for a while (another
+# sweeper leaves it alone meanwhile, and takes it over should this one die) and comes back
+# with its orphaned images: {id, n, sha1..shan, id, ...}.
+_CLAIM_EXPIRED = (
+    _DROP_REFERENCES
+    + """
+local now = tonumber(ARGV[1])
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[2])) do
+  local left = redis.call('PTTL', 'vq:job:' .. id)
+  if left > 0 then
+    redis.call('ZADD', KEYS[1], now + left / 1000, id)
+  elseif left == -1 then
+    redis.call('ZREM', KEYS[1], id)
+  else
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
+    local orphans = drop_references('vq:job-blobs:' .. id, id, ARGV[4])
+    table.insert(out, id)
+    table.insert(out, #orphans)
+    for _, sha in ipairs(orphans) do table.insert(out, sha) end
+  end
+end
+return out
+"""
+)
+
+# KEYS[1] job, KEYS[2] its blobs; ARGV[1] job id, ARGV[2..] images. Records that the job
+# uses them, unless the job is gone (then nothing would ever drop the references).
+_ADD_BLOBS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 2, #ARGV do redis.call('SADD', 'vq:blob:' .. ARGV[i], ARGV[1]) end
+redis.call('SADD', KEYS[2], unpack(ARGV, 2))
+return 1
+"""
 _LOCK_MS = 10_000
+#: How long a sweeper has to remove an expired job's files before another may take it over.
+EXPIRY_CLAIM_SECONDS = 30
 #: Ids one list page may look at (see `JobStore.list_jobs`).
 MAX_LIST_SCAN = 1000
 
@@ -189,6 +263,8 @@ class JobStore:
         self._queued_grace = queued_grace
         self._transition = client.register_script(_TRANSITION)
         self._delete = client.register_script(_DELETE)
+        self._claim_expired = client.register_script(_CLAIM_EXPIRED)
+        self._add_blobs = client.register_script(_ADD_BLOBS)
         self._waiter = CompletionWaiter(client)
 
     def create(
@@ -230,18 +306,22 @@ class JobStore:
             "request_id": request_id,
         }
         mapping = {"status": "queued", "tenant": tenant, **_encode(fields)}
+        blobs = {image["blob"] for image in images if image.get("blob")}
         with redis_errors():
             pipe = self._redis.pipeline(transaction=True)
             pipe.hset(job_key(job_id), mapping=mapping)
             pipe.expire(job_key(job_id), self._ttl)
+            pipe.zadd(EXPIRY_KEY, {job_id: time.time() + self._ttl})
             pipe.zadd(_tenant_key(tenant), {job_id: 0})
             # Should its message be lost, the sweeper queues it again after the grace.
             pipe.zadd(LEASES_KEY, {job_id: time.time() + self._queued_grace})
             if remember is not None:
                 key, prefix, ttl = remember
                 pipe.set(key, prefix + job_id, ex=ttl)
-            for sha in {image["blob"] for image in images if image.get("blob")}:
+            for sha in blobs:
                 pipe.sadd(_blob_key(sha), job_id)
+            if blobs:
+                pipe.sadd(_job_blobs_key(job_id), *blobs)
             pipe.execute()
         return JobRecord(job_id, tenant, "queued", fields)
 
@@ -304,11 +384,43 @@ class JobStore:
             job_key(job_id),
             _tenant_key(tenant),
             LEASES_KEY,
-            *(_blob_key(sha) for sha in blobs),
+            EXPIRY_KEY,
+            _job_blobs_key(job_id),
         ]
         with redis_errors():
-            orphans = self._delete(keys=keys, args=[job_id, _LOCK_MS])
-        return [k.decode().removeprefix("vq:blob:") for k in orphans]
+            orphans = self._delete(keys=keys, args=[job_id, _LOCK_MS, *sorted(blobs)])
+        return [sha.decode() for sha in orphans]
+
+    def claim_expired(self, *, now: float, limit: int) -> list[tuple[str, list[str]]]:
+        """Up to `limit` jobs whose hash has expired, each with the images no job uses any
+        more (locked, as for `delete`), claimed for `EXPIRY_CLAIM_SECONDS`.
+
+        One Redis call, whatever is due. The caller removes the files, calls
+        `release_blob` for each image, then `forget_expired`; should it die before, the
+        job comes due again once the claim and the locks have run out.
+        """
+        with redis_errors():
+            reply = self._claim_expired(
+                keys=[EXPIRY_KEY], args=[now, limit, EXPIRY_CLAIM_SECONDS, _LOCK_MS]
+            )
+        claimed: list[tuple[str, list[str]]] = []
+        at = 0
+        while at < len(reply):
+            count = int(reply[at + 1])
+            shas = [sha.decode() for sha in reply[at + 2 : at + 2 + count]]
+            claimed.append((reply[at].decode(), shas))
+            at += 2 + count
+        return claimed
+
+    def forget_expired(self, job_ids: list[str]) -> None:
+        """The expired jobs' files are gone: drop what was kept to find them."""
+        if not job_ids:
+            return
+        with redis_errors():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.zrem(EXPIRY_KEY, *job_ids)
+            pipe.delete(*(_job_blobs_key(job_id) for job_id in job_ids))
+            pipe.execute()
 
     def release_blob(self, sha256: str) -> None:
         with redis_errors():
@@ -355,33 +467,38 @@ class JobStore:
             increment,
             time.time(),
             unless,
+            job_id,
         ]
         for name, value in _encode(fields or {}).items():
             args += [name, value]
         with redis_errors():
             reply = self._transition(
-                keys=[job_key(job_id), DONE_CHANNEL, OUTBOX_KEY, LEASES_KEY], args=args
+                keys=[job_key(job_id), DONE_CHANNEL, OUTBOX_KEY, LEASES_KEY, EXPIRY_KEY],
+                args=args,
             )
         if reply is None or reply[0] == 0:
             return None
         return int(reply[1])
 
     def save_images(self, job_id: str, images: list[dict[str, Any]]) -> bool:
-        """Record the prepared images, once: only the first of two racing prepares wins."""
-        saved = (
-            self._apply(
-                job_id,
-                allowed=("running",),
-                fields={"images": images, "prepared": 1},
-                unless="prepared",
-            )
-            is not None
-        )
-        if saved:
+        """Record the prepared images, once: only the first of two racing prepares wins.
+
+        The references come first: every image this prepare stored (a fetched original,
+        a resized copy) is then removed with the job even should the record be refused.
+        """
+        shas = sorted({image[k] for image in images for k in ("blob", "sha256") if image.get(k)})
+        if shas:
             with redis_errors():
-                for sha in {image["sha256"] for image in images}:
-                    self._redis.sadd(_blob_key(sha), job_id)
-        return saved
+                self._add_blobs(
+                    keys=[job_key(job_id), _job_blobs_key(job_id)], args=[job_id, *shas]
+                )
+        applied = self._apply(
+            job_id,
+            allowed=("running",),
+            fields={"images": images, "prepared": 1},
+            unless="prepared",
+        )
+        return applied is not None
 
     def succeed(self, job_id: str, result: dict[str, Any]) -> bool:
         return self._finish(job_id, "succeeded", {"result": result})

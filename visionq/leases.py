@@ -109,11 +109,13 @@ redis.call('ZADD', KEYS[2], 'XX', ARGV[1], ARGV[2])
 return 1
 """
 
-# KEYS[1] job, KEYS[2] leases; ARGV[1] next look, ARGV[2] id.
+# KEYS[1] job, KEYS[2] leases; ARGV[1] next look, ARGV[2] id, ARGV[3] an attempt counter
+# to take back one from, or "".
 _RELEASE = """
 if not redis.call('HGET', KEYS[1], 'status') then return 0 end
 redis.call('HSET', KEYS[1], 'lease_until', 0)
 redis.call('ZADD', KEYS[2], 'XX', ARGV[1], ARGV[2])
+if ARGV[3] ~= '' then redis.call('HINCRBY', KEYS[1], ARGV[3], -1) end
 return 1
 """
 
@@ -159,10 +161,17 @@ class Leases:
         with redis_errors():
             self._renew(keys=[job_key(job_id), LEASES_KEY], args=[time.time() + self.lease, job_id])
 
-    def release(self, job_id: str, *, look_in: float) -> None:
-        """Hand the job on: anyone may take it now; the sweeper looks `look_in` s from now."""
+    def release(self, job_id: str, *, look_in: float, uncount: str | None = None) -> None:
+        """Hand the job on: anyone may take it now; the sweeper looks `look_in` s from now.
+
+        `uncount` ("prepare") gives back the attempt this holder took: it ended through
+        no fault of the job (storage was down), so it must not count towards failing it.
+        """
+        counter = {None: "", "prepare": "prepare_attempts"}[uncount]
         with redis_errors():
-            self._release(keys=[job_key(job_id), LEASES_KEY], args=[time.time() + look_in, job_id])
+            self._release(
+                keys=[job_key(job_id), LEASES_KEY], args=[time.time() + look_in, job_id, counter]
+            )
 
     def expired(self, *, queued_grace: float, limit: int = 200) -> list[Expired]:
         with redis_errors():

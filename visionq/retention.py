@@ -1,16 +1,48 @@
-"""What is kept, and removing it: a deleted job takes its body and unshared images along."""
+"""What is kept, and removing it: a deleted or expired job takes its body and its images
+along, except the images another job still uses.
+
+A deleted job goes at once (`delete_job`, from the API). An expired one is noticed by the
+sweeper (`remove_expired`, every round): Redis drops the job's hash by itself, and what
+`jobs` kept beside it says which images the job used.
+"""
 
 from __future__ import annotations
 
 from visionq.jobs import JobStore
 from visionq.storage import ImageStore
 
+#: Expired jobs handled in one call; the rest wait for the next round.
+EXPIRED_PER_CALL = 100
 
-def delete_job(jobs: JobStore, store: ImageStore, job_id: str, *, tenant: str) -> None:
-    """The record first (a later GET is 404 at once), then the files no other job uses."""
-    for sha in jobs.delete(job_id, tenant=tenant):
+
+def _remove_images(jobs: JobStore, store: ImageStore, orphans: list[str]) -> None:
+    """Delete images `jobs` handed over locked, releasing each lock once its file is gone."""
+    for sha in orphans:
         try:
             store.delete_image(sha)
         finally:
             jobs.release_blob(sha)
+
+
+def delete_job(jobs: JobStore, store: ImageStore, job_id: str, *, tenant: str) -> None:
+    """The record first (a later GET is 404 at once), then the files no other job uses."""
+    _remove_images(jobs, store, jobs.delete(job_id, tenant=tenant))
     store.delete_body(job_id)
+
+
+def remove_expired(
+    jobs: JobStore, store: ImageStore, *, now: float, limit: int = EXPIRED_PER_CALL
+) -> list[str]:
+    """Remove the files of up to `limit` jobs whose record has expired; their ids.
+
+    One Redis call when nothing is due. Several sweepers may run it at once: each job is
+    claimed by one, and should that one die before the end, another takes it over later.
+    """
+    claimed = jobs.claim_expired(now=now, limit=limit)
+    for job_id, orphans in claimed:
+        _remove_images(jobs, store, orphans)
+        # An unfinished job that expired may have left its prepared body behind.
+        store.delete_body(job_id)
+    ids = [job_id for job_id, _ in claimed]
+    jobs.forget_expired(ids)
+    return ids

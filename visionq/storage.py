@@ -3,20 +3,28 @@
 Images are content-addressed by sha256: two jobs with the same picture share one copy, and
 a worker re-reading an image can trust it is the one the client sent. Prepared request
 bodies (the JSON with data URLs the upstream stage streams out) are named by job id.
-Backends are chosen by URL: `file://` here; S3 later.
+Backends are chosen by URL: `file://<root>` (one host, or a shared volume) and
+`s3://<bucket>/<prefix>` (API and workers on many hosts; endpoint and credentials come from
+the standard AWS variables, which boto3 reads itself).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import IO, Any, BinaryIO, Protocol, cast
 from urllib.parse import urlparse
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from visionq.errors import ConfigurationError, PayloadTooLarge, Unavailable
 
@@ -44,7 +52,8 @@ class ImageStore(Protocol):
     def put_image(self, chunks: Iterable[bytes], *, max_bytes: int) -> StoredImage:
         """Store streamed bytes, hashing while writing; over `max_bytes` stores nothing."""
 
-    def open_image(self, sha256: str) -> BinaryIO: ...
+    def open_image(self, sha256: str) -> BinaryIO:
+        """The image as a seekable file (Pillow seeks); `FileNotFoundError` when missing."""
 
     def has_image(self, sha256: str) -> bool: ...
 
@@ -53,7 +62,8 @@ class ImageStore(Protocol):
     def write_body(self, name: str, write: Callable[[BinaryIO], None]) -> None:
         """Let `write` fill a file that appears under `name` only once it is complete."""
 
-    def open_body(self, name: str) -> tuple[BinaryIO, int]: ...
+    def open_body(self, name: str) -> tuple[BinaryIO, int]:
+        """The body and its length; `FileNotFoundError` when missing."""
 
     def delete_body(self, name: str) -> None: ...
 
@@ -64,6 +74,31 @@ class ImageStore(Protocol):
 def read_chunks(fp: BinaryIO, size: int = _CHUNK) -> Iterable[bytes]:
     while block := fp.read(size):
         yield block
+
+
+def _check_sha(sha256: str) -> str:
+    if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+        raise ValueError("not a sha256 hex digest")
+    return sha256
+
+
+def _check_body_name(name: str) -> str:
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError("bad body name")
+    return name
+
+
+def _copy_hashing(chunks: Iterable[bytes], out: IO[bytes], *, max_bytes: int) -> StoredImage:
+    """Write `chunks` to `out` and hash them on the way; refuse past `max_bytes`."""
+    digest = hashlib.sha256()
+    size = 0
+    for block in chunks:
+        size += len(block)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"an image is over the {max_bytes}-byte limit")
+        digest.update(block)
+        out.write(block)
+    return StoredImage(digest.hexdigest(), size)
 
 
 class FileStore:
@@ -80,35 +115,25 @@ class FileStore:
             folder.mkdir(parents=True, exist_ok=True)
 
     def _image_path(self, sha256: str) -> Path:
-        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
-            raise ValueError("not a sha256 hex digest")
-        return self._images / sha256[:2] / sha256
+        return self._images / sha256[:2] / _check_sha(sha256)
 
     def put_image(self, chunks: Iterable[bytes], *, max_bytes: int) -> StoredImage:
         with _storage_errors():
             self._ensure()
             fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
-        digest = hashlib.sha256()
-        size = 0
         try:
             with _storage_errors():
                 with os.fdopen(fd, "wb") as out:
-                    for block in chunks:
-                        size += len(block)
-                        if size > max_bytes:
-                            raise PayloadTooLarge(f"an image is over the {max_bytes}-byte limit")
-                        digest.update(block)
-                        out.write(block)
+                    stored = _copy_hashing(chunks, out, max_bytes=max_bytes)
                 # Renamed only once closed (flushed): a reader of the same sha, stored by
                 # an earlier job, must never see a file that is still being written.
-                sha = digest.hexdigest()
-                final = self._image_path(sha)
+                final = self._image_path(stored.sha256)
                 final.parent.mkdir(exist_ok=True)
                 os.replace(tmp_name, final)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
-        return StoredImage(sha, size)
+        return stored
 
     def open_image(self, sha256: str) -> BinaryIO:
         return self._image_path(sha256).open("rb")
@@ -120,9 +145,7 @@ class FileStore:
         self._image_path(sha256).unlink(missing_ok=True)
 
     def _body_path(self, name: str) -> Path:
-        if not name or "/" in name or name.startswith("."):
-            raise ValueError("bad body name")
-        return self._bodies / name
+        return self._bodies / _check_body_name(name)
 
     def write_body(self, name: str, write: Callable[[BinaryIO], None]) -> None:
         final = self._body_path(name)
@@ -151,10 +174,158 @@ class FileStore:
             tempfile.NamedTemporaryFile(dir=self._tmp).close()
 
 
+#: Keep-alive connections per S3 client: one per thread of the largest pool that shares it
+#: (an upstream worker runs 64 threads), so no thread waits for a connection.
+S3_MAX_POOL_CONNECTIONS = 64
+_S3_MISSING = {"404", "NoSuchKey", "NotFound"}
+_S3_NO_BUCKET = {"NoSuchBucket"}
+
+
+class S3Store:
+    """Content-addressed objects in one bucket: `<prefix>/images/ab/<sha256>`,
+    `<prefix>/bodies/<name>`, the same layout as `FileStore`.
+
+    Every object is written by one PUT of a complete local file, so a reader never sees a
+    partial one and an upload that fails leaves nothing. Reads come back as local temporary
+    files: Pillow seeks, and the upstream call needs a length and a body it can send at its
+    own pace without holding an S3 connection meanwhile. Local temporary files go where
+    `tempfile` puts them (`TMPDIR`).
+    """
+
+    def __init__(self, bucket: str, prefix: str = "") -> None:
+        self.bucket = bucket
+        self._prefix = prefix.strip("/")
+        self._client_lock = threading.Lock()
+        self._client: Any = None
+        self._client_pid = 0
+
+    @property
+    def _s3(self) -> Any:
+        """One client per process, made on first use: boto3 clients are thread-safe (its
+        sessions are not), and a client made before a fork must not be shared across it."""
+        with self._client_lock:
+            if self._client is None or self._client_pid != os.getpid():
+                config = Config(
+                    max_pool_connections=S3_MAX_POOL_CONNECTIONS,
+                    connect_timeout=5,
+                    read_timeout=60,
+                    retries={"mode": "standard", "max_attempts": 3},
+                )
+                self._client = boto3.session.Session().client("s3", config=config)
+                self._client_pid = os.getpid()
+            return self._client
+
+    def _key(self, *parts: str) -> str:
+        return "/".join([self._prefix, *parts] if self._prefix else parts)
+
+    def _image_key(self, sha256: str) -> str:
+        return self._key("images", sha256[:2], _check_sha(sha256))
+
+    def _body_key(self, name: str) -> str:
+        return self._key("bodies", _check_body_name(name))
+
+    @contextmanager
+    def _s3_errors(self, action: str) -> Iterator[None]:
+        """S3's errors mapped at the boundary: a missing object is `FileNotFoundError`, as
+        for a file; anything else (unreachable, 5xx, throttled, refused) is an outage. Only
+        the error's code goes into the message: an S3 error body may quote the access key."""
+        try:
+            yield
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "unknown"))
+            if code in _S3_MISSING:
+                raise FileNotFoundError(
+                    errno.ENOENT, "no such object in the bucket", self.bucket
+                ) from None
+            if code in _S3_NO_BUCKET:
+                message = f"the S3 bucket {self.bucket!r} does not exist"
+            else:
+                message = f"image storage (S3) refused to {action}: {code}"
+            raise Unavailable(message, retry_after=5) from None
+        except BotoCoreError as exc:
+            raise Unavailable(
+                f"image storage (S3) failed to {action}: {type(exc).__name__}", retry_after=5
+            ) from None
+
+    def _exists(self, key: str) -> bool:
+        try:
+            with self._s3_errors("look up an object"):
+                self._s3.head_object(Bucket=self.bucket, Key=key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _upload(self, fp: IO[bytes], key: str, size: int) -> None:
+        fp.seek(0)
+        with self._s3_errors("store an object"):
+            self._s3.put_object(Bucket=self.bucket, Key=key, Body=fp, ContentLength=size)
+
+    def _download(self, key: str) -> tuple[BinaryIO, int]:
+        with ExitStack() as on_error:
+            with _storage_errors():
+                local = on_error.enter_context(tempfile.TemporaryFile())
+            # One GET, copied as it arrives (a transfer manager would open ranged GETs in
+            # threads of its own, taking connections the other threads need).
+            with self._s3_errors("read an object"):
+                body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+                with _storage_errors():
+                    for block in body.iter_chunks(_CHUNK):
+                        local.write(block)
+            size = local.tell()
+            local.seek(0)
+            on_error.pop_all()  # complete: the caller closes it from here on
+        return cast(BinaryIO, local), size
+
+    def put_image(self, chunks: Iterable[bytes], *, max_bytes: int) -> StoredImage:
+        with _storage_errors(), tempfile.TemporaryFile() as spool:
+            stored = _copy_hashing(chunks, spool, max_bytes=max_bytes)
+            key = self._image_key(stored.sha256)
+            # Same bytes, same key: an object already there is this image, complete.
+            if not self._exists(key):
+                self._upload(spool, key, stored.size)
+        return stored
+
+    def open_image(self, sha256: str) -> BinaryIO:
+        return self._download(self._image_key(sha256))[0]
+
+    def has_image(self, sha256: str) -> bool:
+        return self._exists(self._image_key(sha256))
+
+    def delete_image(self, sha256: str) -> None:
+        with self._s3_errors("delete an image"):
+            self._s3.delete_object(Bucket=self.bucket, Key=self._image_key(sha256))
+
+    def write_body(self, name: str, write: Callable[[BinaryIO], None]) -> None:
+        key = self._body_key(name)
+        with _storage_errors(), tempfile.TemporaryFile() as spool:
+            write(cast(BinaryIO, spool))
+            self._upload(spool, key, spool.seek(0, os.SEEK_END))
+
+    def open_body(self, name: str) -> tuple[BinaryIO, int]:
+        return self._download(self._body_key(name))
+
+    def delete_body(self, name: str) -> None:
+        with self._s3_errors("delete a body"):
+            self._s3.delete_object(Bucket=self.bucket, Key=self._body_key(name))
+
+    def ping(self) -> None:
+        try:
+            with self._s3_errors(f"reach the bucket {self.bucket!r}"):
+                self._s3.head_bucket(Bucket=self.bucket)
+        except FileNotFoundError:  # HEAD has no body, so a missing bucket is a bare 404
+            raise Unavailable(
+                f"the S3 bucket {self.bucket!r} does not exist", retry_after=5
+            ) from None
+
+
 def open_store(url: str) -> ImageStore:
     """The backend named by `VISIONQ_STORAGE_URL`."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
         # file://./var/images is relative to the working directory; file:///srv/x is absolute.
         return FileStore(Path(parsed.netloc + parsed.path))
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ConfigurationError("an s3:// storage URL needs a bucket: s3://bucket/prefix")
+        return S3Store(parsed.netloc, parsed.path)
     raise ConfigurationError(f"unsupported storage URL scheme {parsed.scheme!r}")

@@ -1,8 +1,9 @@
 """`visionq sweeper`: the periodic part of reliability.
 
 Each round it queues the webhook deliveries that are due (outbox) and the stage of every
-unfinished job whose lease ran out (its worker died, or its message was lost). Any number
-may run, since claims are atomic, but one is enough: a couple of Redis calls a round.
+unfinished job whose lease ran out (its worker died, or its message was lost), and removes
+the images and bodies of jobs that expired (retention). Any number may run, since claims
+are atomic, but one is enough: a few Redis calls a round.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import time
 
 import redis
 
+from visionq import retention
 from visionq.errors import Unavailable
-from visionq.jobs import redis_errors
+from visionq.jobs import JobStore, redis_errors
 from visionq.leases import LeaseKeeper, Leases
 from visionq.outbox import Outbox
 from visionq.pacing import Pacer
@@ -30,6 +32,7 @@ from visionq.queues import (
     WEBHOOK_TASK,
 )
 from visionq.settings import Settings
+from visionq.storage import ImageStore, open_store
 from workers.app import create_celery
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,8 @@ def run(settings: Settings) -> None:
     outbox = Outbox(client)
     leases = Leases(client, lease=settings.job_lease)
     pacer = Pacer(client, settings, leases, LeaseKeeper(interval=settings.job_lease / 3))
+    jobs = JobStore(client, ttl=settings.result_ttl, queued_grace=settings.queued_grace)
+    store = open_store(settings.storage_url)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -112,4 +117,19 @@ def run(settings: Settings) -> None:
             expire_from = time.monotonic() + settings.job_lease
         except Exception:  # one bad round must not end the sweeping
             log.exception("sweep failed; trying again")
+        _remove_expired(jobs, store)
         stop.wait(settings.sweep_interval)
+
+
+def _remove_expired(jobs: JobStore, store: ImageStore) -> None:
+    """Apart from the round above: an image storage outage must neither hold up webhooks
+    and leases nor count as Redis being unreachable."""
+    try:
+        removed = retention.remove_expired(jobs, store, now=time.time())
+    except Unavailable as exc:
+        log.warning("removing expired jobs' files failed (%s); tried again later", exc.message)
+    except Exception:
+        log.exception("removing expired jobs' files failed; tried again later")
+    else:
+        if removed:
+            log.info("removed the files of %d expired jobs", len(removed))

@@ -14,6 +14,7 @@ from tests.conftest import CORPUS, SIM_KEY, Stack
 from visionq import pipeline
 from visionq.errors import UpstreamRetryable
 from visionq.intake import Intake
+from visionq.jobs import job_key
 from visionq.leases import Leases
 from visionq.models import JobRequest
 from visionq.settings import Settings
@@ -145,3 +146,21 @@ def test_a_job_whose_prepare_keeps_dying_fails_after_three_tries(
     job = runtime.jobs.get(job_id, tenant="t").public()
     assert job["status"] == "failed"
     assert job["error"]["type"] == "internal"
+
+
+def test_storage_down_during_prepare_hands_the_job_back_uncounted(
+    runtime: pipeline.Runtime, tmp_path: Path
+) -> None:
+    job_id = _submit(runtime, "outage", CORPUS / "good/hopper.png")
+    bodies = tmp_path / "bodies"
+    bodies.rmdir()
+    bodies.write_bytes(b"")  # the store cannot write a body now: Unavailable, not a bad image
+    for _ in range(pipeline.MAX_PREPARE_ATTEMPTS + 1):
+        assert pipeline.prepare(job_id, runtime) is None
+        raw = runtime.jobs._redis.hmget(
+            job_key(job_id), "status", "prepare_attempts", "lease_until"
+        )
+        assert raw == [b"running", b"0", b"0"]  # released at once, and no attempt counted
+    bodies.unlink()  # storage is back: the next try prepares the job
+    assert pipeline.prepare(job_id, runtime) == MODEL
+    assert runtime.jobs.get(job_id, tenant="t").status == "running"
