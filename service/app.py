@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import re
+import time
+import uuid
 from typing import Any
 
 import redis
-from flask import Flask, g, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from service import jobs_api, ops_api
 from service.auth import authenticate
 from service.deps import Services, services
+from visionq import logs, metrics
 from visionq.errors import (
     InvalidRequest,
     PayloadTooLarge,
@@ -47,18 +51,52 @@ def create_app(settings: Settings) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["visionq"] = Services(settings)
 
+    # First, so that a request refused by authentication is timed and named too.
+    app.before_request(_begin)
     app.before_request(authenticate)
     app.before_request(_limit_rate)
+    app.after_request(_count)
+    app.teardown_request(_end)
     app.register_error_handler(Exception, _render_error)
     app.register_blueprint(jobs_api.blueprint)
     app.register_blueprint(ops_api.blueprint)
     return app
 
 
+#: A client's own request id is kept when it is a plain token; anything else is replaced,
+#: since it ends up in every log line of the job.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _begin() -> None:
+    g.started = time.perf_counter()
+    given = request.headers.get("X-Request-Id", "")
+    g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    g.log_context = logs.bind(request_id=g.request_id)
+
+
 def _limit_rate() -> None:
     """Counted per tenant after authentication, so a stranger's bad key costs nobody."""
     if "tenant" in g:
+        logs.bind(tenant=g.tenant)
         services().tenant_limits.hit(g.tenant)
+
+
+def _count(response: Response) -> Response:
+    # Bounded labels: the route's rule, not the path (which holds job ids); odd methods as one.
+    method = request.method if request.method in _METHODS else "other"
+    endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    metrics.HTTP_REQUESTS.labels(method, endpoint, str(response.status_code)).inc()
+    elapsed = time.perf_counter() - g.started
+    metrics.HTTP_REQUEST_SECONDS.labels(method, endpoint).observe(elapsed)
+    response.headers["X-Request-Id"] = g.request_id
+    return response
+
+
+def _end(_exc: BaseException | None) -> None:
+    # gunicorn's threads serve one request after another: leave nothing to the next one.
+    logs.reset(g.log_context)
 
 
 def _param(loc: tuple[int | str, ...]) -> str | None:

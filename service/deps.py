@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 import redis
 from celery import Celery
 from flask import current_app
 from kombu.exceptions import OperationalError
 
+from visionq import metrics, pacing
 from visionq.errors import Unavailable
 from visionq.idempotency import IdempotencyKeys
 from visionq.intake import Intake
@@ -42,6 +45,15 @@ class Services:
         self.idempotency = IdempotencyKeys(self.redis)
         self.outbox = Outbox(self.redis)
         self.tenant_limits = TenantLimits(self.redis, settings.rate_limits)
+        #: What `/metrics` shows: the process tree's samples and the cluster's queues.
+        self.metrics = metrics.scrape_registry(
+            settings.metrics_dir,
+            metrics.ClusterGauges(
+                self.redis,
+                paced_jobs=functools.partial(pacing.waiting_jobs, self.redis),
+                models=settings.model_context,
+            ),
+        )
         self._celery = Celery("visionq-intake")
         self._celery.conf.update(celery_config(settings))
 

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from typing import Any, get_args
 
 from flask import Blueprint, g, jsonify, request
 
 from service.deps import services
-from visionq import retention
+from visionq import metrics, retention
 from visionq.errors import InvalidRequest, PayloadTooLarge
 from visionq.jobs import JobRecord
 from visionq.models import JobForm, JobRequest, JobStatus, whole_number
 
 blueprint = Blueprint("jobs", __name__)
+log = logging.getLogger(__name__)
 
 MAX_WAIT_SECONDS = 60.0
 MAX_LIST_LIMIT = 100
@@ -120,8 +122,10 @@ def create_job() -> Any:
     svc = services()
     idempotency_key = request.headers.get("Idempotency-Key")
     if idempotency_key is None:
-        record = svc.intake.submit(job_request, tenant=g.tenant, uploads=uploads)
-        svc.enqueue_prepare(record.id)
+        record = svc.intake.submit(
+            job_request, tenant=g.tenant, uploads=uploads, request_id=g.request_id
+        )
+        _accepted(record)
         status = 202
     else:
         record, status = _submit_once(idempotency_key, job_request, uploads)
@@ -132,6 +136,17 @@ def create_job() -> Any:
     response.status_code = status
     response.headers["Location"] = f"/v1/jobs/{record.id}"
     return response
+
+
+def _accepted(record: JobRecord) -> None:
+    """Queue a new job's first stage, and count and log it."""
+    services().enqueue_prepare(record.id)
+    model = record.fields["model"]
+    metrics.JOBS_SUBMITTED.labels(model).inc()
+    log.info(
+        "job accepted",
+        extra={"job_id": record.id, "model": model, "images": len(record.images)},
+    )
 
 
 def _fingerprint(job_request: JobRequest, uploads: list[Any]) -> str:
@@ -164,12 +179,13 @@ def _submit_once(key: str, job_request: JobRequest, uploads: list[Any]) -> tuple
             tenant=g.tenant,
             uploads=uploads,
             remember=svc.idempotency.remember(g.tenant, key, fingerprint),
+            request_id=g.request_id,
         )
     except BaseException:
         svc.idempotency.release(g.tenant, key, fingerprint)
         raise
     # The key names the job from here on; should queueing fail, the sweeper queues it later.
-    svc.enqueue_prepare(record.id)
+    _accepted(record)
     return record, 202
 
 
@@ -182,7 +198,13 @@ def get_job(job_id: str) -> Any:
 
 @blueprint.post("/v1/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Any:
-    return jsonify(services().jobs.cancel(job_id, tenant=g.tenant).public())
+    jobs = services().jobs
+    was_finished = jobs.get(job_id, tenant=g.tenant).finished
+    record = jobs.cancel(job_id, tenant=g.tenant)
+    if not was_finished:
+        metrics.JOBS_FINISHED.labels(record.fields["model"], "canceled", "canceled").inc()
+        log.info("job canceled", extra={"job_id": job_id, "status": "canceled"})
+    return jsonify(record.public())
 
 
 @blueprint.post("/v1/tokens")

@@ -271,6 +271,18 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": _json(Health, "ready"), "503": _json(Health, "not ready")},
             }
         },
+        "/metrics": {
+            "get": {
+                "security": [],
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "security": [],

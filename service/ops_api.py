@@ -1,10 +1,15 @@
-"""Operations endpoints: liveness, readiness and the OpenAPI document."""
+"""Operations endpoints: liveness, readiness, metrics and the OpenAPI document.
+
+None of them needs a client key: load balancers and Prometheus call them, and nothing
+they answer is a tenant's (nor a secret: `/metrics` has counts and durations only).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify, request
+from prometheus_client.exposition import choose_encoder
 
 from service.deps import services
 from service.openapi import openapi_document
@@ -35,6 +40,13 @@ def readyz() -> Any:
     if not ready:
         response.headers["Retry-After"] = "5"
     return response
+
+
+@blueprint.get("/metrics")
+def metrics() -> Any:
+    """Prometheus text format (or OpenMetrics, when the scraper asks for it)."""
+    encode, content_type = choose_encoder(request.headers.get("Accept"))
+    return Response(encode(services().metrics), content_type=content_type)
 
 
 @blueprint.get("/openapi.json")

@@ -6,7 +6,7 @@ import json
 import socket
 from typing import Any
 
-from gunicorn import util
+from gunicorn import glogging, util
 from gunicorn.app.base import BaseApplication
 
 from service.app import create_app
@@ -26,6 +26,16 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         # Built in each worker after the fork: no Redis connection crosses a fork.
         return create_app(self._settings)
+
+
+class _Logger(glogging.Logger):  # type: ignore[misc]
+    """gunicorn's own lines ("Booting worker", a worker timeout) through the root logger's
+    handler (`visionq.logs.configure`), so they are in our format like every other line."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        self.error_log.handlers = []
+        self.error_log.propagate = True
 
 
 def _json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
@@ -58,8 +68,10 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, threads: in
             "timeout": 120,
             "graceful_timeout": 30,
             "keepalive": 5,
+            # Requests are counted in /metrics rather than logged one line each.
             "accesslog": None,
             "errorlog": "-",
-            "loglevel": "warning",
+            "loglevel": settings.log_level,
+            "logger_class": _Logger,
         },
     ).run()

@@ -83,6 +83,7 @@ class Process:
         env: dict[str, str],
         logs: Path,
         log_name: str | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.args = args
@@ -91,6 +92,7 @@ class Process:
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "visionq", *args],
             env=env,
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -269,7 +271,11 @@ def bare_job(jobs: JobStore, **fields: Any) -> JobRecord:
 
 
 def stack_env(redis_url: str, storage: Path, simulator_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VISIONQ_", "MIMO_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("VISIONQ_", "MIMO_", "PROMETHEUS_", "AWS_"))
+    }
     env.update(
         {
             "VISIONQ_REDIS_URL": redis_url,
@@ -295,15 +301,20 @@ def stack_env(redis_url: str, storage: Path, simulator_url: str, **extra: str) -
             "VISIONQ_UPSTREAM_CONCURRENCY": "64",
             # carol's is the one limit that binds (tests/e2e/test_errors.py).
             "VISIONQ_RATE_LIMIT": "100000/minute,carol=3/minute",
+            # What the tests read in the logs (tests/e2e/test_logs.py).
+            "VISIONQ_LOG_LEVEL": "info",
+            "VISIONQ_LOG_FORMAT": "json",
         }
     )
     env.update(extra)
     return env
 
 
-def start_api(env: dict[str, str], logs: Path, name: str = "api") -> tuple[Process, str]:
+def start_api(
+    env: dict[str, str], logs: Path, name: str = "api", cwd: Path | None = None
+) -> tuple[Process, str]:
     port = free_port()
-    api = Process(name, ["api", "--port", str(port), "--workers", "2"], env, logs)
+    api = Process(name, ["api", "--port", str(port), "--workers", "2"], env, logs, cwd=cwd)
     base_url = f"http://127.0.0.1:{port}"
     wait_for_http(f"{base_url}/healthz", api)
     return api, base_url
@@ -331,7 +342,12 @@ def running_stack(
     storage = tmp_path_factory.mktemp("storage")
     sim_port = free_port()
     simulator_url = f"http://127.0.0.1:{sim_port}"
-    env = stack_env(redis_url, storage, simulator_url, **extra_env)
+    # One metrics directory for the whole stack, as on one host: the API's /metrics shows
+    # what the workers counted too (tests/e2e/test_metrics.py).
+    metrics_dir = str(tmp_path_factory.mktemp("metrics"))
+    env = stack_env(
+        redis_url, storage, simulator_url, PROMETHEUS_MULTIPROC_DIR=metrics_dir, **extra_env
+    )
     sim_cmd = ["simulator", "--port", str(sim_port), "--api-key", SIM_KEY, *simulator_args]
     processes = [Process("simulator", sim_cmd, env, logs)]
     try:

@@ -9,14 +9,13 @@ needs them, so `visionq submit` never imports Flask or Celery.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from visionq import client_cli
+from visionq import client_cli, logs, metrics
 from visionq.queues import DEFAULT_CONCURRENCY, POOLS, QUEUES
 from visionq.settings import Settings
 
@@ -26,13 +25,11 @@ EXIT_USAGE = 2
 def _api(args: argparse.Namespace) -> int:
     from service.server import serve
 
-    serve(
-        Settings.from_env(),
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        threads=args.threads,
-    )
+    settings = Settings.from_env()
+    logs.configure(settings)
+    # Before gunicorn forks its workers, so that they all count into one directory.
+    with metrics.process_tree(settings) as settings:
+        serve(settings, host=args.host, port=args.port, workers=args.workers, threads=args.threads)
     return 0
 
 
@@ -44,36 +41,48 @@ def _worker(args: argparse.Namespace) -> int:
             f"unknown queue(s) {sorted(unknown)}; queues are {', '.join(QUEUES)}", file=sys.stderr
         )
         return EXIT_USAGE
-    if len(queues) > 1:
-        return _supervise(queues, args)
-    queue = queues[0]
+    settings = Settings.from_env()
+    loglevel = args.loglevel or settings.log_level
+    logs.configure(settings, level=loglevel)
+    # The pool's children, or one child per queue, fork from here: they count into one
+    # directory, which this process serves.
+    with metrics.process_tree(settings) as settings, metrics.served(settings):
+        if len(queues) > 1:
+            return _supervise(queues, args, loglevel)
+        _work(settings, queues[0], args.concurrency, loglevel)
+    return 0
+
+
+def _work(settings: Settings, queue: str, concurrency: int, loglevel: str) -> None:
     from workers.app import create_celery
 
-    app = create_celery(Settings.from_env())
-    concurrency = args.concurrency or DEFAULT_CONCURRENCY[queue]
+    app = create_celery(settings)
     app.worker_main(
         [
+            # No banner: it is plain text on stdout, and logs are JSON lines.
+            "--quiet",
             "worker",
             "--queues",
             queue,
             "--pool",
             POOLS[queue],
             "--concurrency",
-            str(concurrency),
+            str(concurrency or DEFAULT_CONCURRENCY[queue]),
             "--hostname",
             f"{queue}-%h-{os.getpid()}",
             "--loglevel",
-            args.loglevel,
+            loglevel,
             "--without-gossip",
             "--without-mingle",
         ]
     )
-    return 0
 
 
-def _supervise(queues: list[str], args: argparse.Namespace) -> int:
-    """Several queues: one child per queue, because each wants its own kind of pool."""
+def _supervise(queues: list[str], args: argparse.Namespace, loglevel: str) -> int:
+    """Several queues: one child per queue, because each wants its own kind of pool. They
+    inherit this process's metrics directory; this process serves their metrics."""
     children = []
+    env = {**os.environ, "VISIONQ_METRICS_PORT": "0"}
     for queue in queues:
         cmd = [
             sys.executable,
@@ -83,11 +92,11 @@ def _supervise(queues: list[str], args: argparse.Namespace) -> int:
             "--queues",
             queue,
             "--loglevel",
-            args.loglevel,
+            loglevel,
         ]
         if args.concurrency:
             cmd += ["--concurrency", str(args.concurrency)]
-        children.append(subprocess.Popen(cmd))
+        children.append(subprocess.Popen(cmd, env=env))
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:
@@ -102,8 +111,9 @@ def _supervise(queues: list[str], args: argparse.Namespace) -> int:
 def _sweeper(args: argparse.Namespace) -> int:
     from workers.sweeper import run
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    run(Settings.from_env())
+    settings = Settings.from_env()
+    logs.configure(settings)
+    run(settings)
     return 0
 
 
@@ -153,7 +163,7 @@ def parser() -> argparse.ArgumentParser:
         default=0,
         help="pool size per queue (default: prepare 2, upstream 64)",
     )
-    worker.add_argument("--loglevel", default="warning")
+    worker.add_argument("--loglevel", default=None, help="default: VISIONQ_LOG_LEVEL (info)")
     worker.set_defaults(run=_worker)
 
     sweeper = sub.add_parser("sweeper", help="dispatches due webhook deliveries (run one)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,6 +93,13 @@ def run(*, api_port: int, simulator_port: int, var_dir: Path) -> int:
 
     # URLs on this machine are how a developer tries URL images locally.
     env.setdefault("VISIONQ_ALLOW_PRIVATE_URLS", "true")
+    # One metrics directory for every process, so the API's /metrics shows the workers'
+    # counts too; emptied first, as prometheus-client wants between runs.
+    metrics_dir = var_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    _say(f"metrics on http://127.0.0.1:{api_port}/metrics")
     if not env.get("VISIONQ_WEBHOOK_SECRET"):
         env["VISIONQ_WEBHOOK_SECRET"] = dev_webhook_secret(var_dir)
         _say(f"webhooks are signed with the development secret in {var_dir}/webhook-secret")

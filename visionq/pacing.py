@@ -38,6 +38,7 @@ from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
+from visionq import metrics
 from visionq.jobs import PACE_PREFIX, redis_errors
 from visionq.leases import LeaseKeeper, Leases
 from visionq.settings import Settings
@@ -59,17 +60,22 @@ def queue_key(model: str, tenant: str) -> str:
     return _key(model, f"q:{tenant}")
 
 
-# KEYS[1] tenants, KEYS[2] the tenant's queue, KEYS[3] models; ARGV[1] job, ARGV[2] due at,
-# ARGV[3] tenant, ARGV[4] model. A tenant new to the rotation (score 0) goes first.
+# KEYS[1] tenants, KEYS[2] the tenant's queue, KEYS[3] models, KEYS[4] ready since;
+# ARGV[1] job, ARGV[2] due at, ARGV[3] tenant, ARGV[4] model, ARGV[5] ready since. A tenant
+# new to the rotation (score 0) goes first. When the job became ready is kept beside the
+# queue, not as its score: a score in the future would hide the job from a ticket whose
+# worker's clock is behind ours.
 _OFFER = """
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[1], 'NX', 0, ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[4])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
 return 1
 """
 
-# KEYS[1] tenants, KEYS[2] served counter, KEYS[3] last turn; ARGV[1] now, ARGV[2] queue key
-# prefix, ARGV[3] tenants to look through. The due head of the tenant served longest ago.
+# KEYS[1] tenants, KEYS[2] served counter, KEYS[3] last turn, KEYS[4] ready since; ARGV[1]
+# now, ARGV[2] queue key prefix, ARGV[3] tenants to look through. The due head of the tenant
+# served longest ago, and since when it has been ready.
 _NEXT = """
 local tenants = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)
 for _, tenant in ipairs(tenants) do
@@ -83,7 +89,9 @@ for _, tenant in ipairs(tenants) do
       redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[2]), tenant)
     end
     redis.call('SET', KEYS[3], ARGV[1])
-    return head[1]
+    local since = redis.call('HGET', KEYS[4], head[1]) or ARGV[1]
+    redis.call('HDEL', KEYS[4], head[1])
+    return {head[1], since}
   elseif redis.call('EXISTS', queue) == 0 then
     redis.call('ZREM', KEYS[1], tenant)
   end
@@ -139,6 +147,8 @@ class Turn:
 
     job_id: str
     attempt: int
+    #: Unix time since when the job has been ready for this attempt (prepared, or due).
+    ready_since: float
 
 
 class Pacer:
@@ -165,11 +175,9 @@ class Pacer:
 
     def offer(self, job_id: str, *, model: str, tenant: str, due: float = 0.0) -> None:
         """Put a ready job in its tenant's queue; the caller sends it a ticket."""
+        keys = [_key(model, "tenants"), queue_key(model, tenant), MODELS_KEY, _key(model, "since")]
         with redis_errors():
-            self._offer(
-                keys=[_key(model, "tenants"), queue_key(model, tenant), MODELS_KEY],
-                args=[job_id, due, tenant, model],
-            )
+            self._offer(keys=keys, args=[job_id, due, tenant, model, max(due, time.time())])
 
     def pause(self, model: str, seconds: float) -> None:
         """A 429 came anyway (another client on the account?): nobody calls for a while."""
@@ -197,7 +205,7 @@ class Pacer:
             return
         try:
             with self._gate(model):
-                slot = self._wait_for_slot(slots, budget.concurrency)
+                slot = self._wait_for_slot(model, slots, budget.concurrency)
                 self._keeper.hold(slot, lambda: self._renew_slot(slots, slot))
                 taken = self._take_next(model)
                 if taken is not None:
@@ -214,11 +222,13 @@ class Pacer:
         tpm = self._settings.budget(model).tpm
         item = RateLimitItemPerMinute(tpm, namespace="vq:tpm")
         cost = max(1, min(tokens, tpm))  # a job bigger than the budget goes alone
+        waits = _Waits(model)
         while True:
             with redis_errors():
                 if self._tokens.hit(item, model, cost=cost):
                     return
                 reset = self._tokens.get_window_stats(item, model).reset_time
+            waits.held_by("tpm")
             time.sleep(min(1.0, max(0.05, reset - time.time())))
 
     def stalled(self, *, after: float) -> list[tuple[str, int]]:
@@ -232,13 +242,15 @@ class Pacer:
         with self._gates_lock:
             return self._gates.setdefault(model, threading.Lock())
 
-    def _wait_for_slot(self, slots: str, limit: int) -> str:
+    def _wait_for_slot(self, model: str, slots: str, limit: int) -> str:
         slot = f"slot_{uuid.uuid4().hex}"
+        waits = _Waits(model)
         while True:
             now, until = time.time(), time.time() + self._leases.lease
             with redis_errors():
                 if self._acquire_slot(keys=[slots], args=[now, until, limit, slot]):
                     return slot
+            waits.held_by("concurrency")
             time.sleep(SLOT_POLL_SECONDS)
 
     def _renew_slot(self, slots: str, slot: str) -> None:
@@ -246,22 +258,28 @@ class Pacer:
             self._redis.zadd(slots, {slot: time.time() + self._leases.lease}, xx=True)
 
     def _take_next(self, model: str) -> Turn | None:
+        keys = [
+            _key(model, "tenants"),
+            _key(model, "served"),
+            _key(model, "last_turn"),
+            _key(model, "since"),
+        ]
         while True:
             with redis_errors():
-                job_id = self._next(
-                    keys=[_key(model, "tenants"), _key(model, "served"), _key(model, "last_turn")],
-                    args=[time.time(), _key(model, "q:"), _TENANTS_PER_TURN],
+                head = self._next(
+                    keys=keys, args=[time.time(), _key(model, "q:"), _TENANTS_PER_TURN]
                 )
-            if job_id is None:
+            if head is None:
                 return None
-            job_id = job_id.decode()
+            job_id = head[0].decode()
             # Not taken: canceled, deleted, finished, or a live worker holds it.
             attempt = self._leases.take(job_id, "upstream")
             if attempt is not None:
-                return Turn(job_id, attempt)
+                return Turn(job_id, attempt, ready_since=float(head[1]))
 
     def _wait_for_request(self, model: str, rpm: int) -> None:
         item = rpm_item(rpm)
+        waits = _Waits(model)
         while True:
             with redis_errors():
                 paused = float(self._redis.get(_key(model, "paused_until")) or 0) - time.time()
@@ -270,6 +288,7 @@ class Pacer:
                 wait = paused
                 if paused <= 0:
                     wait = self._requests.get_window_stats(item, model).reset_time - time.time()
+            waits.held_by("paused" if paused > 0 else "rpm")
             time.sleep(min(5.0, max(0.005, wait)))
 
     def _free(self, slots: str, slot: str, taken: Turn | None) -> None:
@@ -281,3 +300,39 @@ class Pacer:
                 self._redis.zrem(slots, slot)
         except Exception:  # the slot expires by itself within a lease
             log.warning("could not free an upstream slot of %s", slots, exc_info=True)
+
+
+class _Waits:
+    """Counts one wait per limit that held a call, however many times the loop polls."""
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self._seen: set[str] = set()
+
+    def held_by(self, limit: str) -> None:
+        if limit not in self._seen:
+            self._seen.add(limit)
+            metrics.PACING_WAITS.labels(self._model, limit).inc()
+
+
+# KEYS[1] models; ARGV[1] the pacer's key prefix. Per model: jobs waiting in its queues.
+_WAITING = """
+local out = {}
+for _, model in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local prefix = ARGV[1] .. model .. ':'
+  local waiting = 0
+  for _, tenant in ipairs(redis.call('ZRANGE', prefix .. 'tenants', 0, -1)) do
+    waiting = waiting + redis.call('ZCARD', prefix .. 'q:' .. tenant)
+  end
+  table.insert(out, model)
+  table.insert(out, waiting)
+end
+return out
+"""
+
+
+def waiting_jobs(client: redis.Redis) -> dict[str, int]:
+    """Per model, the prepared jobs waiting in the pacer's queues (due now or later)."""
+    with redis_errors():
+        flat = client.eval(_WAITING, 1, MODELS_KEY, PACE_PREFIX)
+    return {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}

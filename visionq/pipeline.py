@@ -13,16 +13,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import redis
 
-from visionq import images, webhooks
+from visionq import images, logs, metrics, webhooks
 from visionq.errors import (
     ContextLengthExceeded,
     Internal,
     PayloadTooLarge,
     Unavailable,
+    UpstreamError,
     UpstreamRetryable,
     UpstreamUnavailable,
     UrlRefused,
@@ -100,6 +101,27 @@ def _holding(rt: Runtime, job_id: str) -> Iterator[None]:
         rt.keeper.drop(job_id)
 
 
+def _bind(record: JobRecord, attempt: int) -> None:
+    """Name the job in every line logged until the step's `logs.context` ends."""
+    logs.bind(
+        job_id=record.id,
+        tenant=record.tenant,
+        attempt=attempt,
+        request_id=record.fields.get("request_id"),
+    )
+
+
+def _fail(rt: Runtime, record: JobRecord, error: VisionqError) -> None:
+    if rt.jobs.fail(record.id, error):
+        _finished(record, "failed", error.type)
+
+
+def _finished(record: JobRecord, status: str, error_type: str = "") -> None:
+    """Count and log a finish this process made (a refused transition is someone else's)."""
+    metrics.JOBS_FINISHED.labels(record.fields["model"], status, error_type).inc()
+    log.info("job %s", status, extra={"status": status, "error_type": error_type or None})
+
+
 def prepare(job_id: str, rt: Runtime) -> str | None:
     """Validate, count and encode every image and write the upstream body.
 
@@ -107,31 +129,54 @@ def prepare(job_id: str, rt: Runtime) -> str | None:
     upstream stage a ticket; None when the job is finished (failed here, or canceled or
     finished before we got to it).
     """
-    attempt = rt.leases.take(job_id, "prepare")
-    if attempt is None:  # finished, prepared, or a live worker has it
-        return None
-    if attempt > MAX_PREPARE_ATTEMPTS:
-        # Each earlier attempt's worker died holding it: an image that kills the worker
-        # must end the job, not loop through the workers forever.
-        rt.jobs.fail(job_id, Internal(f"preparing this job stopped its worker {attempt - 1} times"))
-        return None
-    with _holding(rt, job_id):
-        record = _prepare_job(job_id, rt)
-    if record is None:
-        return None
-    # Handed on, first released so whichever ticket takes it may; should this process
-    # die before the offer, the sweeper offers it one lease from now.
-    model = record.fields["model"]
-    rt.leases.release(job_id, look_in=rt.leases.lease)
-    rt.pacer.offer(job_id, model=model, tenant=record.tenant)
-    return model
+    with logs.context(job_id=job_id, stage="prepare"):
+        attempt = rt.leases.take(job_id, "prepare")
+        if attempt is None:  # finished, prepared, or a live worker has it
+            return None
+        record = rt.jobs.load(job_id)
+        if record is None:
+            return None
+        _bind(record, attempt)
+        if attempt == 1:
+            waited = time.time() - record.fields["created_at"]
+            metrics.STAGE_SECONDS.labels("queue_wait").observe(max(0.0, waited))
+        if attempt > MAX_PREPARE_ATTEMPTS:
+            # Each earlier attempt's worker died holding it: an image that kills the worker
+            # must end the job, not loop through the workers forever.
+            _fail(
+                rt, record, Internal(f"preparing this job stopped its worker {attempt - 1} times")
+            )
+            return None
+        try:
+            with _holding(rt, job_id), metrics.STAGE_SECONDS.labels("prepare").time():
+                prepared = _prepare_job(record, rt)
+        except Unavailable as exc:
+            # The store is down, not the images bad: the sweeper queues the job again.
+            look_in = exc.retry_after or rt.leases.lease
+            rt.leases.release(job_id, look_in=look_in, uncount="prepare")
+            log.warning("%s; preparing again in %g s", exc.message, look_in)
+            return None
+        if prepared is None:
+            return None
+        # Handed on, first released so whichever ticket takes it may; should this process
+        # die before the offer, the sweeper offers it one lease from now.
+        model = record.fields["model"]
+        rt.leases.release(job_id, look_in=rt.leases.lease)
+        rt.pacer.offer(job_id, model=model, tenant=record.tenant)
+        tokens = sum(image["image_tokens"] for image in prepared)
+        metrics.TOKENS.labels(model, "image_estimate").inc(tokens)
+        log.info(
+            "prepared %d images, %d image tokens",
+            len(prepared),
+            tokens,
+            extra={"images": len(prepared), "image_tokens": tokens},
+        )
+        return model
 
 
-def _prepare_job(job_id: str, rt: Runtime) -> JobRecord | None:
-    """The job's record once it is prepared; None when it ended here or was not ours."""
-    record = rt.jobs.load(job_id)
-    if record is None:
-        return None
+def _prepare_job(record: JobRecord, rt: Runtime) -> list[dict[str, Any]] | None:
+    """The job's prepared images; None when the job ended here or was not ours."""
+    job_id = record.id
     try:
         prepared = [_prepare_image(rt, record, image) for image in record.images]
         _check_context(rt.settings, record, prepared)
@@ -146,15 +191,17 @@ def _prepare_job(job_id: str, rt: Runtime) -> JobRecord | None:
                 open_image=lambda n: rt.store.open_image(prepared[n]["sha256"]),
             ),
         )
+    except Unavailable:
+        raise
     except VisionqError as exc:
-        rt.jobs.fail(job_id, exc)
+        _fail(rt, record, exc)
         return None
     except Exception:
-        log.exception("prepare failed unexpectedly", extra={"job_id": job_id})
-        rt.jobs.fail(job_id, Internal("preparing the images failed unexpectedly"))
+        log.exception("prepare failed unexpectedly")
+        _fail(rt, record, Internal("preparing the images failed unexpectedly"))
         return None
     if rt.jobs.save_images(job_id, prepared):
-        return record
+        return prepared
     # Refused: canceled while we worked (then nothing will send the body), or another
     # prepare of this job got there first (then its upstream call may be sending it).
     latest = rt.jobs.load(job_id)
@@ -241,26 +288,31 @@ def call_upstream(model: str, rt: Runtime) -> None:
     one attempt for the next job in fair order (not necessarily the one that sent the
     ticket). Raises `UpstreamRetryable`, with `countdown` set, when the ticket should
     come back that many seconds from now for the job it offered again."""
-    with rt.pacer.turn(model) as turn:
+    with logs.context(stage="upstream"), rt.pacer.turn(model) as turn:
         if turn is None:  # no job due: an earlier ticket took this one's job
             return
+        logs.bind(job_id=turn.job_id, attempt=turn.attempt)
         record = rt.jobs.load(turn.job_id)
         if record is None:
             return
+        _bind(record, turn.attempt)
         rt.pacer.spend_tokens(model, estimate_tokens(record.request, record.images))
-        _call_upstream(turn.job_id, rt, record, turn.attempt)
+        waited = time.time() - turn.ready_since
+        metrics.STAGE_SECONDS.labels("pacing_wait").observe(max(0.0, waited))
+        _call_upstream(rt, record, turn.attempt)
 
 
-def _call_upstream(job_id: str, rt: Runtime, record: JobRecord, attempt: int) -> None:
+def _call_upstream(rt: Runtime, record: JobRecord, attempt: int) -> None:
+    job_id = record.id
     try:
         body, length = rt.store.open_body(job_id)
     except FileNotFoundError:
-        rt.jobs.fail(job_id, Internal("the prepared request body is missing"))
+        _fail(rt, record, Internal("the prepared request body is missing"))
         return
     model = record.fields["model"]
     try:
         with body:
-            raw = rt.upstream.call(record.fields["api"], body, length)
+            raw = _timed_call(rt, record, body, length)
         result = parse_result(record.fields["api"], raw)
     except UpstreamRetryable as exc:
         if exc.upstream_status == 429:
@@ -272,10 +324,18 @@ def _call_upstream(job_id: str, rt: Runtime, record: JobRecord, attempt: int) ->
             rt.pacer.offer(
                 job_id, model=model, tenant=record.tenant, due=time.time() + exc.countdown
             )
+            reason = _retry_reason(exc.upstream_status)
+            metrics.UPSTREAM_RETRIES.labels(model, reason).inc()
+            log.info(
+                "upstream retry in %.1f s (%s)",
+                exc.countdown,
+                reason,
+                extra={"retry_in": round(exc.countdown, 3), "reason": reason},
+            )
             raise
         _finish(
             rt,
-            job_id,
+            record,
             error=UpstreamUnavailable(
                 f"gave up after {attempt} attempts; last: {exc.message}",
                 upstream_status=exc.upstream_status,
@@ -283,9 +343,49 @@ def _call_upstream(job_id: str, rt: Runtime, record: JobRecord, attempt: int) ->
         )
         return
     except VisionqError as exc:
-        _finish(rt, job_id, error=exc)
+        _finish(rt, record, error=exc)
         return
-    _finish(rt, job_id, result=result)
+    usage = result["usage"]
+    for kind in ("prompt", "completion"):
+        metrics.TOKENS.labels(model, kind).inc(int(usage.get(f"{kind}_tokens") or 0))
+    _finish(rt, record, result=result)
+
+
+def _timed_call(rt: Runtime, record: JobRecord, body: BinaryIO, length: int) -> dict[str, Any]:
+    """One upstream call, counted and logged with its status and duration."""
+    model = record.fields["model"]
+    status = "error"
+    started = time.monotonic()
+    try:
+        raw = rt.upstream.call(record.fields["api"], body, length)
+        status = "200"
+        return raw
+    except UpstreamError as exc:
+        if exc.upstream_status is not None:
+            status = str(exc.upstream_status)
+        raise
+    finally:
+        elapsed = time.monotonic() - started
+        metrics.STAGE_SECONDS.labels("upstream").observe(elapsed)
+        metrics.UPSTREAM_CALLS.labels(model, status).inc()
+        if status == "429":
+            metrics.UPSTREAM_RATE_LIMITED.labels(model).inc()
+        log.info(
+            "upstream answered %s in %.3f s",
+            status,
+            elapsed,
+            extra={"upstream_status": status, "duration": round(elapsed, 3)},
+        )
+
+
+def _retry_reason(upstream_status: int | None) -> str:
+    if upstream_status is None:
+        return "connection_error"
+    if upstream_status == 429:
+        return "rate_limited"
+    if upstream_status >= 500:
+        return "server_error"
+    return "malformed_answer"  # a 200 whose body was not an answer
 
 
 #: How long a worker holding the upstream's answer keeps trying to record it while Redis
@@ -296,20 +396,22 @@ RESULT_WRITE_PATIENCE = 60.0
 
 def _finish(
     rt: Runtime,
-    job_id: str,
+    record: JobRecord,
     *,
     result: dict[str, Any] | None = None,
     error: VisionqError | None = None,
 ) -> None:
+    job_id = record.id
     deadline = time.monotonic() + RESULT_WRITE_PATIENCE
     pause = 0.25
     while True:
         try:
             if error is not None:
-                rt.jobs.fail(job_id, error)
+                _fail(rt, record, error)
             else:
                 assert result is not None
-                rt.jobs.succeed(job_id, result)
+                if rt.jobs.succeed(job_id, result):
+                    _finished(record, "succeeded")
             break
         except Unavailable:
             if time.monotonic() + pause > deadline:
@@ -328,6 +430,15 @@ def retry_delay(attempt: int, retry_after: float | None, *, cap: float = 60.0) -
 
 def deliver_webhook(job_id: str, token: str, rt: Runtime) -> None:
     """One attempt at a finished job's event, then the schedule's next step for it."""
+    with logs.context(job_id=job_id, stage="webhook"):
+        _deliver_webhook(job_id, token, rt)
+
+
+#: A delivery's outcome for `visionq_webhook_deliveries_total`, from its new status.
+_OUTCOMES = {"delivered": "delivered", "pending": "retry", "failed": "failed", "disabled": "failed"}
+
+
+def _deliver_webhook(job_id: str, token: str, rt: Runtime) -> None:
     if not rt.outbox.begin(job_id, token, lease=rt.settings.webhook_lease):
         return  # a duplicate, or overtaken: the claim it carried is no longer current
     record = rt.jobs.load(job_id)
@@ -343,6 +454,8 @@ def deliver_webhook(job_id: str, token: str, rt: Runtime) -> None:
     now = time.time()
     headers = rt.signer.headers(webhooks.event_id(job_id), body, now=now)
     attempts = int(state.get("attempts") or 0) + 1
+    _bind(record, attempts)
+    started = time.monotonic()
     try:
         code = rt.webhook_fetcher.post(state["url"], body, headers)
         verdict = webhooks.judge(
@@ -350,6 +463,16 @@ def deliver_webhook(job_id: str, token: str, rt: Runtime) -> None:
         )
     except UrlRefused:
         code, verdict = None, webhooks.Verdict("disabled")
+    elapsed = time.monotonic() - started
+    metrics.STAGE_SECONDS.labels("webhook").observe(elapsed)
+    metrics.WEBHOOK_DELIVERIES.labels(_OUTCOMES[verdict.status]).inc()
+    log.info(
+        "webhook answered %s in %.3f s: %s",
+        code,
+        elapsed,
+        verdict.status,
+        extra={"status_code": code, "duration": round(elapsed, 3), "outcome": verdict.status},
+    )
     rt.outbox.settle(
         job_id,
         {**state, "status": verdict.status, "attempts": attempts, "last_status_code": code},

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from limits import RateLimitItem, parse_many
 from pydantic import (
@@ -132,6 +133,13 @@ class Settings(BaseModel):
     model_context: dict[str, int] = Field(
         default_factory=lambda: {"mimo-v2.5": 1_048_576, "mimo-v2-omni": 262_144}
     )
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    #: prometheus-client's directory for a process tree's metrics (`PROMETHEUS_MULTIPROC_DIR`);
+    #: None: `visionq api` and `visionq worker` make a private one (visionq.metrics).
+    metrics_dir: str | None = None
+    #: Where `visionq worker` serves its process tree's metrics (0: not served).
+    metrics_port: int = Field(default=0, ge=0, le=65535)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -161,10 +169,19 @@ class Settings(BaseModel):
             "VISIONQ_JOB_LEASE": "job_lease",
             "VISIONQ_QUEUED_GRACE": "queued_grace",
             "VISIONQ_SWEEP_INTERVAL": "sweep_interval",
+            "VISIONQ_METRICS_PORT": "metrics_port",
+            # prometheus-client's own variable, so that it and we agree on the directory.
+            "PROMETHEUS_MULTIPROC_DIR": "metrics_dir",
         }
         for var, field in simple.items():
             if env.get(var, "").strip():
                 values[field] = env[var].strip()
+        for var, field in (
+            ("VISIONQ_LOG_LEVEL", "log_level"),
+            ("VISIONQ_LOG_FORMAT", "log_format"),
+        ):
+            if raw := env.get(var, "").strip():
+                values[field] = raw.lower()
         if raw := env.get("VISIONQ_API_KEYS", "").strip():
             values["api_keys"] = tuple(_pairs(raw, ":", "VISIONQ_API_KEYS").items())
         auth = env.get("VISIONQ_AUTH", "").strip().lower()

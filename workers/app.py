@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from celery import Celery, Task, signals
 
-from visionq import images, pipeline
+from visionq import images, logs, pipeline
 from visionq.errors import Unavailable, UpstreamRetryable
 from visionq.queues import (
     PREPARE_TASK,
@@ -63,6 +63,12 @@ def create_celery(settings: Settings) -> Celery:
     @app.task(name=WEBHOOK_TASK, bind=True)
     def webhook(self: Task, job_id: str, token: str) -> None:
         pipeline.deliver_webhook(job_id, token, runtime(self.app))
+
+    @signals.setup_logging.connect(weak=False)
+    def _logging(loglevel: int | None = None, **_: Any) -> None:
+        # A receiver here tells Celery to leave logging alone: our JSON lines, at the level
+        # the worker was started with.
+        logs.configure(settings, level=loglevel or None)
 
     @signals.worker_ready.connect(weak=False)
     def _check_redis(**_: Any) -> None:

@@ -1,0 +1,215 @@
+"""Prometheus metrics: what each process counts, and how a process tree's counts are served.
+
+A visionq host runs many processes (gunicorn workers, Celery's prefork children), so the
+counts live in prometheus-client's multiprocess mode: each process writes its samples to
+files in one directory (`PROMETHEUS_MULTIPROC_DIR`, `Settings.metrics_dir`) and a scrape
+merges them (`MultiProcessCollector`). `process_tree` sets that directory up before any
+process forks. Every metric here has labels, so none of them writes a file until it is
+first used: importing this module creates nothing.
+
+Queue depths are not counted by any process: they are the length of Redis lists, read at
+scrape time by `ClusterGauges`, and so the same whichever API process answers the scrape.
+
+Label values stay few (models, stages, status codes), never job ids or tenants.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    start_http_server,
+    values,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from visionq.errors import Unavailable
+from visionq.queues import QUEUES
+from visionq.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: From a few milliseconds (a webhook to a fast receiver) to minutes (reasoning answers,
+#: a queue behind a binding budget).
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+JOBS_SUBMITTED = Counter("visionq_jobs_submitted", "Jobs accepted (202)", ["model"])
+JOBS_FINISHED = Counter(
+    "visionq_jobs_finished",
+    "Jobs that reached a final status; error_type is the API error type, empty on success",
+    ["model", "status", "error_type"],
+)
+STAGE_SECONDS = Histogram(
+    "visionq_stage_seconds",
+    "Time in each stage: queue_wait (created to prepare start), prepare, pacing_wait "
+    "(ready to the upstream call may start), upstream (one call), webhook (one attempt)",
+    ["stage"],
+    buckets=_SECONDS,
+)
+UPSTREAM_CALLS = Counter(
+    "visionq_upstream_calls",
+    "Upstream calls by HTTP status, or `error` when none came (connection, time-out)",
+    ["model", "status"],
+)
+UPSTREAM_RATE_LIMITED = Counter(
+    "visionq_upstream_rate_limited", "Upstream calls answered 429", ["model"]
+)
+UPSTREAM_RETRIES = Counter(
+    "visionq_upstream_retries", "Upstream calls scheduled again, by reason", ["model", "reason"]
+)
+PACING_WAITS = Counter(
+    "visionq_pacing_waits",
+    "Times an upstream call had to wait for room in the shared budget, by the limit that held "
+    "it (rpm, tpm, concurrency, paused: after an upstream 429)",
+    ["model", "limit"],
+)
+TOKENS = Counter(
+    "visionq_tokens",
+    "Tokens per model: prompt and completion as the upstream counted them, image_estimate "
+    "as MiMo's formula counted the images before sending",
+    ["model", "kind"],
+)
+WEBHOOK_DELIVERIES = Counter(
+    "visionq_webhook_deliveries", "Webhook delivery attempts by outcome", ["outcome"]
+)
+HTTP_REQUESTS = Counter(
+    "visionq_http_requests",
+    "API requests by method, route (the URL rule) and status",
+    ["method", "endpoint", "status"],
+)
+HTTP_REQUEST_SECONDS = Histogram(
+    "visionq_http_request_seconds",
+    "API request duration by method and route",
+    ["method", "endpoint"],
+    buckets=_SECONDS,
+)
+
+
+def _use_directory(directory: str) -> None:
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    # Children (gunicorn workers, pool children, `visionq worker`'s per-queue children)
+    # inherit the variable; prometheus-client reads it to name its files.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    # prometheus-client picks its value class once, when `prometheus_client.values` is
+    # first imported, from this same variable. Whatever imported it first, pick again now:
+    # no value exists yet (every metric here has labels, and nothing was counted before
+    # start-up), so every value from here on is a multiprocess one.
+    values.ValueClass = values.get_value_class()
+
+
+@contextmanager
+def process_tree(settings: Settings) -> Iterator[Settings]:
+    """Multiprocess mode for this process and every process it starts, for the block.
+
+    With `metrics_dir` configured, that directory (shared by design, so left as it is);
+    without, a private temporary one, removed at the end. Call before anything forks.
+    Yields the settings that name the directory in use.
+    """
+    if settings.metrics_dir:
+        _use_directory(settings.metrics_dir)
+        yield settings
+        return
+    with tempfile.TemporaryDirectory(prefix="visionq-metrics-") as directory:
+        _use_directory(directory)
+        yield settings.model_copy(update={"metrics_dir": directory})
+
+
+def scrape_registry(metrics_dir: str | None, *collectors: Any) -> CollectorRegistry:
+    """What a scrape shows: the process tree's merged samples (or, outside multiprocess
+    mode, this process's own), plus `collectors`."""
+    registry = CollectorRegistry()
+    if metrics_dir:
+        MultiProcessCollector(registry, path=metrics_dir)
+    else:
+        registry.register(REGISTRY)  # type: ignore[arg-type]  # a registry is a collector
+    for collector in collectors:
+        registry.register(collector)
+    return registry
+
+
+@contextmanager
+def served(settings: Settings) -> Iterator[None]:
+    """The process tree's metrics over HTTP on `metrics_port` for the block (0: not)."""
+    if not settings.metrics_port:
+        yield
+        return
+    server, thread = start_http_server(
+        settings.metrics_port, registry=scrape_registry(settings.metrics_dir)
+    )
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+#: kombu's Redis transport keeps a queue's messages of priority p > 0 in the list
+#: `{queue}\x06\x16{p}` (its `sep` and `priority_steps`), those of priority 0 in `{queue}`.
+_KOMBU_PRIORITY_SEP = "\x06\x16"
+_KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
+
+
+def _queue_keys(queue: str) -> list[str]:
+    return [queue if p == 0 else f"{queue}{_KOMBU_PRIORITY_SEP}{p}" for p in _KOMBU_PRIORITY_STEPS]
+
+
+def queue_depths(client: redis.Redis) -> dict[str, int]:
+    """Messages waiting in each Celery queue (not those a worker has taken)."""
+    pipe = client.pipeline(transaction=False)
+    for queue in QUEUES:
+        for key in _queue_keys(queue):
+            pipe.llen(key)
+    lengths = iter(pipe.execute())
+    return {queue: sum(next(lengths) for _ in _KOMBU_PRIORITY_STEPS) for queue in QUEUES}
+
+
+class ClusterGauges:
+    """`visionq_queue_depth{queue}` and `visionq_paced_jobs{model}`, read from Redis when
+    scraped: they describe the whole cluster, not the process that answers."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        paced_jobs: Callable[[], dict[str, int]],
+        models: Iterable[str],
+    ) -> None:
+        self._redis = client
+        self._paced_jobs = paced_jobs
+        self._models = tuple(models)
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            depths = queue_depths(self._redis)
+            paced = dict.fromkeys(self._models, 0) | self._paced_jobs()
+        except (redis.RedisError, Unavailable):
+            # The rest of the scrape is still worth having; readiness reports Redis.
+            log.warning("could not read queue depths from Redis", exc_info=True)
+            return
+        depth = GaugeMetricFamily(
+            "visionq_queue_depth", "Messages waiting in each Celery queue", labels=["queue"]
+        )
+        for queue, n in depths.items():
+            depth.add_metric([queue], n)
+        yield depth
+        waiting = GaugeMetricFamily(
+            "visionq_paced_jobs",
+            "Prepared jobs waiting for room in the upstream budget",
+            labels=["model"],
+        )
+        for model, n in sorted(paced.items()):
+            waiting.add_metric([model], n)
+        yield waiting
