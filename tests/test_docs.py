@@ -58,6 +58,17 @@ def test_configuration_page_names_every_variable() -> None:
     assert documented - read - THIRD_PARTY == set(), "documented but read by nobody"
 
 
+def test_operations_page_explains_every_metric() -> None:
+    source = (ROOT / "visionq" / "metrics.py").read_text()
+    names = set(re.findall(r'"(visionq_[a-z_]+)"', source))
+    assert {"visionq_jobs_submitted", "visionq_queue_depth"} <= names  # the parse works
+    page = (DOCS / "operations.md").read_text()
+    documented = set(re.findall(r"^\| `(visionq_[a-z_]+)` \|", page, re.M))
+    counters = {"visionq_" + n for n in re.findall(r'Counter\(\s*"visionq_([a-z_]+)"', source)}
+    expected = {n + "_total" if n in counters else n for n in names}
+    assert documented == expected
+
+
 def _links(path: Path) -> list[str]:
     return re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text())
 
