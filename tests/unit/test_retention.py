@@ -6,15 +6,12 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 import redis
 from PIL import Image
 
 from tests.conftest import bare_job
-from tests.s3server import Backend, S3Server, file_backend, running_s3, s3_backend
+from tests.s3server import Backend
 from visionq import retention
 from visionq.errors import InvalidImage
 from visionq.intake import Intake
@@ -23,21 +20,6 @@ from visionq.models import JobRequest
 from visionq.settings import Settings
 
 REDIS_DB = 13
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    with running_s3(tmp_path_factory.mktemp("s3")) as server:
-        yield server
-
-
-@pytest.fixture(params=["file", "s3"])
-def backend(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Backend:
-    if request.param == "file":
-        return file_backend(tmp_path)
-    return s3_backend(request.getfixturevalue("s3"), monkeypatch, prefix="shared")
 
 
 def _job(jobs: JobStore, backend: Backend, image: bytes, *, body: bool = True) -> JobRecord:

@@ -6,31 +6,15 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import pytest
 
-from tests.s3server import Backend, S3Server, file_backend, running_s3, s3_backend
+from tests.s3server import Backend, S3Server, s3_backend
 from visionq.errors import PayloadTooLarge, Unavailable
 from visionq.redisserver import free_port
 from visionq.storage import FileStore, S3Store, open_store
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    with running_s3(tmp_path_factory.mktemp("s3")) as server:
-        yield server
-
-
-@pytest.fixture(params=["file", "s3"])
-def backend(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Backend:
-    if request.param == "file":
-        return file_backend(tmp_path)
-    return s3_backend(request.getfixturevalue("s3"), monkeypatch, prefix="tenant-a/imgs")
 
 
 def test_images_are_stored_once_by_content(backend: Backend) -> None:
