@@ -4,12 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test lint install
+.PHONY: dev test lint install bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
 install: $(BIN)/.installed
@@ -23,3 +23,7 @@ lint: $(BIN)/.installed
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The benchmark suite (bench/): `make bench` for the full run, `make bench ARGS=--quick`.
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench $(ARGS)

@@ -14,11 +14,13 @@ import io
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import requests
 from PIL import Image
 
+from bench.report import Check
 from bench.stack import running
 
 BUDGET_RPM = 120
@@ -53,8 +55,8 @@ def _wait(api: str, key: str, job_id: str) -> dict[str, Any]:
                 return job
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    big_n, small_n, small_after = (100, 5, 10.0) if quick else (290, 10, 20.0)
+def run(quick: bool, out: Path) -> dict[str, Any]:
+    big_n, small_n, small_after = (30, 3, 5.0) if quick else (290, 10, 20.0)
     with (
         running(
             workers={"prepare": 1, "upstream": 2},
@@ -102,3 +104,25 @@ def run(quick: bool = False) -> dict[str, Any]:
         "small_backlog_ahead": sum(j["completed_at"] > max(s for _, s in small) for j in big_jobs),
         "two_windows_s": 2 * WINDOW_SECONDS,
     }
+
+
+def checks(r: dict[str, Any]) -> list[Check]:
+    return [
+        Check(
+            "B7 upstream RPM achieved",
+            r["achieved_rpm"],
+            r["budget_rpm"],
+            "the budget",
+            "ratio 0.98-1.00",
+            0.98 <= r["budget_used"] <= 1.0,
+        ),
+        Check("B7 upstream 429s", r["upstream_429"], None, "", "0", r["upstream_429"] == 0),
+        Check(
+            "B7 small tenant's slowest job, s",
+            r["small_wait_max_s"],
+            r["two_windows_s"],
+            "two budget windows",
+            "ratio <= 1",
+            r["small_wait_max_s"] <= r["two_windows_s"],
+        ),
+    ]

@@ -46,8 +46,12 @@ def running(
     simulator_args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
     api_keys: str = "big:key-big,small:key-small",
+    concurrency: dict[str, int] | None = None,
+    api_args: tuple[str, ...] = (),
 ) -> Iterator[BenchStack]:
-    """`workers` maps a queue to how many worker processes consume it."""
+    """`workers` maps a queue to how many worker processes consume it, `concurrency` a
+    queue to each process's pool size (default: the worker's own); `api_args` go to
+    `visionq api` (e.g. `--workers`, `--threads`)."""
     root = Path(tempfile.mkdtemp(prefix="visionq-bench-"))
     redis_server = RedisServer(root / "redis").start()
     sim_port, api_port = free_port(), free_port()
@@ -80,10 +84,13 @@ def running(
         sim = spawn("simulator", "simulator", *sim_args)
         _wait_for(f"{simulator_url}/", sim, root / "simulator.log")
         for queue, count in workers.items():
+            pool = (
+                ("--concurrency", str(concurrency[queue])) if queue in (concurrency or {}) else ()
+            )
             for n in range(count):
-                spawn(f"worker-{queue}-{n}", "worker", "--queues", queue)
+                spawn(f"worker-{queue}-{n}", "worker", "--queues", queue, *pool)
         spawn("sweeper", "sweeper")
-        api = spawn("api", "api", "--port", str(api_port))
+        api = spawn("api", "api", "--port", str(api_port), *api_args)
         _wait_for(f"{stack.api_url}/healthz", api, root / "api.log")
         yield stack
     finally:
