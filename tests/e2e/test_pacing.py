@@ -41,6 +41,10 @@ def test_a_small_tenant_is_not_stuck_behind_a_big_one_and_nothing_hits_a_429(
     assert stats["rate_limited"] == 0  # both workers waited for room instead
     assert stats["requests"] == 41
     # First in, first out would finish the small job last; fair turns finish it within
-    # a few turns of its arrival, while most of the big tenant's backlog still waits.
-    after_small = sum(j["completed_at"] > small_job["completed_at"] for j in big_jobs)
-    assert after_small >= 30, after_small
+    # a few turns of its arrival, while the big tenant's backlog still waits. Counted from
+    # the small job's arrival, so a slow submit (a loaded machine) does not change it.
+    arrived, done = small_job["created_at"], small_job["completed_at"]
+    overtaking = sum(arrived < j["completed_at"] < done for j in big_jobs)
+    still_waiting = sum(j["completed_at"] > done for j in big_jobs)
+    assert overtaking <= 5, overtaking
+    assert still_waiting >= 10, still_waiting
