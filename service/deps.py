@@ -5,17 +5,13 @@ from __future__ import annotations
 import functools
 
 import redis
-from celery import Celery
 from flask import current_app
-from kombu.exceptions import OperationalError
 
 from visionq import metrics, pacing
-from visionq.errors import Unavailable
 from visionq.idempotency import IdempotencyKeys
 from visionq.intake import Intake
 from visionq.jobs import JobStore
 from visionq.outbox import Outbox
-from visionq.queues import PREPARE_QUEUE, PREPARE_TASK, celery_config
 from visionq.settings import Settings
 from visionq.storage import open_store
 from visionq.tenantlimits import TenantLimits
@@ -54,20 +50,6 @@ class Services:
                 models=settings.model_context,
             ),
         )
-        self._celery = Celery("visionq-intake")
-        self._celery.conf.update(celery_config(settings))
-
-    def enqueue_prepare(self, job_id: str) -> None:
-        try:
-            self._celery.send_task(
-                PREPARE_TASK,
-                args=[job_id],
-                queue=PREPARE_QUEUE,
-                retry=True,
-                retry_policy={"max_retries": 2},
-            )
-        except (OperationalError, redis.ConnectionError) as exc:
-            raise Unavailable("the queue (Redis) is unreachable", retry_after=5) from exc
 
 
 def services() -> Services:

@@ -139,8 +139,7 @@ def create_job() -> Any:
 
 
 def _accepted(record: JobRecord) -> None:
-    """Queue a new job's first stage, and count and log it."""
-    services().enqueue_prepare(record.id)
+    """Count and log a new job (its first stage was queued with its record)."""
     model = record.fields["model"]
     metrics.JOBS_SUBMITTED.labels(model).inc()
     log.info(
@@ -184,7 +183,6 @@ def _submit_once(key: str, job_request: JobRequest, uploads: list[Any]) -> tuple
     except BaseException:
         svc.idempotency.release(g.tenant, key, fingerprint)
         raise
-    # The key names the job from here on; should queueing fail, the sweeper queues it later.
     _accepted(record)
     return record, 202
 

@@ -52,22 +52,30 @@ def _json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) ->
     util.write_nonblock(sock, head.encode("latin1") + body)
 
 
+def worker_options(*, workers: int, threads: int) -> dict[str, Any]:
+    """How the API serves requests: threaded workers, because `?wait=` holds a request
+    open while the job runs. The benchmarks' baseline apps (bench/baseline_apps.py) are
+    served with the same options, so that a ratio compares the apps, not the servers."""
+    return {
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": threads,
+        # gthread stops accepting past worker_connections (default 1000): leave room above
+        # the threads so a health check still gets in while every thread holds a long-poll.
+        "worker_connections": threads + 64,
+        "timeout": 120,
+        "graceful_timeout": 30,
+        "keepalive": 5,
+    }
+
+
 def serve(settings: Settings, *, host: str, port: int, workers: int, threads: int) -> None:
-    """Threaded workers, because `?wait=` holds a request open while the job runs."""
     util.write_error = _json_error
     _Gunicorn(
         settings,
         {
             "bind": f"{host}:{port}",
-            "workers": workers,
-            "worker_class": "gthread",
-            "threads": threads,
-            # gthread stops accepting past worker_connections (default 1000): leave room above
-            # the threads so a health check still gets in while every thread holds a long-poll.
-            "worker_connections": threads + 64,
-            "timeout": 120,
-            "graceful_timeout": 30,
-            "keepalive": 5,
+            **worker_options(workers=workers, threads=threads),
             # Requests are counted in /metrics rather than logged one line each.
             "accesslog": None,
             "errorlog": "-",

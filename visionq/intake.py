@@ -18,6 +18,7 @@ from visionq import images
 from visionq.errors import InvalidRequest, PayloadTooLarge, UrlRefused, VisionqError
 from visionq.jobs import JobRecord, JobStore
 from visionq.models import JobRequest, whole_number
+from visionq.queues import prepare_message
 from visionq.settings import Settings
 from visionq.storage import ImageStore, read_chunks
 from visionq.upstream import image_ref
@@ -212,6 +213,7 @@ class Intake:
         remember: tuple[str, str, int] | None = None,
         request_id: str | None = None,
     ) -> JobRecord:
+        """Store the images and write the job with its prepare task's message, together."""
         model = self.resolve_model(request)
         messages = normalise_messages(request, len(uploads))
         pending = self.check_images(messages, uploads)
@@ -241,6 +243,7 @@ class Intake:
             metadata=request.metadata,
             remember=remember,
             request_id=request_id,
+            message=prepare_message,
         )
         self._survive_deletes(pending, image_records)
         return record

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -279,10 +279,13 @@ class JobStore:
         metadata: dict[str, str] | None,
         remember: tuple[str, str, int] | None = None,
         request_id: str | None = None,
+        message: Callable[[str], tuple[str, str]] | None = None,
     ) -> JobRecord:
         """Write a queued job. `remember` = (key, prefix, ttl): also set key to prefix + id,
         in the same transaction (how an Idempotency-Key comes to name its job).
-        `request_id` is the API request's, kept so that every task's logs can name it."""
+        `request_id` is the API request's, kept so that every task's logs can name it.
+        `message(job_id)` = (list, payload): a broker message LPUSHed in the same
+        transaction, so the job and its first task are queued together, in one round trip."""
         job_id = new_job_id()
         fields: dict[str, Any] = {
             "model": model,
@@ -322,6 +325,8 @@ class JobStore:
                 pipe.sadd(_blob_key(sha), job_id)
             if blobs:
                 pipe.sadd(_job_blobs_key(job_id), *blobs)
+            if message is not None:
+                pipe.lpush(*message(job_id))
             pipe.execute()
         return JobRecord(job_id, tenant, "queued", fields)
 

@@ -7,6 +7,12 @@ module needs no Celery import.
 
 from __future__ import annotations
 
+import base64
+import functools
+import json
+import os
+import socket
+import uuid
 from typing import Any
 
 from visionq.errors import ConfigurationError
@@ -26,6 +32,69 @@ WEBHOOK_TASK = "visionq.webhook"
 #: a threads pool ran a 0.2 s I/O task at about twice the rate of gevent).
 POOLS = {PREPARE_QUEUE: "prefork", UPSTREAM_QUEUE: "threads", WEBHOOK_QUEUE: "threads"}
 DEFAULT_CONCURRENCY = {PREPARE_QUEUE: 2, UPSTREAM_QUEUE: 64, WEBHOOK_QUEUE: 16}
+
+
+#: kombu's Redis transport keeps a queue's priority-0 messages in a list named after the
+#: queue itself; only priorities above 0 get a sub-queue (`<queue>\x06\x16<priority>`). We
+#: send no priority, so a message for `prepare` goes to the list `prepare`.
+PREPARE_LIST = PREPARE_QUEUE
+
+
+@functools.cache
+def _origin() -> str:
+    return f"visionq-intake-{os.getpid()}@{socket.gethostname()}"
+
+
+def prepare_message(job_id: str) -> tuple[str, str]:
+    """The list and the payload that `send_task(PREPARE_TASK, args=[job_id])` would LPUSH.
+
+    Built here so that the intake can push it in the same Redis transaction as the job
+    record (one round trip, and the job exists exactly when its message does) instead of
+    through Celery's publisher, which costs about 1 ms of CPU and a round trip of its own.
+    It is what kombu's Redis transport stores: Celery's task protocol 2 (headers, body
+    `[args, kwargs, embed]`), the body base64 in a JSON envelope, and properties carrying
+    the `delivery_tag` under which a worker keeps it unacknowledged until done
+    (`acks_late`), which is also what `workers.sweeper.claim_stranded_prepares` reads.
+    tests/unit/test_enqueue.py checks it against Celery's own message and a real worker.
+    """
+    task_id = str(uuid.uuid4())
+    body = [[job_id], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    headers = {
+        "lang": "py",
+        "task": PREPARE_TASK,
+        "id": task_id,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, None],
+        "root_id": task_id,
+        "parent_id": None,
+        "argsrepr": repr([job_id]),
+        "kwargsrepr": "{}",
+        "origin": _origin(),
+        "ignore_result": None,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+    }
+    envelope = {
+        "body": base64.b64encode(json.dumps(body).encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": {
+            "correlation_id": task_id,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": PREPARE_QUEUE},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    return PREPARE_LIST, json.dumps(envelope)
 
 
 #: The longest a retry's countdown may be, whatever the upstream's Retry-After says.

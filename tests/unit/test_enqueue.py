@@ -1,0 +1,94 @@
+"""The intake's own prepare message (`queues.prepare_message`), pushed in the job's
+transaction instead of through Celery's publisher: it must be the message Celery would
+send, a real worker must run it, and the sweeper must still read it when it is stranded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import redis
+from celery import Celery
+
+from tests.conftest import CORPUS, Stack, bare_job, data_url
+from visionq.intake import Intake
+from visionq.jobs import JobStore
+from visionq.models import JobRequest
+from visionq.queues import PREPARE_QUEUE, PREPARE_TASK, prepare_message
+from visionq.redisserver import RedisServer
+from visionq.settings import Settings
+from visionq.storage import open_store
+from workers.app import create_celery
+from workers.sweeper import claim_stranded_prepares
+
+REDIS_DB = 13
+#: Per message: its own ids, and where it was made; Celery adds a reply queue nobody reads.
+_OWN = {"id", "root_id", "origin", "argsrepr", "correlation_id", "delivery_tag", "reply_to"}
+
+
+def _without_own(message: dict) -> dict:
+    return {
+        "body": message["body"],
+        **{k: v for k, v in message.items() if k not in ("body", "headers", "properties")},
+        "headers": {k: v for k, v in message["headers"].items() if k not in _OWN},
+        "properties": {k: v for k, v in message["properties"].items() if k not in _OWN},
+    }
+
+
+def _app(redis_server: RedisServer, tmp_path: Path) -> Celery:
+    url = redis_server.url.replace("/0", f"/{REDIS_DB}")
+    return create_celery(Settings(redis_url=url, storage_url=f"file://{tmp_path}"))
+
+
+def test_the_message_is_the_one_celery_sends(
+    redis_server: RedisServer, redis_db: redis.Redis, tmp_path: Path
+) -> None:
+    _app(redis_server, tmp_path).send_task(PREPARE_TASK, args=["job_x"], queue=PREPARE_QUEUE)
+    celerys = json.loads(redis_db.rpop(PREPARE_QUEUE))
+    queue, payload = prepare_message("job_x")
+    ours = json.loads(payload)
+
+    assert queue == PREPARE_QUEUE
+    assert _without_own(ours) == _without_own(celerys)
+    assert set(ours["headers"]) == set(celerys["headers"])
+    assert ours["headers"]["argsrepr"] == celerys["headers"]["argsrepr"]
+    assert (
+        ours["headers"]["root_id"] == ours["headers"]["id"] == ours["properties"]["correlation_id"]
+    )
+    # Each message its own task id and delivery tag (the key of kombu's unacknowledged set).
+    again = json.loads(prepare_message("job_x")[1])
+    assert again["headers"]["id"] != ours["headers"]["id"]
+    assert again["properties"]["delivery_tag"] != ours["properties"]["delivery_tag"]
+
+
+def test_a_stranded_fast_path_message_is_claimed_by_the_sweeper(
+    redis_server: RedisServer, redis_db: redis.Redis, tmp_path: Path
+) -> None:
+    job = bare_job(JobStore(redis_db, ttl=600, queued_grace=300), message=prepare_message)
+    assert redis_db.llen(PREPARE_QUEUE) == 1  # written with the job, in its transaction
+
+    with _app(redis_server, tmp_path).connection_for_read() as connection:
+        prepare = connection.SimpleQueue(PREPARE_QUEUE)
+        message = prepare.get(timeout=5)  # taken by a kombu consumer and never acknowledged
+        assert message.headers["task"] == PREPARE_TASK
+        assert message.payload[0] == [job.id]
+        assert claim_stranded_prepares(redis_db, older_than=0) == [job.id]
+        prepare.close()
+    assert redis_db.llen(PREPARE_QUEUE) == 0
+
+
+def test_a_job_queued_by_the_fast_path_runs_on_a_real_worker(stack: Stack) -> None:
+    settings = Settings.from_env(stack.env)
+    client = redis.Redis.from_url(stack.redis_url)
+    jobs = JobStore(client, ttl=600, queued_grace=300)
+    intake = Intake(settings, open_store(settings.storage_url), jobs)
+    request = JobRequest.model_validate(
+        {"prompt": "what is it", "images": [data_url(CORPUS / "good" / "hopper.jpg")]}
+    )
+
+    record = intake.submit(request, tenant="alice")
+
+    job = stack.wait(record.id)
+    assert job["status"] == "succeeded", job
+    assert job["result"]["content"].startswith("simulator saw 1 image(s)")
+    client.close()
