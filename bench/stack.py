@@ -4,6 +4,7 @@ stopped by PID when the block ends (nothing is left running, nothing shared)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -102,3 +103,4 @@ def running(
             except subprocess.TimeoutExpired:
                 child.kill()
         redis_server.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -27,6 +27,7 @@ from PIL import Image, ImageOps
 
 from visionq import tokens
 from visionq.errors import InvalidImage, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from visionq.settings import MIMO_MAX_IMAGE_BYTES
 
 #: Our format name -> (Pillow's plugin name, MIME type). MiMo accepts exactly these.
 FORMATS: dict[str, tuple[str, str]] = {
@@ -127,25 +128,73 @@ def probe(fp: BinaryIO, *, max_pixels: int | None = None) -> ImageInfo:
     """
     fmt = sniff(fp.read(SNIFF_BYTES))
     fp.seek(0)
-    with _opened(fp, fmt, max_pixels=max_pixels) as image:
-        info = ImageInfo(fmt, image.width, image.height)
+    size = _jpeg_size(fp) if fmt == "jpeg" else None
     fp.seek(0)
-    return info
+    if size is None:
+        with _opened(fp, fmt, max_pixels=max_pixels) as image:
+            size = image.size
+        fp.seek(0)
+    elif max_pixels is not None and size[0] * size[1] > max_pixels:
+        raise InvalidImage(
+            f"decompression bomb: {size[0]}x{size[1]} pixels is over the {max_pixels}-pixel limit"
+        )
+    return ImageInfo(fmt, *size)
+
+
+#: Start-of-frame markers (baseline, progressive, lossless, arithmetic): they hold the size.
+_JPEG_SOF = frozenset(
+    {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+)
+
+
+def _jpeg_size(fp: BinaryIO) -> tuple[int, int] | None:
+    """(width, height) from the JPEG's frame header, found by walking the segment headers
+    up to the scan: a few reads, where Pillow's parser also decodes the tables and the Exif
+    block (three times as long on a camera JPEG, profiled in bench/tokens.py). None when
+    the walk meets anything unusual: Pillow's parser then decides.
+    """
+    if fp.read(2) != b"\xff\xd8":
+        return None
+    size = None
+    while len(header := fp.read(4)) == 4 and header[0] == 0xFF:
+        marker, length = header[1], int.from_bytes(header[2:], "big")
+        if length < 2:
+            return None
+        if marker == 0xDA:  # start of scan: the header is over
+            return size
+        if marker in _JPEG_SOF:
+            frame = fp.read(length - 2)
+            if size is not None or len(frame) < 6 or frame[5] not in (1, 3, 4):
+                return None
+            height, width = int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big")
+            if not (width and height):
+                return None
+            size = (width, height)
+        else:
+            fp.seek(length - 2, io.SEEK_CUR)
+    return None
 
 
 def validate(fp: BinaryIO, *, max_pixels: int) -> ImageInfo:
-    """Fully decode the first frame; anything short of a clean decode is `InvalidImage`.
+    """Decode the first frame through to its end; anything short of a clean decode is
+    `InvalidImage`.
 
-    `verify()` is not enough: a JPEG cut in half passes it, and only `load()` notices.
+    `verify()` is not enough: a JPEG cut in half passes it, and only `load()` notices. A
+    JPEG is decoded at an eighth of its size (`draft`): the decoder still reads and
+    entropy-decodes every scan, so truncation and corrupt data are caught as in a full
+    decode, for less than half the time and a sixty-fourth of the pixel memory.
     """
     fmt = sniff(fp.read(SNIFF_BYTES))
     fp.seek(0)
     with _opened(fp, fmt, max_pixels=max_pixels) as image:
+        info = ImageInfo(fmt, image.width, image.height)
         try:
+            if fmt == "jpeg":
+                image.draft(None, (max(1, image.width // 8), max(1, image.height // 8)))
             image.load()
         except _DECODE_ERRORS as exc:
             raise InvalidImage(f"the {fmt} image does not decode: {_reason(exc)}") from None
-        return ImageInfo(fmt, image.width, image.height)
+        return info
 
 
 @contextmanager
@@ -225,40 +274,84 @@ def _reason(exc: BaseException) -> str:
     return text[:200]
 
 
-def fit_plan(info: ImageInfo, *, byte_size: int, max_base64: int) -> bool:
-    """Whether `resize=auto` shrinks this image: MiMo would downscale it anyway, or it is too big.
+def fit_plan(info: ImageInfo, *, byte_size: int, max_base64: int) -> tuple[int, int] | None:
+    """The (width, height) `resize=auto` shrinks this image to, or None to send it as it is.
 
-    The target is always the formula's own (w_bar, h_bar), so the token count is unchanged.
+    It applies when MiMo would downscale the image anyway, or when its base64 would be over
+    `max_base64`. The target is always the formula's own (w_bar, h_bar), so the token
+    count is unchanged. The image is left alone where that cannot hold: the formula rounds
+    a side to zero pixels, or (a tiny image of extreme aspect ratio, upscaled) its size is
+    one the formula would shrink again.
     """
     too_big = base64_length(byte_size) + len(data_url_prefix(info.format)) > max_base64
-    return too_big or tokens.downscaled_by_mimo(info.width, info.height)
+    if not (too_big or tokens.downscaled_by_mimo(info.width, info.height)):
+        return None
+    width, height = tokens.fitted_size(info.width, info.height)
+    if not (width and height) or tokens.image_tokens(width, height) != info.tokens:
+        return None
+    return width, height
 
 
-def fit(fp: BinaryIO, info: ImageInfo, *, max_pixels: int) -> tuple[bytes, ImageInfo]:
-    """Resize to MiMo's fitted size (EXIF orientation applied) and re-encode compactly.
+def fit(
+    fp: BinaryIO, info: ImageInfo, *, max_pixels: int, max_base64: int = MIMO_MAX_IMAGE_BYTES
+) -> tuple[bytes, ImageInfo]:
+    """Resize to MiMo's fitted size (EXIF orientation applied) and re-encode.
 
-    JPEG stays JPEG and WebP stays WebP; everything else becomes PNG unless it has no alpha,
-    in which case JPEG is far smaller and MiMo sees the same pixels it would after its resize.
+    A lossless original (PNG, BMP, GIF, lossless WebP) or one with alpha becomes a PNG,
+    unless that PNG's base64 would be over `max_base64`: then, like a lossy original (JPEG,
+    lossy WebP), a JPEG at quality 90 (alpha dropped), as MiMo takes nothing bigger.
+    A JPEG is decoded at the smallest DCT scale that is still at least the target size.
     """
+    fp.seek(0)
+    lossless = info.format in ("png", "bmp", "gif") or (
+        info.format == "webp" and _webp_lossless(fp)
+    )
     fp.seek(0)
     with _opened(fp, info.format, max_pixels=max_pixels) as image:
         try:
+            if info.format == "jpeg":
+                # The fitted size is the same with width and height swapped, so it is
+                # the right bound whatever the EXIF orientation.
+                image.draft(None, tokens.fitted_size(image.width, image.height))
             image.load()
-            oriented = ImageOps.exif_transpose(image)
-            size = tokens.fitted_size(oriented.width, oriented.height)
-            resized = oriented.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+            # In place: without an orientation to apply, a copy would be the whole
+            # decoded image once more.
+            ImageOps.exif_transpose(image, in_place=True)
+            size = tokens.fitted_size(image.width, image.height)
+            resized = _plain_mode(image).resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
         except _DECODE_ERRORS as exc:
             raise InvalidImage(f"the image does not decode: {_reason(exc)}") from None
-    has_alpha = resized.mode in ("RGBA", "LA", "PA") or "transparency" in resized.info
+    if lossless or resized.mode in ("LA", "RGBA"):
+        png = _encoded(resized, "PNG", compress_level=1)
+        if base64_length(len(png)) + len(data_url_prefix("png")) <= max_base64:
+            return png, ImageInfo("png", *resized.size)
+    rgb = resized if resized.mode in ("RGB", "L") else resized.convert("RGB")
+    return _encoded(rgb, "JPEG", quality=90), ImageInfo("jpeg", *resized.size)
+
+
+def _webp_lossless(fp: BinaryIO) -> bool:
+    """Whether a WebP's image chunk is VP8L (lossless), found by walking the RIFF chunks."""
+    fp.seek(12)
+    while len(header := fp.read(8)) == 8:
+        fourcc, size = header[:4], int.from_bytes(header[4:], "little")
+        if fourcc in (b"VP8 ", b"VP8L"):
+            return fourcc == b"VP8L"
+        fp.seek(size + size % 2, io.SEEK_CUR)
+    return False
+
+
+def _plain_mode(image: Image.Image) -> Image.Image:
+    """L, LA, RGB or RGBA: the modes resampling works on and PNG and JPEG both carry.
+
+    A palette image resized as is would be resampled by nearest neighbour.
+    """
+    if image.mode in ("L", "LA", "RGB", "RGBA"):
+        return image
+    has_alpha = "A" in image.getbands() or "transparency" in image.info
+    return image.convert("RGBA" if has_alpha else "RGB")
+
+
+def _encoded(image: Image.Image, fmt: str, **params: int) -> bytes:
     out = io.BytesIO()
-    if info.format == "webp":
-        fmt = "webp"
-        resized.save(out, "WEBP", quality=90)
-    elif has_alpha:
-        fmt = "png"
-        resized.save(out, "PNG", compress_level=1)
-    else:
-        fmt = "jpeg"
-        rgb = resized if resized.mode in ("RGB", "L") else resized.convert("RGB")
-        rgb.save(out, "JPEG", quality=90)
-    return out.getvalue(), ImageInfo(fmt, resized.width, resized.height)
+    image.save(out, fmt, **params)
+    return out.getvalue()
