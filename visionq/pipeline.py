@@ -224,18 +224,28 @@ def _prepare_image(rt: Runtime, record: JobRecord, image: dict[str, Any]) -> dic
         rt.store.open_image(blob) as fp,
         images.decode_deadline(settings.image_decode_timeout),
     ):
-        info = images.validate(fp, max_pixels=settings.max_image_pixels)
+        # The header decides whether auto-fit applies; then one full decode either way:
+        # fitting decodes the whole image too, so it is the validation as well.
+        info = images.probe(fp, max_pixels=settings.max_image_pixels)
         size = fp.seek(0, 2)
         resized = False
         if record.request.get("resize", "auto") == "auto" and images.fit_plan(
             info, byte_size=size, max_base64=settings.max_image_bytes
         ):
-            data, info = images.fit(fp, info, max_pixels=settings.max_image_pixels)
+            data, info = images.fit(
+                fp,
+                info,
+                max_pixels=settings.max_image_pixels,
+                max_base64=settings.max_image_bytes,
+            )
             blob, size = (
                 rt.store.put_image([data], max_bytes=settings.max_image_bytes).sha256,
                 len(data),
             )
             resized = True
+        else:
+            fp.seek(0)
+            info = images.validate(fp, max_pixels=settings.max_image_pixels)
     encoded = images.base64_length(size) + len(images.data_url_prefix(info.format))
     if encoded > settings.max_image_bytes:
         raise PayloadTooLarge(
