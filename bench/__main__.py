@@ -25,7 +25,7 @@ from bench.report import Check, markdown, table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: In the order they run and are reported; B7 is `pacing`.
-BENCHMARKS = ("intake", "images", "tokens", "autofit", "pacing")
+BENCHMARKS = ("intake", "e2e", "scaleout", "images", "tokens", "autofit", "pacing")
 
 
 def _machine() -> dict[str, object]:
