@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from service import jobs_api, ops_api
 from service.auth import authenticate
 from service.deps import Services, services
+from service.uploads import UploadRequest, buffered_uploads
 from visionq import logs, metrics
 from visionq.errors import (
     InvalidRequest,
@@ -42,6 +43,8 @@ _HTTP_TYPES = {
 
 def create_app(settings: Settings) -> Flask:
     app = Flask("visionq")
+    app.request_class = UploadRequest
+    app.wsgi_app = buffered_uploads(app.wsgi_app)  # type: ignore[method-assign]
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         # Form fields (the `request` JSON of a multipart body may carry data URLs) share the cap.

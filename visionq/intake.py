@@ -20,7 +20,7 @@ from visionq.jobs import JobRecord, JobStore
 from visionq.models import JobRequest, whole_number
 from visionq.queues import prepare_message
 from visionq.settings import Settings
-from visionq.storage import ImageStore, read_chunks
+from visionq.storage import ImageStore, Spool, read_chunks
 from visionq.upstream import image_ref
 from visionq.urlfetch import check_public, check_url_syntax
 
@@ -168,6 +168,12 @@ class Intake:
             raise
 
     def _put(self, item: _Pending) -> str:
+        """An upload received into the store's spool is stored by a rename, not copied."""
+        if isinstance(item.upload, Spool):
+            return self._store.put_spool(item.upload).sha256
+        return self._put_copy(item)
+
+    def _put_copy(self, item: _Pending) -> str:
         if item.upload is not None:
             item.upload.seek(0)
             chunks = read_chunks(item.upload)
@@ -202,7 +208,7 @@ class Intake:
             while self._jobs.blob_being_deleted(sha) and time.monotonic() < deadline:
                 time.sleep(0.01)
             if not self._store.has_image(sha):
-                self._put(item)
+                self._put_copy(item)
 
     def submit(
         self,

@@ -48,9 +48,53 @@ def _storage_errors() -> Iterator[None]:
         raise Unavailable(f"image storage failed: {exc.strerror or exc}", retry_after=5) from None
 
 
+class Spool:
+    """An image being received, written once into the store's own temporary space and hashed
+    on the way, so that storing it (`put_spool`) is a rename, or nothing when the same bytes
+    are stored already, rather than a second copy. Readable and seekable like the file it
+    wraps (the intake probes its header from it). Over `max_bytes`, a write refuses with
+    `PayloadTooLarge` and drops what was written, so an oversized upload stops piling up
+    at once. Closing it removes the temporary file unless the store took it."""
+
+    def __init__(self, fp: IO[bytes], path: Path | None, *, max_bytes: int) -> None:
+        self.file = fp
+        self.path = path
+        self._max_bytes = max_bytes
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > self._max_bytes:
+            self.close()
+            raise PayloadTooLarge(f"an uploaded image is over the {self._max_bytes}-byte limit")
+        self._digest.update(data)
+        return self.file.write(data)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        self.file.close()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
+
+    def __getattr__(self, name: str) -> Any:
+        # read, readinto, seek, tell, readable...: the file's own.
+        return getattr(self.file, name)
+
+
 class ImageStore(Protocol):
     def put_image(self, chunks: Iterable[bytes], *, max_bytes: int) -> StoredImage:
         """Store streamed bytes, hashing while writing; over `max_bytes` stores nothing."""
+
+    def spool(self, *, max_bytes: int) -> Spool:
+        """A file to receive one image into, for `put_spool`."""
+
+    def put_spool(self, spool: Spool) -> StoredImage:
+        """Store a completely received spool, without copying it where the backend can."""
 
     def open_image(self, sha256: str) -> BinaryIO:
         """The image as a seekable file (Pillow seeks); `FileNotFoundError` when missing."""
@@ -114,13 +158,21 @@ class FileStore:
         for folder in (self._images, self._bodies, self._tmp):
             folder.mkdir(parents=True, exist_ok=True)
 
+    def _temporary(self) -> tuple[int, str]:
+        """A new file in the temporary folder, which is made only when missing rather than
+        checked each time (three mkdir calls per upload, 3% of its time under wrk)."""
+        try:
+            return tempfile.mkstemp(dir=self._tmp)
+        except FileNotFoundError:
+            self._ensure()
+            return tempfile.mkstemp(dir=self._tmp)
+
     def _image_path(self, sha256: str) -> Path:
         return self._images / sha256[:2] / _check_sha(sha256)
 
     def put_image(self, chunks: Iterable[bytes], *, max_bytes: int) -> StoredImage:
         with _storage_errors():
-            self._ensure()
-            fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
+            fd, tmp_name = self._temporary()
         try:
             with _storage_errors():
                 with os.fdopen(fd, "wb") as out:
@@ -128,11 +180,35 @@ class FileStore:
                 # Renamed only once closed (flushed): a reader of the same sha, stored by
                 # an earlier job, must never see a file that is still being written.
                 final = self._image_path(stored.sha256)
-                final.parent.mkdir(exist_ok=True)
+                final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp_name, final)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
+        return stored
+
+    def spool(self, *, max_bytes: int) -> Spool:
+        with _storage_errors():
+            fd, tmp_name = self._temporary()
+        return Spool(os.fdopen(fd, "w+b"), Path(tmp_name), max_bytes=max_bytes)
+
+    def put_spool(self, spool: Spool) -> StoredImage:
+        stored = StoredImage(spool.sha256, spool.size)
+        final = self._image_path(stored.sha256)
+        # Same bytes, same name: a file already there is this image, complete (one stat);
+        # the spool's own file goes when it is closed.
+        if final.exists():
+            return stored
+        with _storage_errors():
+            # Flushed before the rename: a reader of the same sha, stored by an earlier
+            # job, must never see a file that is still being written.
+            spool.flush()
+            try:
+                os.replace(cast(Path, spool.path), final)
+            except FileNotFoundError:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(cast(Path, spool.path), final)
+        spool.path = None
         return stored
 
     def open_image(self, sha256: str) -> BinaryIO:
@@ -283,6 +359,17 @@ class S3Store:
             # Same bytes, same key: an object already there is this image, complete.
             if not self._exists(key):
                 self._upload(spool, key, stored.size)
+        return stored
+
+    def spool(self, *, max_bytes: int) -> Spool:
+        with _storage_errors():
+            return Spool(tempfile.TemporaryFile(), None, max_bytes=max_bytes)
+
+    def put_spool(self, spool: Spool) -> StoredImage:
+        stored = StoredImage(spool.sha256, spool.size)
+        key = self._image_key(stored.sha256)
+        if not self._exists(key):
+            self._upload(spool.file, key, stored.size)
         return stored
 
     def open_image(self, sha256: str) -> BinaryIO:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from PIL import Image
 
 from tests.conftest import CORPUS, Stack, data_url
 from visionq import tokens
+from visionq.settings import MIMO_MAX_IMAGE_BYTES
 
 GOOD = CORPUS / "good"
 JPEG = data_url(GOOD / "hopper.jpg")
@@ -100,6 +102,54 @@ def test_delete_keeps_images_another_job_uses(stack: Stack, tmp_path: Path) -> N
     with stack.session("bob") as http:
         assert http.delete(f"{stack.base_url}/v1/jobs/{second['id']}").status_code == 204
     assert not _stored(stack, sha)
+
+
+# --- uploads ------------------------------------------------------------------------------
+
+
+def _spooled_images(stack: Stack) -> list[Path]:
+    """Images left in the store's temporary folder (the workers' bodies there are JSON)."""
+    tmp = stack.storage_root / "tmp"
+    return [p for p in tmp.iterdir() if p.read_bytes()[:4] == b"\x89PNG"] if tmp.exists() else []
+
+
+def test_an_upload_is_stored_under_its_hash_once(stack: Stack, tmp_path: Path) -> None:
+    image = _unique_png(tmp_path, "upload.png", (7, 8, 9))
+    sha = hashlib.sha256(image.read_bytes()).hexdigest()
+    first = stack.upload([image], {"prompt": "x"})
+    assert first.status_code == 202, first.text
+    stored = stack.storage_root / "images" / sha[:2] / sha
+    assert stored.read_bytes() == image.read_bytes()
+    before = stored.stat()
+    again = stack.upload([image, image], {"prompt": "y"}, tenant="bob")
+    assert again.status_code == 202, again.text
+    after = stored.stat()
+    # The same bytes again are found, not written again.
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert stack.wait(again.json()["id"], tenant="bob")["status"] == "succeeded"
+    assert _spooled_images(stack) == []
+
+
+def test_an_oversized_upload_is_413_and_leaves_nothing(stack: Stack, tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    with big.open("wb") as out:
+        out.write((GOOD / "hopper.png").read_bytes())
+        out.truncate(MIMO_MAX_IMAGE_BYTES + 1)
+    small = _unique_png(tmp_path, "before-the-big-one.png", (13, 14, 15))
+    before = sorted((stack.storage_root / "images").rglob("*"))
+    # The first part is received whole before the second goes over the cap: both go.
+    response = stack.upload([small, big], {"prompt": "x"})
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "payload_too_large"
+    assert sorted((stack.storage_root / "images").rglob("*")) == before
+    assert _spooled_images(stack) == []
+
+
+def test_a_refused_upload_leaves_no_temporary_file(stack: Stack, tmp_path: Path) -> None:
+    image = _unique_png(tmp_path, "refused.png", (10, 11, 12))
+    response = stack.upload([image], {"prompt": "x", "unknown": "y"})
+    assert response.status_code == 400
+    assert _spooled_images(stack) == []
 
 
 def test_delete_another_tenants_job_is_404(stack: Stack) -> None:

@@ -1,0 +1,82 @@
+"""Spools: an upload received once into the store and stored without a second copy, on the
+file backend and on S3 (a real moto server process)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.s3server import Backend, file_backend
+from visionq.errors import PayloadTooLarge
+
+
+def _spooled(backend: Backend, data: bytes, *, max_bytes: int) -> object:
+    spool = backend.store.spool(max_bytes=max_bytes)
+    for i in range(0, len(data), 64 * 1024):
+        spool.write(data[i : i + 64 * 1024])
+    spool.seek(0)
+    return spool
+
+
+def test_a_spool_is_hashed_while_written_and_stored_once(backend: Backend) -> None:
+    data = os.urandom(300 * 1024 + 5)
+    spool = _spooled(backend, data, max_bytes=len(data))
+    assert spool.read(8) == data[:8]  # readable, as the intake's header probe needs
+    stored = backend.store.put_spool(spool)
+    sha = hashlib.sha256(data).hexdigest()
+    assert (stored.sha256, stored.size) == (sha, len(data))
+    assert backend.stored() == [f"images/{sha[:2]}/{sha}"]
+    with backend.store.open_image(sha) as fp:
+        assert fp.read() == data
+    spool.close()
+    assert backend.stored() == [f"images/{sha[:2]}/{sha}"]
+
+
+def test_an_oversized_spool_refuses_and_keeps_nothing(tmp_path: Path) -> None:
+    backend = file_backend(tmp_path)
+    spool = backend.store.spool(max_bytes=1000)
+    spool.write(b"x" * 600)
+    with pytest.raises(PayloadTooLarge):
+        spool.write(b"y" * 600)
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert backend.stored() == []
+
+
+def test_a_closed_spool_leaves_no_temporary_file(tmp_path: Path) -> None:
+    backend = file_backend(tmp_path)
+    backend.store.spool(max_bytes=100).close()
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_the_same_image_again_is_not_rewritten(tmp_path: Path) -> None:
+    backend = file_backend(tmp_path)
+    data = os.urandom(4096)
+    first = _spooled(backend, data, max_bytes=len(data))
+    sha = backend.store.put_spool(first).sha256
+    path = tmp_path / "images" / sha[:2] / sha
+    before = path.stat()
+    again = _spooled(backend, data, max_bytes=len(data))
+    assert backend.store.put_spool(again).sha256 == sha
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    first.close()
+    again.close()
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert backend.stored() == [f"images/{sha[:2]}/{sha}"]
+
+
+def test_a_spool_is_stored_when_its_folders_are_gone(tmp_path: Path) -> None:
+    backend = file_backend(tmp_path)
+    backend.store.put_image([b"made the folders"], max_bytes=100)
+    spool = backend.store.spool(max_bytes=100)
+    spool.write(b"another image")
+    for folder in sorted((tmp_path / "images").iterdir()):
+        for file in folder.iterdir():
+            file.unlink()
+        folder.rmdir()
+    sha = backend.store.put_spool(spool).sha256
+    spool.close()
+    assert backend.stored() == [f"images/{sha[:2]}/{sha}"]
