@@ -17,6 +17,7 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -47,6 +48,8 @@ def main() -> int:
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {BENCHMARKS}")
+    if shutil.which("wrk") is None:
+        parser.error("the benchmarks need wrk, the HTTP load generator: apt-get install wrk")
     RESULTS.mkdir(exist_ok=True)
     checks: list[Check] = []
     started_all = time.monotonic()

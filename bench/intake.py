@@ -36,6 +36,7 @@ import redis
 import requests
 from PIL import Image
 
+from bench import wrk
 from bench.baseline_apps import NAIVE_QUEUE
 from bench.report import Check
 from bench.stack import running
@@ -43,8 +44,6 @@ from visionq.devstack import wait_for_http
 from visionq.queues import PREPARE_QUEUE
 from visionq.redisserver import free_port
 
-WRK = shutil.which("wrk") or "/usr/bin/wrk"
-KEY = "key-big"
 BOUNDARY = "visionqbenchboundary"
 RSS_SAMPLE_SECONDS = 0.05
 #: B2's naive and API rates are measured in this many alternated rounds each.
@@ -70,44 +69,6 @@ def _multipart(image: bytes) -> bytes:
         + image
         + f"\r\n--{BOUNDARY}--\r\n".encode()
     )
-
-
-def _lua(folder: Path, name: str, body: bytes, content_type: str) -> Path:
-    (folder / f"{name}.body").write_bytes(body)
-    script = folder / f"{name}.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        f'wrk.headers["Content-Type"] = "{content_type}"\n'
-        f'wrk.headers["Authorization"] = "Bearer {KEY}"\n'
-        f'local f = io.open("{folder / name}.body", "rb")\n'
-        'wrk.body = f:read("*a")\nf:close()\n'
-    )
-    return script
-
-
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def _wrk(url: str, script: Path, *, connections: int, seconds: int) -> dict[str, Any]:
-    out = subprocess.run(
-        [WRK, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    done = re.search(r"(\d+) requests in", out)
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    return {
-        "connections": connections,
-        "seconds": seconds,
-        "requests": int(done.group(1)) if done else 0,
-        "per_second": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p99_ms": round(float(p99.group(1)) * _UNITS[p99.group(2)], 2) if p99 else None,
-        "non_2xx": int(bad.group(1)) if bad else 0,
-        "socket_errors": errors.group(1) if errors else None,
-    }
 
 
 @contextmanager
@@ -180,7 +141,7 @@ def _upload_rss(url: str, pid: int, body: Path, *, uploads: int) -> dict[str, An
                 data=fp,
                 headers={
                     "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
-                    "Authorization": f"Bearer {KEY}",
+                    "Authorization": f"Bearer {wrk.KEY}",
                 },
                 timeout=300,
             ).status_code
@@ -262,13 +223,13 @@ def _count_round_trips(redis_url: str, image_url: str, *, submits: int) -> dict[
         {
             "VISIONQ_REDIS_URL": redis_url,
             "MIMO_API_KEY": "bench",
-            "VISIONQ_API_KEYS": f"big:{KEY}",
+            "VISIONQ_API_KEYS": f"big:{wrk.KEY}",
             "VISIONQ_RATE_LIMIT": "none",
             "VISIONQ_STORAGE_URL": f"file://{tempfile.mkdtemp(prefix='visionq-bench-rt-')}",
         }
     )
     client = create_app(settings).test_client()
-    headers = {"Authorization": f"Bearer {KEY}"}
+    headers = {"Authorization": f"Bearer {wrk.KEY}"}
     body = {"prompt": "describe", "images": [image_url]}
     sends = 0
     original = AbstractConnection.send_packed_command
@@ -319,7 +280,7 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     small, big = _png(580, 580), _png(4000, 4000)
     json_type = "application/json"
     form_type = f"multipart/form-data; boundary={BOUNDARY}"
-    upload_script = _lua(work, "upload", _multipart(small), form_type)
+    upload_script = wrk.script(work, "upload", _multipart(small), form_type)
     (work / "big.body").write_bytes(_multipart(big))
     figures: dict[str, Any] = {"generator": "wrk -t1", "seconds_per_run": seconds}
     try:
@@ -332,14 +293,15 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
         ):
             client = redis.Redis.from_url(stack.redis_url)
             body = f'{{"prompt": "describe", "images": ["{image_url}"]}}'.encode()
-            json_script = _lua(work, "json", body, json_type)
+            json_script = wrk.script(work, "json", body, json_type)
             api = stack.children[-1]
             with _baseline("hello", stack.logs) as (hello_url, _):
                 figures["b1_hello"] = [
-                    _wrk(hello_url, json_script, connections=c, seconds=seconds) for c in (10, 50)
+                    wrk.run(hello_url, json_script, connections=c, seconds=seconds)
+                    for c in (10, 50)
                 ]
             figures["b1_api"] = [
-                _wrk(f"{stack.api_url}/v1/jobs", json_script, connections=c, seconds=seconds)
+                wrk.run(f"{stack.api_url}/v1/jobs", json_script, connections=c, seconds=seconds)
                 for c in (10, 50)
             ]
             figures["b1_accepted"] = sum(r["requests"] - r["non_2xx"] for r in figures["b1_api"])
@@ -359,15 +321,15 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
                 # First, one untimed second each: a server's first uploads pay one-time
                 # costs (Pillow's plugins, the storage folders, malloc arenas).
                 for url in (naive_url, f"{stack.api_url}/v1/jobs"):
-                    _wrk(url, upload_script, connections=10, seconds=1)
+                    wrk.run(url, upload_script, connections=10, seconds=1)
                 naive_runs, api_runs = [], []
                 for _ in range(B2_ROUNDS):
                     naive_runs.append(
-                        _wrk(naive_url, upload_script, connections=10, seconds=b2_seconds)
+                        wrk.run(naive_url, upload_script, connections=10, seconds=b2_seconds)
                     )
                     shutil.rmtree(work / "naive", ignore_errors=True)
                     api_runs.append(
-                        _wrk(
+                        wrk.run(
                             f"{stack.api_url}/v1/jobs",
                             upload_script,
                             connections=10,

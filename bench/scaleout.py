@@ -33,6 +33,7 @@ from PIL import Image
 
 from bench.report import Check
 from bench.stack import BenchStack, running
+from bench.wrk import WRK
 from visionq.pacing import waiting_jobs
 from visionq.queues import PREPARE_QUEUE, UPSTREAM_QUEUE
 
@@ -40,7 +41,6 @@ LATENCY = 1.0
 CONCURRENCY = 100
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-WRK = "/usr/bin/wrk"
 _WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.body = '{"prompt": "describe", "images": ["%s"]}'

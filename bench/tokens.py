@@ -25,8 +25,8 @@ from typing import Any
 
 from PIL import Image
 
+from bench import wrk
 from bench.images import photo
-from bench.intake import _lua, _wrk
 from bench.report import Check
 from bench.stack import running
 from visionq import images, tokens
@@ -86,14 +86,14 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="visionq-b6-"))
     try:
         body = json.dumps({"prompt": "count", "images": [_small_png_data_url()]}).encode()
-        script = _lua(folder, "tokens", body, "application/json")
+        script = wrk.script(folder, "tokens", body, "application/json")
         get = folder / "get.lua"
         get.write_text('wrk.method = "GET"\n')
         with running(workers={}, env={"VISIONQ_RATE_LIMIT": "none"}) as stack:
             healthz, count = f"{stack.api_url}/healthz", f"{stack.api_url}/v1/tokens"
-            _wrk(healthz, get, connections=CONNECTIONS, seconds=1)  # warm-up, not counted
-            figures["healthz"] = _wrk(healthz, get, connections=CONNECTIONS, seconds=seconds)
-            figures["tokens"] = _wrk(count, script, connections=CONNECTIONS, seconds=seconds)
+            wrk.run(healthz, get, connections=CONNECTIONS, seconds=1)  # warm-up, not counted
+            figures["healthz"] = wrk.run(healthz, get, connections=CONNECTIONS, seconds=seconds)
+            figures["tokens"] = wrk.run(count, script, connections=CONNECTIONS, seconds=seconds)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     figures["body_bytes"] = len(body)
