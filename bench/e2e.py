@@ -241,6 +241,7 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     overheads = [s["done"] - s["submitted"] - simulator_latency for s in samples]
     stages = [_stages(s, logged[s["id"]]) for s in samples if s["id"] in logged]
     return {
+        "chart": _chart(overheads, baseline, out),
         "mode": "one job at a time (latency, not queueing)",
         "image_bytes": len(image),
         "simulator_latency_s": simulator_latency,
@@ -262,6 +263,28 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
         ),
         "redis": redis_commands,
     }
+
+
+def _chart(overheads: list[float], noop: list[float], out: Path) -> str:
+    """The latency distributions (CDF) of the job overhead and of the Celery no-op."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, values in (("job overhead", overheads), ("Celery no-op round trip", noop)):
+        ms = sorted(v * 1000 for v in values)
+        ax.plot(ms, [(i + 1) / len(ms) for i in range(len(ms))], label=label)
+    ax.axvline(20, color="grey", linestyle=":", label="p99 target, 20 ms")
+    ax.set(xlabel="ms", ylabel="fraction of jobs", title="B3 end-to-end overhead", xscale="log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    name = "e2e.png"
+    fig.savefig(out / name)
+    plt.close(fig)
+    return name
 
 
 def checks(r: dict[str, Any]) -> list[Check]:
