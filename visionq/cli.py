@@ -1,4 +1,6 @@
-"""The `visionq` command (API.md, "Commands"): the server side here, the client side
+"""visionq: a job service in front of Xiaomi MiMo's image understanding.
+
+The `visionq` command (API.md, "Commands"): the server side here, the client side
 (`submit`, `get`, ...) in `client_cli`.
 
 This module is the composition root: it is the one place in the `visionq` package that
