@@ -145,6 +145,12 @@ def probe(fp: BinaryIO, *, max_pixels: int | None = None) -> ImageInfo:
 _JPEG_SOF = frozenset(
     {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 )
+#: Every marker before the scan that carries a length, as Pillow reads it: tables (DHT,
+#: DAC, DQT, DRI), application segments and comments. Any other byte pair there (a fill
+#: byte 0xFF, RSTn, SOI, TEM) Pillow reads differently, so the walk stops and Pillow
+#: decides: a walk that parsed a file otherwise than the decoder could be shown one size
+#: while the decoder sees another.
+_JPEG_SEGMENTS = _JPEG_SOF | {0xC4, 0xCC, 0xDA, 0xDB, 0xDD, 0xFE} | set(range(0xE0, 0xF0))
 
 
 def _jpeg_size(fp: BinaryIO) -> tuple[int, int] | None:
@@ -158,7 +164,7 @@ def _jpeg_size(fp: BinaryIO) -> tuple[int, int] | None:
     size = None
     while len(header := fp.read(4)) == 4 and header[0] == 0xFF:
         marker, length = header[1], int.from_bytes(header[2:], "big")
-        if length < 2:
+        if marker not in _JPEG_SEGMENTS or length < 2:
             return None
         if marker == 0xDA:  # start of scan: the header is over
             return size
@@ -307,17 +313,21 @@ def fit(
         info.format == "webp" and _webp_lossless(fp)
     )
     fp.seek(0)
+    # The target comes from the header's size, never from a drafted (reduced, rounded up)
+    # one: that could round to another size and change the token count.
+    target = tokens.fitted_size(info.width, info.height)
     with _opened(fp, info.format, max_pixels=max_pixels) as image:
         try:
             if info.format == "jpeg":
                 # The fitted size is the same with width and height swapped, so it is
                 # the right bound whatever the EXIF orientation.
-                image.draft(None, tokens.fitted_size(image.width, image.height))
+                image.draft(None, target)
+            transposed = image.getexif().get(_EXIF_ORIENTATION, 1) in _TRANSPOSING
             image.load()
             # In place: without an orientation to apply, a copy would be the whole
             # decoded image once more.
             ImageOps.exif_transpose(image, in_place=True)
-            size = tokens.fitted_size(image.width, image.height)
+            size = (target[1], target[0]) if transposed else target
             resized = _plain_mode(image).resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
         except _DECODE_ERRORS as exc:
             raise InvalidImage(f"the image does not decode: {_reason(exc)}") from None
@@ -327,6 +337,11 @@ def fit(
             return png, ImageInfo("png", *resized.size)
     rgb = resized if resized.mode in ("RGB", "L") else resized.convert("RGB")
     return _encoded(rgb, "JPEG", quality=90), ImageInfo("jpeg", *resized.size)
+
+
+_EXIF_ORIENTATION = 0x0112
+#: EXIF orientations that swap width and height (the rotations by 90 and 270 degrees).
+_TRANSPOSING = frozenset({5, 6, 7, 8})
 
 
 def _webp_lossless(fp: BinaryIO) -> bool:

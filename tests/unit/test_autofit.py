@@ -246,3 +246,17 @@ def test_a_bmp_is_sent_as_png_and_a_small_image_untouched(
     kept = _prepared(runtime, small, "auto")["images"][0]
     assert (kept["format"], kept["resized"], kept["width"]) == ("png", False, 2000)
     assert kept["bytes"] == small.stat().st_size
+
+
+@pytest.mark.parametrize("size", [(7541, 4440), (7012, 7251), (5317, 6362)])
+def test_a_drafted_jpeg_is_fitted_to_the_size_of_its_header(size: tuple[int, int]) -> None:
+    """Found in review: the target was computed from the drafted (reduced, rounded up)
+    size, which for these sizes rounded to another one and changed the token count."""
+    out = io.BytesIO()
+    Image.linear_gradient("L").resize(size).convert("RGB").save(out, "JPEG", quality=50)
+    fp = io.BytesIO(out.getvalue())
+    info = images.probe(fp)
+    data, fitted = images.fit(fp, info, max_pixels=10**9)
+    assert (fitted.width, fitted.height) == tokens.fitted_size(*size)
+    assert Image.open(io.BytesIO(data)).size == tokens.fitted_size(*size)
+    assert fitted.tokens == tokens.image_tokens(*size)

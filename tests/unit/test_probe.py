@@ -50,3 +50,32 @@ def test_a_bomb_is_refused_from_the_header() -> None:
 def test_a_header_the_walk_cannot_follow_goes_to_pillow() -> None:
     with pytest.raises(InvalidImage, match="does not decode"):
         images.probe(io.BytesIO(b"\xff\xd8\xff\xe0\x00\x01garbage"))
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+def _frame(width: int, height: int) -> bytes:
+    return _segment(
+        0xC0, b"\x08" + height.to_bytes(2, "big") + width.to_bytes(2, "big") + b"\x01\x01\x11\x00"
+    )
+
+
+def test_a_fill_byte_cannot_show_the_walk_another_frame_than_the_decoder() -> None:
+    """Found in review: a fill byte 0xFF before the real frame made the walk read `FF FF` as
+    a segment whose "length" jumped into a comment holding a decoy frame. Pillow skips
+    fill bytes, so it saw the real 20000x20000 frame, and the bomb check was bypassed."""
+    decoy = _frame(100, 100) + b"\xff\xda"
+    jump = 0xC000 - 2  # what the walk took for the length of a segment `FF FF`
+    padding = jump - 4 - len(_frame(20000, 20000))
+    data = (
+        b"\xff\xd8\xff"
+        + _frame(20000, 20000)
+        + _segment(0xFE, b"\x00" * padding + decoy + b"\x00" * 64)
+        + b"\xff\xda\x00\x02"
+    )
+    assert Image.open(io.BytesIO(data)).size == (20000, 20000)  # what the decoder sees
+    with pytest.raises(InvalidImage, match="decompression bomb"):
+        images.probe(io.BytesIO(data), max_pixels=100_000_000)
+    assert images.probe(io.BytesIO(data)).width == 20000
