@@ -198,6 +198,26 @@ redis.call('SADD', KEYS[2], unpack(ARGV, 2))
 return 1
 """
 _LOCK_MS = 10_000
+
+# KEYS[1] an image's users, KEYS[2] its lock; ARGV[1] the holder, ARGV[2] lock time (ms).
+# Just before the file goes: still ours, and still nobody's image? Then hold it a while
+# more. An image a new job took up meanwhile is kept, and its lock let go.
+_CONFIRM_ORPHAN = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if redis.call('SCARD', KEYS[1]) > 0 then
+  redis.call('DEL', KEYS[2])
+  return 0
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS[1] an image's lock; ARGV[1] the holder. A lock that ran out and was taken by
+# another remover is not ours to release.
+_RELEASE_BLOB = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 #: How long a sweeper has to remove an expired job's files before another may take it over.
 EXPIRY_CLAIM_SECONDS = 30
 #: Ids one list page may look at (see `JobStore.list_jobs`).
@@ -287,6 +307,8 @@ class JobStore:
         self._claim_expired = client.register_script(_CLAIM_EXPIRED)
         self._add_blobs = client.register_script(_ADD_BLOBS)
         self._create = client.register_script(_CREATE)
+        self._confirm_orphan = client.register_script(_CONFIRM_ORPHAN)
+        self._release_blob = client.register_script(_RELEASE_BLOB)
         self._waiter = CompletionWaiter(client)
 
     def create(
@@ -460,9 +482,17 @@ class JobStore:
             pipe.delete(*(_job_blobs_key(job_id) for job_id in job_ids))
             pipe.execute()
 
-    def release_blob(self, sha256: str) -> None:
+    def confirm_orphan(self, sha256: str, *, holder: str) -> bool:
+        """Whether the image may go now: `holder` (the job whose references were dropped)
+        still holds its lock, renewed for the delete, and no job has taken it up since.
+        Deleting many images takes a while, longer than a lock taken for all at once."""
         with redis_errors():
-            self._redis.delete(_blob_lock(sha256))
+            keys = [_blob_key(sha256), _blob_lock(sha256)]
+            return bool(self._confirm_orphan(keys=keys, args=[holder, _LOCK_MS]))
+
+    def release_blob(self, sha256: str, *, holder: str) -> None:
+        with redis_errors():
+            self._release_blob(keys=[_blob_lock(sha256)], args=[holder])
 
     def load(self, job_id: str) -> JobRecord | None:
         with redis_errors():

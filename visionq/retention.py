@@ -15,18 +15,20 @@ from visionq.storage import ImageStore
 EXPIRED_PER_CALL = 100
 
 
-def _remove_images(jobs: JobStore, store: ImageStore, orphans: list[str]) -> None:
-    """Delete images `jobs` handed over locked, releasing each lock once its file is gone."""
+def _remove_images(jobs: JobStore, store: ImageStore, orphans: list[str], *, job_id: str) -> None:
+    """Delete the images `jobs` handed over locked for `job_id`, each only if still nobody
+    else's just before, releasing each lock once its file is gone."""
     for sha in orphans:
         try:
-            store.delete_image(sha)
+            if jobs.confirm_orphan(sha, holder=job_id):
+                store.delete_image(sha)
         finally:
-            jobs.release_blob(sha)
+            jobs.release_blob(sha, holder=job_id)
 
 
 def delete_job(jobs: JobStore, store: ImageStore, job_id: str, *, tenant: str) -> None:
     """The record first (a later GET is 404 at once), then the files no other job uses."""
-    _remove_images(jobs, store, jobs.delete(job_id, tenant=tenant))
+    _remove_images(jobs, store, jobs.delete(job_id, tenant=tenant), job_id=job_id)
     store.delete_body(job_id)
 
 
@@ -40,7 +42,7 @@ def remove_expired(
     """
     claimed = jobs.claim_expired(now=now, limit=limit)
     for job_id, orphans in claimed:
-        _remove_images(jobs, store, orphans)
+        _remove_images(jobs, store, orphans, job_id=job_id)
         # An unfinished job that expired may have left its prepared body behind.
         store.delete_body(job_id)
     ids = [job_id for job_id, _ in claimed]

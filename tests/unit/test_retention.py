@@ -174,7 +174,7 @@ def test_an_intake_reusing_an_image_being_removed_keeps_it(
         time.sleep(0.01)
     # The new job is recorded and its intake waits on the lock: the sweep goes on.
     backend.store.delete_image(sha)
-    long.release_blob(sha)
+    long.release_blob(sha, holder=old.id)
     jobs.forget_expired([old.id])
     thread.join()
     assert submitted[0].images[0]["blob"] == sha
@@ -182,3 +182,30 @@ def test_an_intake_reusing_an_image_being_removed_keeps_it(
     # And the image is the new job's: its delete takes it, as the only user.
     retention.delete_job(long, backend.store, submitted[0].id, tenant="t2")
     assert not backend.store.has_image(sha)
+
+
+def test_an_image_taken_up_after_the_claim_is_kept_and_a_stale_lock_is_not_released(
+    redis_db: redis.Redis, backend: Backend
+) -> None:
+    """Found in review: images are locked for a whole batch at once, and removing many
+    takes a while. Just before each file goes, the remover checks that the lock is still
+    its own and that no job has taken the image up since; it never releases a lock that
+    ran out and was taken by another remover."""
+    jobs = JobStore(redis_db, ttl=1, queued_grace=300)
+    old = _job(jobs, backend, b"an image claimed, then used again", body=False)
+    sha = old.images[0]["blob"]
+    _wait_until_expired(jobs, old.id)
+    [(job_id, orphans)] = jobs.claim_expired(now=time.time(), limit=10)
+    assert (job_id, orphans) == (old.id, [sha])
+    # Before the remover gets to it, a new job records that it uses the same image.
+    new = bare_job(JobStore(redis_db, ttl=3600, queued_grace=300), images=old.images)
+    assert not jobs.confirm_orphan(sha, holder=old.id)  # the remover leaves the file
+    assert not jobs.blob_being_deleted(sha)  # and lets its lock go
+    assert retention.remove_expired(jobs, backend.store, now=time.time() + 60) == [old.id]
+    assert backend.store.has_image(sha)  # kept for the new job
+
+    redis_db.set(f"vq:blob:{sha}:lock", "another-remover")
+    jobs.release_blob(sha, holder=old.id)
+    assert jobs.blob_being_deleted(sha)  # not ours: still held
+    assert not jobs.confirm_orphan(sha, holder=old.id)
+    assert new.images[0]["blob"] == sha
