@@ -156,6 +156,13 @@ def prepare(job_id: str, rt: Runtime) -> str | None:
             rt.leases.release(job_id, look_in=look_in, uncount="prepare")
             log.warning("%s; preparing again in %g s", exc.message, look_in)
             return None
+        except FileNotFoundError:
+            # A fetched or fitted image that another job's removal took between our write
+            # and our read (its reference is recorded only once prepared): the next try
+            # stores it again. Counted, so an image lost for good fails the job in the end.
+            rt.leases.release(job_id, look_in=rt.leases.lease)
+            log.warning("an image was removed while it was prepared; preparing again")
+            return None
         if prepared is None:
             return None
         # Handed on, first released so whichever ticket takes it may; should this process
@@ -191,7 +198,7 @@ def _prepare_job(record: JobRecord, rt: Runtime) -> list[dict[str, Any]] | None:
                 open_image=lambda n: rt.store.open_image(prepared[n]["sha256"]),
             ),
         )
-    except Unavailable:
+    except (Unavailable, FileNotFoundError):
         raise
     except VisionqError as exc:
         _fail(rt, record, exc)

@@ -164,3 +164,21 @@ def test_storage_down_during_prepare_hands_the_job_back_uncounted(
     bodies.unlink()  # storage is back: the next try prepares the job
     assert pipeline.prepare(job_id, runtime) == MODEL
     assert runtime.jobs.get(job_id, tenant="t").status == "running"
+
+
+def test_an_image_removed_during_prepare_is_tried_again_then_fails(
+    runtime: pipeline.Runtime, tmp_path: Path
+) -> None:
+    job_id = _submit(runtime, "vanished", CORPUS / "good/hopper.png")
+    [stored] = (tmp_path / "images").glob("*/*")
+    stored.unlink()  # as if another job's removal took it
+    for attempt in range(1, pipeline.MAX_PREPARE_ATTEMPTS + 1):
+        assert pipeline.prepare(job_id, runtime) is None
+        raw = runtime.jobs._redis.hmget(
+            job_key(job_id), "status", "prepare_attempts", "lease_until"
+        )
+        assert raw == [b"running", str(attempt).encode(), b"0"]  # handed back, counted
+    assert pipeline.prepare(job_id, runtime) is None
+    job = runtime.jobs.get(job_id, tenant="t").public()
+    assert job["status"] == "failed"
+    assert job["error"]["type"] == "internal"
