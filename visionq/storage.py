@@ -199,6 +199,12 @@ class FileStore:
         # the spool's own file goes when it is closed.
         if final.exists():
             return stored
+        if spool.path is None:
+            # This spool was stored already and that file has gone since (a concurrent
+            # delete, with the same upload named twice in one request): the open file
+            # still holds the bytes, so copy them.
+            spool.seek(0)
+            return self.put_image(read_chunks(spool.file), max_bytes=spool.size)
         with _storage_errors():
             # Flushed before the rename: a reader of the same sha, stored by an earlier
             # job, must never see a file that is still being written.

@@ -80,3 +80,19 @@ def test_a_spool_is_stored_when_its_folders_are_gone(tmp_path: Path) -> None:
     sha = backend.store.put_spool(spool).sha256
     spool.close()
     assert backend.stored() == [f"images/{sha[:2]}/{sha}"]
+
+
+def test_a_spool_stored_twice_after_its_file_was_deleted_is_stored_again(
+    backend: Backend,
+) -> None:
+    """Found in review: one upload named twice in a request, and a concurrent delete of
+    the stored file between the two stores, made the second a 500 (the spool's temporary
+    file had already become the stored one)."""
+    data = os.urandom(70 * 1024)
+    spool = _spooled(backend, data, max_bytes=len(data))
+    sha = backend.store.put_spool(spool).sha256
+    backend.store.delete_image(sha)
+    assert backend.store.put_spool(spool).sha256 == sha
+    with backend.store.open_image(sha) as fp:
+        assert fp.read() == data
+    spool.close()
