@@ -196,13 +196,7 @@ def get_job(job_id: str) -> Any:
 
 @blueprint.post("/v1/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Any:
-    jobs = services().jobs
-    was_finished = jobs.get(job_id, tenant=g.tenant).finished
-    record = jobs.cancel(job_id, tenant=g.tenant)
-    if not was_finished:
-        metrics.JOBS_FINISHED.labels(record.fields["model"], "canceled", "canceled").inc()
-        log.info("job canceled", extra={"job_id": job_id, "status": "canceled"})
-    return jsonify(record.public())
+    return jsonify(services().jobs.cancel(job_id, tenant=g.tenant).public())
 
 
 @blueprint.post("/v1/tokens")

@@ -16,6 +16,7 @@ set here. `claim_expired` finds the jobs whose hash is gone and drops their refe
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -25,9 +26,12 @@ from typing import Any
 
 import redis
 
+from visionq import metrics
 from visionq.errors import Canceled, Conflict, NotFound, Unavailable, VisionqError
 from visionq.models import TERMINAL_STATUSES
 from visionq.waiting import DONE_CHANNEL, CompletionWaiter
+
+log = logging.getLogger(__name__)
 
 #: The webhook outbox (see `outbox`): finishing a job with a webhook adds it here.
 OUTBOX_KEY = "vq:webhooks:due"
@@ -578,9 +582,12 @@ class JobStore:
         """Cancel an unfinished job; a finished one is a conflict (API.md)."""
         record = self.get(job_id, tenant=tenant)
         if not record.finished:
-            self._finish(
-                job_id, "canceled", {"error": Canceled("canceled by the client").to_dict()}
-            )
+            error = Canceled("canceled by the client")
+            if self._finish(job_id, "canceled", {"error": error.to_dict()}):
+                # Counted where the transition is applied: of two racing cancels, only
+                # the one that made it counts.
+                metrics.JOBS_FINISHED.labels(record.fields["model"], "canceled", error.type).inc()
+                log.info("job canceled", extra={"job_id": job_id, "status": "canceled"})
             record = self.get(job_id, tenant=tenant)
         if record.status != "canceled":
             raise Conflict(f"job {job_id} is already {record.status}", param="id")

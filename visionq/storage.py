@@ -67,7 +67,7 @@ class Spool:
         self.size += len(data)
         if self.size > self._max_bytes:
             self.close()
-            raise PayloadTooLarge(f"an uploaded image is over the {self._max_bytes}-byte limit")
+            raise PayloadTooLarge(f"an image is over the {self._max_bytes}-byte limit")
         self._digest.update(data)
         return self.file.write(data)
 
@@ -132,17 +132,17 @@ def _check_body_name(name: str) -> str:
     return name
 
 
-def _copy_hashing(chunks: Iterable[bytes], out: IO[bytes], *, max_bytes: int) -> StoredImage:
-    """Write `chunks` to `out` and hash them on the way; refuse past `max_bytes`."""
-    digest = hashlib.sha256()
-    size = 0
-    for block in chunks:
-        size += len(block)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"an image is over the {max_bytes}-byte limit")
-        digest.update(block)
-        out.write(block)
-    return StoredImage(digest.hexdigest(), size)
+def _put_chunks(store: ImageStore, chunks: Iterable[bytes], *, max_bytes: int) -> StoredImage:
+    """`put_image` on every backend: the bytes go through a spool, hashed and capped on
+    the way, then are stored as a received upload is (`put_spool`)."""
+    spool = store.spool(max_bytes=max_bytes)
+    try:
+        with _storage_errors():
+            for block in chunks:
+                spool.write(block)
+        return store.put_spool(spool)
+    finally:
+        spool.close()
 
 
 class FileStore:
@@ -171,21 +171,7 @@ class FileStore:
         return self._images / sha256[:2] / _check_sha(sha256)
 
     def put_image(self, chunks: Iterable[bytes], *, max_bytes: int) -> StoredImage:
-        with _storage_errors():
-            fd, tmp_name = self._temporary()
-        try:
-            with _storage_errors():
-                with os.fdopen(fd, "wb") as out:
-                    stored = _copy_hashing(chunks, out, max_bytes=max_bytes)
-                # Renamed only once closed (flushed): a reader of the same sha, stored by
-                # an earlier job, must never see a file that is still being written.
-                final = self._image_path(stored.sha256)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp_name, final)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        return stored
+        return _put_chunks(self, chunks, max_bytes=max_bytes)
 
     def spool(self, *, max_bytes: int) -> Spool:
         with _storage_errors():
@@ -359,13 +345,7 @@ class S3Store:
         return cast(BinaryIO, local), size
 
     def put_image(self, chunks: Iterable[bytes], *, max_bytes: int) -> StoredImage:
-        with _storage_errors(), tempfile.TemporaryFile() as spool:
-            stored = _copy_hashing(chunks, spool, max_bytes=max_bytes)
-            key = self._image_key(stored.sha256)
-            # Same bytes, same key: an object already there is this image, complete.
-            if not self._exists(key):
-                self._upload(spool, key, stored.size)
-        return stored
+        return _put_chunks(self, chunks, max_bytes=max_bytes)
 
     def spool(self, *, max_bytes: int) -> Spool:
         with _storage_errors():
@@ -374,6 +354,7 @@ class S3Store:
     def put_spool(self, spool: Spool) -> StoredImage:
         stored = StoredImage(spool.sha256, spool.size)
         key = self._image_key(stored.sha256)
+        # Same bytes, same key: an object already there is this image, complete.
         if not self._exists(key):
             self._upload(spool.file, key, stored.size)
         return stored
