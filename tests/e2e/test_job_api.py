@@ -226,6 +226,24 @@ def test_same_key_same_body_returns_the_first_job(stack: Stack) -> None:
     assert again.json()["id"] == first.json()["id"]
 
 
+def test_same_key_uploads_are_fingerprinted_by_their_bytes(stack: Stack) -> None:
+    def upload(key: str, name: str) -> requests.Response:
+        with stack.session() as http, (GOOD / name).open("rb") as image:
+            return http.post(
+                f"{stack.base_url}/v1/jobs",
+                files=[("image", (name, image))],
+                data={"prompt": "once"},
+                headers={"Idempotency-Key": key},
+                timeout=60,
+            )
+
+    first = upload("k-upload-1", "hopper.png")
+    again = upload("k-upload-1", "hopper.png")
+    other = upload("k-upload-1", "hopper.jpg")
+    assert (first.status_code, again.status_code, other.status_code) == (202, 200, 409)
+    assert again.json()["id"] == first.json()["id"]
+
+
 def test_same_key_other_body_is_409(stack: Stack) -> None:
     assert _post_with_key(stack, "k-diff-1", {"prompt": "a", "images": [JPEG]}).status_code == 202
     response = _post_with_key(stack, "k-diff-1", {"prompt": "b", "images": [JPEG]})
