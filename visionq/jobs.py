@@ -222,6 +222,8 @@ _RELEASE_BLOB = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+#: What a refused write says (Redis at `maxmemory`), for clients and operators alike.
+STORE_FULL_MESSAGE = "the job store (Redis) is full and refuses writes; try again later"
 #: How long a sweeper has to remove an expired job's files before another may take it over.
 EXPIRY_CLAIM_SECONDS = 30
 #: Ids one list page may look at (see `JobStore.list_jobs`).
@@ -230,11 +232,22 @@ MAX_LIST_SCAN = 1000
 
 @contextmanager
 def redis_errors() -> Iterator[None]:
-    """Map a Redis outage to `Unavailable` at the boundary, never a traceback."""
+    """Map a Redis outage to `Unavailable` at the boundary, never a traceback.
+
+    A Redis at `maxmemory` (noeviction) refuses writes with OOM, and a replica promoted
+    away from during a failover refuses them with READONLY: both pass once memory is
+    freed or the failover ends, so both are outages too, not bugs.
+    """
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise Unavailable("the job store (Redis) is unreachable", retry_after=5) from exc
+    except redis.exceptions.OutOfMemoryError as exc:
+        raise Unavailable(STORE_FULL_MESSAGE, retry_after=5) from exc
+    except redis.exceptions.ReadOnlyError as exc:
+        raise Unavailable(
+            "the job store (Redis) accepts no writes (read-only)", retry_after=5
+        ) from exc
 
 
 @dataclass(frozen=True)
