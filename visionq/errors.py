@@ -17,7 +17,7 @@
         ├── Canceled                  canceled
         ├── Internal                  internal
         └── UpstreamError             carries upstream_status (None: found before any call)
-            ├── ContextLengthExceeded context_length_exceeded
+            ├── ContextLengthExceeded context_length_exceeded (400 when found at submit)
             ├── UpstreamBadRequest    upstream_bad_request (400/404, and any 3xx)
             ├── UpstreamAuth          upstream_auth (401/403)
             ├── InsufficientBalance   insufficient_balance (402)
@@ -132,6 +132,10 @@ class UpstreamError(JobError):
 
 
 class ContextLengthExceeded(UpstreamError):
+    """Found at submit when the text and the images whose size is known already pass the
+    model's context (a 400, like the upstream's own answer); otherwise a job error."""
+
+    status = 400
     type = "context_length_exceeded"
 
 

@@ -9,14 +9,21 @@ image leaves nothing behind. Decoding is the worker's job.
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from visionq import images
-from visionq.errors import InvalidRequest, PayloadTooLarge, UrlRefused, VisionqError
-from visionq.jobs import JobRecord, JobStore
+from visionq import images, tokens
+from visionq.errors import (
+    ContextLengthExceeded,
+    InvalidRequest,
+    PayloadTooLarge,
+    UrlRefused,
+    VisionqError,
+)
+from visionq.jobs import REQUEST_INLINE_BYTES, JobRecord, JobStore, new_job_id, request_body_name
 from visionq.models import JobRequest, whole_number
 from visionq.queues import prepare_message
 from visionq.settings import Settings
@@ -27,6 +34,10 @@ from visionq.urlfetch import check_public, check_url_syntax
 UPLOAD_PREFIX = "upload:"
 #: Far above what fits MiMo's context at a useful size, and it bounds the worker's time.
 MAX_IMAGES_PER_JOB = 64
+#: OpenAI's own cap on messages; parts (text and images) are capped over the whole job,
+#: so that a job of empty parts cannot be large while carrying no text.
+MAX_MESSAGES_PER_JOB = 2048
+MAX_PARTS_PER_JOB = 4096
 
 
 @dataclass
@@ -146,6 +157,59 @@ class Intake:
             raise InvalidRequest("an image URL is at most 8192 characters", param=param)
         return _Pending("url", param, url=url)
 
+    def check_text(self, messages: list[dict[str, Any]], sampling: dict[str, Any]) -> None:
+        """The caps on what a job carries besides its images, before anything is stored:
+        messages and parts by number, and every character of text (prompts, system, the
+        fields passed through) against `max_text_chars`, naming the field that crosses it.
+        Image URLs are not counted: they have caps of their own."""
+        if len(messages) > MAX_MESSAGES_PER_JOB:
+            raise InvalidRequest(
+                f"a job takes at most {MAX_MESSAGES_PER_JOB} messages", param="messages"
+            )
+        parts = 0
+        for m, message in enumerate(messages):
+            if isinstance(message["content"], list):
+                parts += len(message["content"])
+                if parts > MAX_PARTS_PER_JOB:
+                    raise InvalidRequest(
+                        f"a job takes at most {MAX_PARTS_PER_JOB} content parts",
+                        param=f"messages[{m}].content",
+                    )
+        limit = self._settings.max_text_chars
+        used = 0
+        stack: list[tuple[str, Any]] = [("messages", messages), *reversed(sampling.items())]
+        while stack:
+            where, item = stack.pop()
+            if isinstance(item, dict):
+                used += sum(len(key) for key in item)
+                stack.extend((f"{where}.{k}", v) for k, v in reversed(item.items()))
+            elif isinstance(item, list):
+                stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(item))))
+            elif isinstance(item, str):
+                used += 0 if where.endswith(".image_url.url") else len(item)
+            else:
+                used += len(json.dumps(item))
+            if used > limit:
+                raise PayloadTooLarge(
+                    f"a job carries at most {limit} characters of text", param=where
+                )
+
+    def _check_context(
+        self, model: str, messages: list[dict[str, Any]], pending: list[_Pending]
+    ) -> None:
+        """Refuse at submit what would only fail in the worker: text and the images whose
+        size is known already (uploads, data URLs) over the model's context. Images at URLs
+        are counted once fetched, by the worker's own check."""
+        window = self._settings.model_context[model]
+        known = sum(item.info.tokens for item in pending if item.info is not None)
+        estimate = tokens.input_tokens(messages, known)
+        if estimate > window:
+            exc = ContextLengthExceeded(
+                f"the text and images need about {estimate} tokens; {model} takes {window}"
+            )
+            exc.param = "messages"
+            raise exc
+
     def _probe(self, fp: BinaryIO, param: str) -> images.ImageInfo:
         """Format from the first bytes and size from the header: cheap, and it stops bombs."""
         try:
@@ -222,7 +286,10 @@ class Intake:
         """Store the images and write the job with its prepare task's message, together."""
         model = self.resolve_model(request)
         messages = normalise_messages(request, len(uploads))
+        sampling = request.sampling()
+        self.check_text(messages, sampling)
         pending = self.check_images(messages, uploads)
+        self._check_context(model, messages, pending)
         webhook_url = request.webhook.url if request.webhook else None
         if webhook_url is not None:
             self._check_webhook(webhook_url)
@@ -236,30 +303,49 @@ class Intake:
         stored_request = {
             "messages": messages,
             "max_completion_tokens": request.max_completion_tokens,
-            "sampling": request.sampling(),
+            "sampling": sampling,
             "resize": request.resize,
         }
-        record = self._jobs.create(
-            tenant=tenant,
-            model=model,
-            api=request.api,
-            request=stored_request,
-            images=image_records,
-            webhook_url=webhook_url,
-            metadata=request.metadata,
-            remember=remember,
-            request_id=request_id,
-            message=prepare_message,
-        )
+        job_id, inline = self._keep_request(stored_request)
+        try:
+            record = self._jobs.create(
+                tenant=tenant,
+                model=model,
+                api=request.api,
+                request=inline,
+                images=image_records,
+                webhook_url=webhook_url,
+                metadata=request.metadata,
+                remember=remember,
+                request_id=request_id,
+                message=prepare_message,
+                job_id=job_id,
+            )
+        except BaseException:
+            if inline is None:
+                self._store.delete_body(request_body_name(job_id))
+            raise
         self._survive_deletes(pending, image_records)
         return record
+
+    def _keep_request(self, stored: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        """The new job's id, and its request when small enough for the job's hash; a larger
+        one goes to the store (the worker reads it once, to write the upstream body)."""
+        job_id = new_job_id()
+        encoded = json.dumps(stored, separators=(",", ":")).encode()
+        if len(encoded) <= REQUEST_INLINE_BYTES:
+            return job_id, stored
+        self._store.write_body(request_body_name(job_id), lambda out: out.write(encoded))
+        return job_id, None
 
     def count_tokens(
         self, request: JobRequest, *, uploads: Sequence[BinaryIO] = ()
     ) -> dict[str, Any]:
         """`POST /v1/tokens`: MiMo's count for each image from its header; nothing is stored."""
         self.resolve_model(request)
-        pending = self.check_images(normalise_messages(request, len(uploads)), uploads)
+        messages = normalise_messages(request, len(uploads))
+        self.check_text(messages, request.sampling())
+        pending = self.check_images(messages, uploads)
         counted = []
         for index, item in enumerate(pending):
             if item.info is None:

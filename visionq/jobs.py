@@ -44,6 +44,9 @@ PACE_PREFIX = "vq:pace:"
 #: Jobs by when their hash expires; a job leaves it once its images are seen to.
 EXPIRY_KEY = "vq:expiry"
 _JSON_FIELDS = ("images", "request", "result", "error", "webhook", "metadata")
+#: A request larger than this (as JSON) is kept in the image store, not in the job's hash:
+#: Redis holds every job for the result TTL, and one tenant's long prompts must not fill it.
+REQUEST_INLINE_BYTES = 16 * 1024
 
 # KEYS[1] job hash, KEYS[2] the done channel, KEYS[3] the webhook outbox, KEYS[4] leases,
 # KEYS[5] the expiry index. ARGV[1] statuses allowed now (space separated), ARGV[2] new
@@ -106,6 +109,12 @@ def new_job_id() -> str:
 
 def job_key(job_id: str) -> str:
     return f"vq:job:{job_id}"
+
+
+def request_body_name(job_id: str) -> str:
+    """Where, in the image store, a job's request is kept when it is too large for Redis
+    (`REQUEST_INLINE_BYTES`): beside the upstream body, which is named by the job id."""
+    return f"{job_id}.request"
 
 
 def _tenant_key(tenant: str) -> str:
@@ -264,6 +273,14 @@ class JobRecord:
         return self.fields["request"]
 
     @property
+    def request_in_store(self) -> bool:
+        """The request is kept in the image store (`request_body_name`), not here."""
+        return "request" not in self.fields
+
+    def with_request(self, request: dict[str, Any]) -> JobRecord:
+        return JobRecord(self.id, self.tenant, self.status, {**self.fields, "request": request})
+
+    @property
     def images(self) -> list[dict[str, Any]]:
         return self.fields["images"]
 
@@ -334,25 +351,28 @@ class JobStore:
         tenant: str,
         model: str,
         api: str,
-        request: dict[str, Any],
+        request: dict[str, Any] | None,
         images: list[dict[str, Any]],
         webhook_url: str | None,
         metadata: dict[str, str] | None,
         remember: tuple[str, str, int] | None = None,
         request_id: str | None = None,
         message: Callable[[str], tuple[str, str]] | None = None,
+        job_id: str | None = None,
     ) -> JobRecord:
         """Write a queued job. `remember` = (key, prefix, ttl): also set key to prefix + id,
         in the same transaction (how an Idempotency-Key comes to name its job).
         `request_id` is the API request's, kept so that every task's logs can name it.
         `message(job_id)` = (list, payload): a broker message LPUSHed in the same
-        step, so the job and its first task are queued together, in one round trip."""
-        job_id = new_job_id()
+        step, so the job and its first task are queued together, in one round trip.
+        `request` None: it is too large to keep here, and the caller has stored it under
+        `request_body_name(job_id)` (with the `job_id` it made for that)."""
+        job_id = job_id or new_job_id()
         fields: dict[str, Any] = {
             "model": model,
             "api": api,
             "created_at": round(time.time(), 3),
-            "request": request,
+            **({"request": request} if request is not None else {"request_body": 1}),
             "images": images,
             "attempts": 0,
             "webhook": (
@@ -565,8 +585,10 @@ class JobStore:
             return None
         return int(reply[1])
 
-    def save_images(self, job_id: str, images: list[dict[str, Any]]) -> bool:
-        """Record the prepared images, once: only the first of two racing prepares wins.
+    def save_images(self, job_id: str, images: list[dict[str, Any]], *, input_tokens: int) -> bool:
+        """Record the prepared images and the input's token estimate, once: only the first
+        of two racing prepares wins. (The estimate is kept so that the upstream stage,
+        which charges it to the budget, never needs the request itself.)
 
         The references come first: every image this prepare stored (a fetched original,
         a resized copy) is then removed with the job even should the record be refused.
@@ -580,7 +602,7 @@ class JobStore:
         applied = self._apply(
             job_id,
             allowed=("running",),
-            fields={"images": images, "prepared": 1},
+            fields={"images": images, "input_tokens": input_tokens, "prepared": 1},
             unless="prepared",
         )
         return applied is not None
@@ -641,7 +663,7 @@ def _decode(raw: dict[str, str]) -> dict[str, Any]:
             out[name] = json.loads(value)
         elif name in ("created_at", "started_at", "completed_at"):
             out[name] = float(value)
-        elif name == "attempts":
+        elif name in ("attempts", "input_tokens"):
             out[name] = int(value)
         else:
             out[name] = value

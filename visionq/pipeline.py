@@ -7,6 +7,7 @@ canceled job is left alone, and the guarded transitions in `jobs` refuse a secon
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -17,7 +18,7 @@ from typing import Any, BinaryIO
 
 import redis
 
-from visionq import images, logs, metrics, webhooks
+from visionq import images, logs, metrics, tokens, webhooks
 from visionq.errors import (
     ContextLengthExceeded,
     Internal,
@@ -29,7 +30,7 @@ from visionq.errors import (
     UrlRefused,
     VisionqError,
 )
-from visionq.jobs import JobRecord, JobStore
+from visionq.jobs import JobRecord, JobStore, request_body_name
 from visionq.leases import LeaseKeeper, Leases
 from visionq.outbox import Outbox
 from visionq.pacing import Pacer
@@ -41,7 +42,6 @@ from visionq.urlfetch import UrlFetcher
 from visionq.webhooks import Signer
 
 log = logging.getLogger(__name__)
-_TEXT_CHARS_PER_TOKEN = 4
 MAX_PREPARE_ATTEMPTS = 3
 
 
@@ -137,6 +137,8 @@ def prepare(job_id: str, rt: Runtime) -> str | None:
         if record is None:
             return None
         _bind(record, attempt)
+        if record.request_in_store:
+            record = record.with_request(_stored_request(rt, job_id))
         if attempt == 1:
             waited = time.time() - record.fields["created_at"]
             metrics.STAGE_SECONDS.labels("queue_wait").observe(max(0.0, waited))
@@ -186,7 +188,7 @@ def _prepare_job(record: JobRecord, rt: Runtime) -> list[dict[str, Any]] | None:
     job_id = record.id
     try:
         prepared = [_prepare_image(rt, record, image) for image in record.images]
-        _check_context(rt.settings, record, prepared)
+        input_tokens = _check_context(rt.settings, record, prepared)
         rt.store.write_body(
             job_id,
             lambda out: write_body(
@@ -207,7 +209,7 @@ def _prepare_job(record: JobRecord, rt: Runtime) -> list[dict[str, Any]] | None:
         log.exception("prepare failed unexpectedly")
         _fail(rt, record, Internal("preparing the images failed unexpectedly"))
         return None
-    if rt.jobs.save_images(job_id, prepared):
+    if rt.jobs.save_images(job_id, prepared, input_tokens=input_tokens):
         return prepared
     # Refused: canceled while we worked (then nothing will send the body), or another
     # prepare of this job got there first (then its upstream call may be sending it).
@@ -272,32 +274,35 @@ def _prepare_image(rt: Runtime, record: JobRecord, image: dict[str, Any]) -> dic
     }
 
 
-def estimate_tokens(request: dict[str, Any], prepared: list[dict[str, Any]]) -> int:
-    """Input tokens before the call: MiMo's formula for the images, about four characters
-    a token for the text. The context check and the tokens-per-minute budget use it."""
-    text_chars = sum(
-        len(part.get("text", "")) if isinstance(part, dict) else 0
-        for message in request["messages"]
-        for part in (
-            message["content"]
-            if isinstance(message["content"], list)
-            else [{"text": message["content"]}]
-        )
-    )
-    return sum(i["image_tokens"] for i in prepared) + text_chars // _TEXT_CHARS_PER_TOKEN
+def _stored_request(rt: Runtime, job_id: str) -> dict[str, Any]:
+    """A request too large for the job's hash, from the store (read once, by prepare)."""
+    body, _ = rt.store.open_body(request_body_name(job_id))
+    with body:
+        request: dict[str, Any] = json.load(body)
+    return request
 
 
-def _check_context(settings: Settings, record: JobRecord, prepared: list[dict[str, Any]]) -> None:
-    """Refuse before paying for a call MiMo would refuse: images and text over the context."""
+def _input_tokens(record: JobRecord) -> int:
+    """The estimate prepare kept; a job prepared by a version that kept none (a rolling
+    upgrade) has its request inline, so it is counted from that."""
+    if "input_tokens" in record.fields:
+        return int(record.fields["input_tokens"])
+    image_tokens = sum(image["image_tokens"] for image in record.images)
+    return tokens.input_tokens(record.request["messages"], image_tokens)
+
+
+def _check_context(settings: Settings, record: JobRecord, prepared: list[dict[str, Any]]) -> int:
+    """Refuse before paying for a call MiMo would refuse: images and text over the context.
+    Returns the input's token estimate."""
+    image_tokens = sum(image["image_tokens"] for image in prepared)
+    estimate = tokens.input_tokens(record.request["messages"], image_tokens)
     window = settings.model_context.get(record.fields["model"])
-    if window is None:
-        return
-    estimate = estimate_tokens(record.request, prepared)
-    if estimate > window:
+    if window is not None and estimate > window:
         raise ContextLengthExceeded(
             f"the images and text need about {estimate} tokens; "
             f"{record.fields['model']} takes {window}"
         )
+    return estimate
 
 
 def call_upstream(model: str, rt: Runtime) -> None:
@@ -313,7 +318,7 @@ def call_upstream(model: str, rt: Runtime) -> None:
         if record is None:
             return
         _bind(record, turn.attempt)
-        rt.pacer.spend_tokens(model, estimate_tokens(record.request, record.images))
+        rt.pacer.spend_tokens(model, _input_tokens(record))
         waited = time.time() - turn.ready_since
         metrics.STAGE_SECONDS.labels("pacing_wait").observe(max(0.0, waited))
         _call_upstream(rt, record, turn.attempt)

@@ -8,7 +8,7 @@ sweeper (`remove_expired`, every round): Redis drops the job's hash by itself, a
 
 from __future__ import annotations
 
-from visionq.jobs import JobStore
+from visionq.jobs import JobStore, request_body_name
 from visionq.storage import ImageStore
 
 #: Expired jobs handled in one call; the rest wait for the next round.
@@ -26,10 +26,16 @@ def _remove_images(jobs: JobStore, store: ImageStore, orphans: list[str], *, job
             jobs.release_blob(sha, holder=job_id)
 
 
+def _remove_bodies(store: ImageStore, job_id: str) -> None:
+    """The upstream body and, for a large request, the request kept beside it."""
+    store.delete_body(job_id)
+    store.delete_body(request_body_name(job_id))
+
+
 def delete_job(jobs: JobStore, store: ImageStore, job_id: str, *, tenant: str) -> None:
     """The record first (a later GET is 404 at once), then the files no other job uses."""
     _remove_images(jobs, store, jobs.delete(job_id, tenant=tenant), job_id=job_id)
-    store.delete_body(job_id)
+    _remove_bodies(store, job_id)
 
 
 def remove_expired(
@@ -44,7 +50,7 @@ def remove_expired(
     for job_id, orphans in claimed:
         _remove_images(jobs, store, orphans, job_id=job_id)
         # An unfinished job that expired may have left its prepared body behind.
-        store.delete_body(job_id)
+        _remove_bodies(store, job_id)
     ids = [job_id for job_id, _ in claimed]
     jobs.forget_expired(ids)
     return ids

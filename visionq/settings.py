@@ -117,6 +117,9 @@ class Settings(BaseModel):
     #: Address space of each prepare worker child, in bytes (0: no cap).
     prepare_memory_limit: int = 4 * 1024**3
     max_request_bytes: int = 209_715_200
+    #: Characters of text one job may carry (prompts, system, messages and the fields
+    #: passed through; image URLs have caps of their own): about the largest context.
+    max_text_chars: PositiveInt = 4_194_304
     max_image_bytes: int = MIMO_MAX_IMAGE_BYTES
     default_model: str = "mimo-v2.5"
     result_ttl: int = 604_800
@@ -159,6 +162,7 @@ class Settings(BaseModel):
             "VISIONQ_IMAGE_DECODE_TIMEOUT": "image_decode_timeout",
             "VISIONQ_PREPARE_MEMORY_LIMIT": "prepare_memory_limit",
             "VISIONQ_MAX_REQUEST_BYTES": "max_request_bytes",
+            "VISIONQ_MAX_TEXT_CHARS": "max_text_chars",
             "VISIONQ_DEFAULT_MODEL": "default_model",
             "VISIONQ_RESULT_TTL": "result_ttl",
             "VISIONQ_UPSTREAM_TIMEOUT": "upstream_timeout",

@@ -1,12 +1,16 @@
-"""MiMo's image-token formula (reference/mimo-image-understanding.txt), as pure integer math.
+"""Token counting: MiMo's image-token formula (reference/mimo-image-understanding.txt), as
+pure integer math, and the estimate for text.
 
 We count from the width and height alone so that a header read is enough: the count never
 needs a decode. MiMo's reference rounds with Python's `round` (banker's rounding); so do we.
+Text is estimated from its length, the same way at submit and in the worker.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import Any
 
 PATCH_SIZE = 16
 SPATIAL_MERGE_SIZE = 2
@@ -41,3 +45,31 @@ def image_tokens(width: int, height: int) -> int:
 def downscaled_by_mimo(width: int, height: int) -> bool:
     """True when MiMo itself shrinks the image (the `beta` branch for large images)."""
     return round(height / FACTOR) * round(width / FACTOR) * FACTOR * FACTOR > IMAGE_MAX_PIXELS
+
+
+#: About four characters a token: the estimate for text, which we never tokenize.
+TEXT_CHARS_PER_TOKEN = 4
+
+
+def text_parts(messages: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
+    """Every text of OpenAI-format messages with the parameter that names it, in order:
+    a string content, or each text part of a list content."""
+    for m, message in enumerate(messages):
+        content = message["content"]
+        if isinstance(content, str):
+            yield f"messages[{m}].content", content
+            continue
+        for p, part in enumerate(content):
+            if part["type"] == "text":
+                yield f"messages[{m}].content[{p}].text", part["text"]
+
+
+def text_tokens(messages: list[dict[str, Any]]) -> int:
+    """The text's share of the input, estimated from its length."""
+    return sum(len(text) for _, text in text_parts(messages)) // TEXT_CHARS_PER_TOKEN
+
+
+def input_tokens(messages: list[dict[str, Any]], image_tokens: int) -> int:
+    """Input tokens before the call: MiMo's formula for the images (`image_tokens`) and
+    the text's estimate. The context checks and the tokens-per-minute budget use it."""
+    return image_tokens + text_tokens(messages)

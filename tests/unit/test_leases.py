@@ -34,7 +34,7 @@ def test_upstream_needs_a_prepared_job_handed_on(redis_db) -> None:
     leases = Leases(redis_db, lease=30)
     leases.take(record.id, "prepare")
     assert leases.take(record.id, "upstream") is None  # not prepared yet
-    assert jobs.save_images(record.id, [])
+    assert jobs.save_images(record.id, [], input_tokens=0)
     assert leases.take(record.id, "upstream") is None  # prepare still holds it
     leases.release(record.id, look_in=30)
     assert leases.take(record.id, "upstream") == 1
@@ -45,7 +45,7 @@ def test_a_late_renewal_does_not_take_back_a_handed_on_job(redis_db) -> None:
     jobs, record = _job(redis_db)
     leases = Leases(redis_db, lease=30)
     leases.take(record.id, "prepare")
-    jobs.save_images(record.id, [])
+    jobs.save_images(record.id, [], input_tokens=0)
     leases.release(record.id, look_in=30)
     leases.renew(record.id)  # the keeper thread, a moment too late
     assert leases.take(record.id, "upstream") == 1
@@ -71,7 +71,7 @@ def test_expired_names_the_stage_to_queue_again(redis_db) -> None:
     leases.take(dead_preparer.id, "prepare")
     _, dead_caller = _job(redis_db, grace=0)
     leases.take(dead_caller.id, "prepare")
-    jobs.save_images(dead_caller.id, [])  # prepared; its upstream worker then died
+    jobs.save_images(dead_caller.id, [], input_tokens=0)  # prepared; its upstream worker then died
     _, alive = _job(redis_db, grace=0)
     Leases(redis_db, lease=60).take(alive.id, "prepare")
     _, finished = _job(redis_db, grace=0)
@@ -90,7 +90,7 @@ def test_a_job_waiting_its_turn_in_the_pacer_is_not_queued_again(redis_db) -> No
     leases = Leases(redis_db, lease=0.1)
     jobs, waiting = _job(redis_db, grace=0)
     leases.take(waiting.id, "prepare")
-    jobs.save_images(waiting.id, [])
+    jobs.save_images(waiting.id, [], input_tokens=0)
     leases.release(waiting.id, look_in=0)
     redis_db.zadd(f"{PACE_PREFIX}mimo-v2.5:q:t", {waiting.id: 0})
     assert leases.expired(queued_grace=60) == []

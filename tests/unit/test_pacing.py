@@ -30,7 +30,7 @@ def _ready(client: redis.Redis, pacer: Pacer, tenant: str, due: float = 0.0) -> 
     record = bare_job(jobs, tenant=tenant)
     leases = Leases(client, lease=5)
     leases.take(record.id, "prepare")
-    jobs.save_images(record.id, [])
+    jobs.save_images(record.id, [], input_tokens=0)
     leases.release(record.id, look_in=5)
     pacer.offer(record.id, model=MODEL, tenant=tenant, due=due)
     return record.id

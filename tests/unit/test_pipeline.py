@@ -12,7 +12,7 @@ import requests
 
 from tests.conftest import CORPUS, SIM_KEY, Stack
 from visionq import pipeline
-from visionq.errors import UpstreamRetryable
+from visionq.errors import ContextLengthExceeded, UpstreamRetryable
 from visionq.intake import Intake
 from visionq.jobs import job_key
 from visionq.leases import Leases
@@ -90,20 +90,30 @@ def test_retryable_error_is_raised_until_the_budget_is_spent(runtime: pipeline.R
     assert job["error"]["type"] == "upstream_unavailable"
 
 
-def test_context_window_is_checked_before_the_call(stack: Stack, tmp_path: Path) -> None:
+def test_context_window_is_checked_before_the_call(
+    stack: Stack, tmp_path: Path, image_server: str
+) -> None:
     settings = Settings(
         redis_url=stack.redis_url.replace("/0", "/3"),
         storage_url=f"file://{tmp_path}",
         mimo_api_key=SIM_KEY,
         upstream_base_url=f"{stack.simulator_url}/v1",
         model_context={"mimo-v2.5": 100},
+        allow_private_urls=True,
     )
     rt = pipeline.Runtime.from_settings(settings)
     job_id = _submit(rt, "x", CORPUS / "good/hopper.png")  # 128x128: 16 tokens + text
-    big = _submit(rt, "x", CORPUS / "good/hopper.png", *[CORPUS / "good/hopper.jpg"] * 6)
+    # Images at URLs are counted only once fetched: the worker refuses the job.
+    urls = [f"{image_server}/good/hopper.png", *[f"{image_server}/good/hopper.jpg"] * 6]
+    request = JobRequest(prompt="x", images=urls)
+    big = Intake(rt.settings, rt.store, rt.jobs).submit(request, tenant="t").id
     assert pipeline.prepare(job_id, rt)
     assert not pipeline.prepare(big, rt)
     assert rt.jobs.get(big, tenant="t").public()["error"]["type"] == "context_length_exceeded"
+    # The same images uploaded are counted at submit: refused before anything is stored.
+    with pytest.raises(ContextLengthExceeded) as refused:
+        _submit(rt, "x", CORPUS / "good/hopper.png", *[CORPUS / "good/hopper.jpg"] * 6)
+    assert (refused.value.status, refused.value.param) == (400, "messages")
 
 
 def test_retry_delay_honours_retry_after() -> None:
