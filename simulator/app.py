@@ -381,6 +381,15 @@ def _prompt_tokens(chat: Chat, received: list[Received]) -> int:
     return sum(image.tokens for image in received) + chat.text_chars // 4 + 1
 
 
+#: How much of each user text the answer quotes: an answer is as long as the model makes
+#: it (at most its output limit), not as long as the prompt.
+QUOTED_CHARS = 200
+
+
+def _quoted(text: str) -> str:
+    return text if len(text) <= QUOTED_CHARS else text[:QUOTED_CHARS] + "..."
+
+
 def _answer(api: Api, chat: Chat, received: list[Received]) -> dict[str, Any]:
     """The deterministic answer, its token usage, and MiMo's context-length refusal."""
     image_tokens = sum(image.tokens for image in received)
@@ -397,7 +406,7 @@ def _answer(api: Api, chat: Chat, received: list[Received]) -> dict[str, Any]:
     content = (
         f"simulator saw {len(received)} image(s): "
         + "; ".join(image.describe(number) for number, image in enumerate(received, 1))
-        + f". text: {' | '.join(chat.user_texts)}"
+        + f". text: {' | '.join(_quoted(text) for text in chat.user_texts)}"
     )
     reasoning = f"simulated reasoning over {len(received)} image(s)"
     reasoning_tokens = len(reasoning) // 4

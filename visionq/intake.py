@@ -194,6 +194,22 @@ class Intake:
                     f"a job carries at most {limit} characters of text", param=where
                 )
 
+    def _check_text_as_given(
+        self, request: JobRequest, messages: list[dict[str, Any]], sampling: dict[str, Any]
+    ) -> None:
+        """`check_text`, naming the field as the client sent it: `prompt` and `system` of
+        the shorthand rather than the messages they became."""
+        try:
+            self.check_text(messages, sampling)
+        except VisionqError as exc:
+            if request.messages is None and exc.param is not None:
+                user = 0 if request.system is None else 1
+                if user == 1 and exc.param.startswith("messages[0].content"):
+                    exc.param = "system"
+                elif exc.param.startswith(f"messages[{user}].content["):
+                    exc.param = "prompt"
+            raise
+
     def _check_context(
         self, model: str, messages: list[dict[str, Any]], pending: list[_Pending]
     ) -> None:
@@ -287,7 +303,7 @@ class Intake:
         model = self.resolve_model(request)
         messages = normalise_messages(request, len(uploads))
         sampling = request.sampling()
-        self.check_text(messages, sampling)
+        self._check_text_as_given(request, messages, sampling)
         pending = self.check_images(messages, uploads)
         self._check_context(model, messages, pending)
         webhook_url = request.webhook.url if request.webhook else None
@@ -344,7 +360,7 @@ class Intake:
         """`POST /v1/tokens`: MiMo's count for each image from its header; nothing is stored."""
         self.resolve_model(request)
         messages = normalise_messages(request, len(uploads))
-        self.check_text(messages, request.sampling())
+        self._check_text_as_given(request, messages, request.sampling())
         pending = self.check_images(messages, uploads)
         counted = []
         for index, item in enumerate(pending):
