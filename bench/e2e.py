@@ -90,10 +90,12 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def _one_job(http: requests.Session, api: str, image: bytes) -> dict[str, Any]:
+def _one_job(
+    http: requests.Session, api: str, image: bytes, prompt: str = "describe"
+) -> dict[str, Any]:
     submitted = time.time()
     response = http.post(
-        f"{api}/v1/jobs", files=[("image", ("x.png", image))], data={"prompt": "describe"}
+        f"{api}/v1/jobs", files=[("image", ("x.png", image))], data={"prompt": prompt}
     )
     response.raise_for_status()
     job = response.json()
@@ -236,6 +238,7 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
             noop.wait(30)
             app.close()
         redis_commands = _monitored(stack, stack.api_url, image, 10 if quick else 20)
+        redis_bytes = _job_bytes(stack, image)
         logged = _log_times(stack.logs)
     simulator_latency = 0.0
     overheads = [s["done"] - s["submitted"] - simulator_latency for s in samples]
@@ -262,7 +265,26 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
             "completed_at, client saw succeeded; job times are to the ms"
         ),
         "redis": redis_commands,
+        "redis_bytes_per_job": redis_bytes,
     }
+
+
+#: Prompt sizes whose jobs' Redis footprint is reported: a usual one, one just past what is
+#: kept inline, and about the largest a job may carry (`VISIONQ_MAX_TEXT_CHARS`'s default,
+#: less room for the image in mimo-v2.5's context).
+PROMPT_CHARS = (100, 16 * 1024 + 1, 4 * 1024 * 1024 - 1024)
+
+
+def _job_bytes(stack: BenchStack, image: bytes) -> dict[str, int]:
+    """Redis bytes a finished job's hash keeps for the result TTL (`MEMORY USAGE`), by the
+    size of its prompt: a large request is kept in the store, so this stays bounded."""
+    client = redis.Redis.from_url(stack.redis_url)
+    with requests.Session() as http:
+        http.headers["Authorization"] = "Bearer key-big"
+        jobs = {chars: _one_job(http, stack.api_url, image, "p" * chars) for chars in PROMPT_CHARS}
+    sizes = {str(chars): int(client.memory_usage(f"vq:job:{s['id']}")) for chars, s in jobs.items()}
+    client.close()
+    return sizes
 
 
 def _chart(overheads: list[float], noop: list[float], out: Path) -> str:
@@ -305,6 +327,17 @@ def checks(r: dict[str, Any]) -> list[Check]:
             "",
             "<= 20 ms",
             r["overhead"]["p99_ms"] <= 20,
+        ),
+        *(
+            Check(
+                f"B3 Redis bytes of a finished job, {chars}-character prompt",
+                size,
+                int(chars),
+                "the prompt's characters",
+                "<= 32 KiB",
+                size <= 32 * 1024,
+            )
+            for chars, size in r["redis_bytes_per_job"].items()
         ),
     ]
 

@@ -38,6 +38,8 @@ MAX_IMAGES_PER_JOB = 64
 #: so that a job of empty parts cannot be large while carrying no text.
 MAX_MESSAGES_PER_JOB = 2048
 MAX_PARTS_PER_JOB = 4096
+#: The keys of OpenAI's chat format, not counted as text (`Intake.check_text`).
+_VOCABULARY = frozenset({"role", "content", "type", "text", "image_url", "url"})
 
 
 @dataclass
@@ -181,8 +183,14 @@ class Intake:
         while stack:
             where, item = stack.pop()
             if isinstance(item, dict):
-                used += sum(len(key) for key in item)
-                stack.extend((f"{where}.{k}", v) for k, v in reversed(item.items()))
+                # The chat format's own vocabulary is not the client's text; other keys
+                # (a message's `name`, a response format's schema) are.
+                used += sum(len(key) for key in item if key not in _VOCABULARY)
+                stack.extend(
+                    (f"{where}.{k}", v)
+                    for k, v in reversed(item.items())
+                    if k not in ("role", "type") or not isinstance(v, str)
+                )
             elif isinstance(item, list):
                 stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(item))))
             elif isinstance(item, str):
