@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageChops, ImageOps
 
 from visionq import tokens
 from visionq.errors import InvalidImage, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
@@ -328,7 +328,7 @@ def fit(
             # decoded image once more.
             ImageOps.exif_transpose(image, in_place=True)
             size = (target[1], target[0]) if transposed else target
-            resized = _plain_mode(image).resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+            resized = resample(image, size)
         except _DECODE_ERRORS as exc:
             raise InvalidImage(f"the image does not decode: {_reason(exc)}") from None
     if lossless or resized.mode in ("LA", "RGBA"):
@@ -355,15 +355,56 @@ def _webp_lossless(fp: BinaryIO) -> bool:
     return False
 
 
-def _plain_mode(image: Image.Image) -> Image.Image:
-    """L, LA, RGB or RGBA: the modes resampling works on and PNG and JPEG both carry.
+def resample(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`image` at `size`, in L, LA, RGB or RGBA: the modes resampling works on and PNG and
+    JPEG both carry at 8 bits.
 
-    A palette image resized as is would be resampled by nearest neighbour.
+    Pillow converts a wide sample (16-bit I;16 from a PNG, 32-bit I) by clipping it at
+    255, so a 16-bit image that uses its range would reach MiMo all white. Such an image is
+    resampled at its own precision and only then scaled to 8 bits, 0-65535 onto 0-255: I
+    is read as 16-bit samples too (it is what Pillow made of a 16-bit PNG before I;16),
+    anything outside that range clipped. A palette image is converted first: resampling
+    its indices would be nearest neighbour.
     """
-    if image.mode in ("L", "LA", "RGB", "RGBA"):
+    if image.mode in _WIDE_MODES:
+        alpha = _keyed_alpha(image) if "transparency" in image.info else None
+        grey = _eight_bits(image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0))
+        if alpha is not None:
+            grey.putalpha(alpha.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0))
+        return grey
+    return _plain_mode(image).resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
+#: The modes whose samples are wider than 8 bits that an accepted format decodes to (I;16:
+#: a 16-bit grey PNG), or did in earlier Pillows (I).
+_WIDE_MODES = frozenset({"I;16", "I"})
+_WIDE_TO_8_BITS = 255 / 65535
+
+
+def _eight_bits(image: Image.Image) -> Image.Image:
+    return image.convert("I").point(lambda v: v * _WIDE_TO_8_BITS).convert("L")
+
+
+def _keyed_alpha(image: Image.Image) -> Image.Image:
+    """The alpha of a wide grey image whose tRNS names one sample value as transparent:
+    Pillow's own conversion to LA ignores it for I;16."""
+    key = image.info["transparency"]
+    wide = image.convert("I")
+    # Converting to L clips at 0, so each side is nonzero exactly where the sample is not
+    # the key, on its side of it.
+    above = wide.point(lambda v: v - key).convert("L")
+    below = wide.point(lambda v: key - v).convert("L")
+    return ImageChops.lighter(above, below).point(lambda v: 255 if v else 0)
+
+
+def _plain_mode(image: Image.Image) -> Image.Image:
+    """L, LA, RGB or RGBA, with a transparent colour or palette entry (tRNS) made alpha."""
+    keyed = "transparency" in image.info
+    if image.mode in ("L", "LA", "RGB", "RGBA") and not keyed:
         return image
-    has_alpha = "A" in image.getbands() or "transparency" in image.info
-    return image.convert("RGBA" if has_alpha else "RGB")
+    grey = image.mode in ("1", "L", "LA")
+    alpha = keyed or "A" in image.getbands()
+    return image.convert(("L" if grey else "RGB") + ("A" if alpha else ""))
 
 
 def _encoded(image: Image.Image, fmt: str, **params: int) -> bytes:
