@@ -27,6 +27,7 @@ from PIL import Image, ImageChops, ImageOps
 
 from visionq import tokens
 from visionq.errors import InvalidImage, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from visionq.pngtext import PngWithoutText
 from visionq.settings import MIMO_MAX_IMAGE_BYTES
 
 #: Our format name -> (Pillow's plugin name, MIME type). MiMo accepts exactly these.
@@ -214,7 +215,7 @@ def _opened(fp: BinaryIO, fmt: str, *, max_pixels: int | None) -> Iterator[Image
     """
     Image.MAX_IMAGE_PIXELS = None
     try:
-        image = Image.open(fp, formats=[FORMATS[fmt][0]])
+        image = Image.open(PngWithoutText(fp) if fmt == "png" else fp, formats=[FORMATS[fmt][0]])
     except _DECODE_ERRORS as exc:
         raise InvalidImage(f"the {fmt} image does not decode: {_reason(exc)}") from None
     with image:
@@ -275,9 +276,33 @@ def limit_memory(max_bytes: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (max_bytes, hard))
 
 
+#: What a decoder's complaint means, in our words. Its own text names its internals (module
+#: constants, Python objects, a temporary file's path), which are nobody's business and
+#: change between Pillow versions; anything not matched here is plain corruption.
+_REASONS = (
+    (
+        re.compile(r"truncat|incomplete|premature|not enough|end of|unpack requires", re.I),
+        "the file ends before its image data does",
+    ),
+    (
+        re.compile(r"decompressed data too large|too much memory", re.I),
+        "a compressed block in it inflates past the size we decode",
+    ),
+    (
+        re.compile(r"unsupported|not supported|unknown|cannot handle|unrecognized mode", re.I),
+        "it uses a variant of its format that we do not decode",
+    ),
+)
+_CORRUPT = "its data is corrupt"
+
+
 def _reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text[:200]
+    if isinstance(exc, MemoryError):
+        return "decoding it needs more memory than a worker may use"
+    if isinstance(exc, EOFError):
+        return _REASONS[0][1]
+    text = str(exc)
+    return next((reason for pattern, reason in _REASONS if pattern.search(text)), _CORRUPT)
 
 
 def fit_plan(info: ImageInfo, *, byte_size: int, max_base64: int) -> tuple[int, int] | None:

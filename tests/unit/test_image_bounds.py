@@ -61,3 +61,4 @@ def test_a_decode_over_the_memory_cap_fails_the_image_not_the_process(tmp_path: 
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("invalid:"), done.stdout
     assert "does not decode" in done.stdout
+    assert "more memory than a worker may use" in done.stdout  # not Python's "MemoryError"
