@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import struct
 import zlib
@@ -71,3 +72,7 @@ def itxt(inflated: int, keyword: bytes = b"Comment") -> bytes:
 def iccp(inflated: int) -> bytes:
     """An iCCP colour profile inflating to `inflated` bytes (not a valid profile)."""
     return chunk(b"iCCP", b"profile\0\0" + _deflated(inflated))
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()

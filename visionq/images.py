@@ -84,6 +84,9 @@ def parse_data_url(url: str, *, max_chars: int) -> str:
     if not match:
         raise InvalidRequest("a data URL must look like data:<mime>;base64,<data>")
     payload = url[match.end() :]
+    if not payload:
+        # Nothing to sniff: a malformed URL (400), not bytes of a format we refuse (415).
+        raise InvalidRequest("the data URL holds no bytes after base64,")
     if len(payload) > max_chars:
         raise PayloadTooLarge(f"the base64 string is over the {max_chars}-byte limit")
     return payload

@@ -11,7 +11,8 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -98,6 +99,16 @@ def _place_before_text(messages: list[dict[str, Any]], parts: list[dict[str, Any
     content[first_text:first_text] = parts
 
 
+@contextmanager
+def _about(param: str) -> Iterator[None]:
+    """An error about one image names where it sits in the request, unless it says better."""
+    try:
+        yield
+    except VisionqError as exc:
+        exc.param = exc.param or param
+        raise
+
+
 class Intake:
     def __init__(self, settings: Settings, store: ImageStore, jobs: JobStore) -> None:
         self._settings = settings
@@ -146,7 +157,8 @@ class Intake:
             stream.seek(0)
             return _Pending("upload", param, upload=stream, info=info)
         if url.startswith("data:"):
-            data = images.decode_base64(images.parse_data_url(url, max_chars=limit))
+            with _about(param):
+                data = images.decode_base64(images.parse_data_url(url, max_chars=limit))
             info = self._probe(io.BytesIO(data), param)
             return _Pending("data_url", param, data=data, info=info)
         try:
@@ -236,11 +248,8 @@ class Intake:
 
     def _probe(self, fp: BinaryIO, param: str) -> images.ImageInfo:
         """Format from the first bytes and size from the header: cheap, and it stops bombs."""
-        try:
+        with _about(param):
             return images.probe(fp, max_pixels=self._settings.max_image_pixels)
-        except VisionqError as exc:
-            exc.param = exc.param or param
-            raise
 
     def _check_webhook(self, url: str) -> None:
         """A webhook is refused at submit, not found out hours later by a failed delivery."""
