@@ -16,15 +16,18 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from service import jobs_api, ops_api
 from service.auth import authenticate
 from service.deps import Services, services
-from service.uploads import UploadRequest, buffered_uploads
+from service.uploads import BODY_KEY, BodyInput, UploadRequest, body_deadline, buffered_uploads
 from visionq import logs, metrics
 from visionq.errors import (
     InvalidRequest,
     PayloadTooLarge,
+    RateLimited,
     Unavailable,
     VisionqError,
 )
+from visionq.jobs import redis_errors
 from visionq.settings import Settings
+from visionq.storewrites import refusal_reason
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ _HTTP_TYPES = {
     401: "unauthorized",
     404: "not_found",
     405: "invalid_request",
+    # A body that did not arrive in time: the client's request is incomplete.
+    408: "invalid_request",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -44,7 +49,9 @@ _HTTP_TYPES = {
 def create_app(settings: Settings) -> Flask:
     app = Flask("visionq")
     app.request_class = UploadRequest
-    app.wsgi_app = buffered_uploads(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = body_deadline(  # type: ignore[method-assign]
+        buffered_uploads(app.wsgi_app), settings.body_read_timeout
+    )
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         # Form fields (the `request` JSON of a multipart body may carry data URLs) share the cap.
@@ -58,6 +65,7 @@ def create_app(settings: Settings) -> Flask:
     app.before_request(_begin)
     app.before_request(authenticate)
     app.before_request(_limit_rate)
+    app.before_request(_limit_uploads)
     app.after_request(_count)
     app.teardown_request(_end)
     app.register_error_handler(Exception, _render_error)
@@ -70,6 +78,9 @@ def create_app(settings: Settings) -> Flask:
 #: since it ends up in every log line of the job.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: Requests whose handlers only read the store: they need not be refused when it refuses
+#: writes (see `TenantLimits.hit`).
+_READS = frozenset({"GET", "HEAD"})
 
 
 def _begin() -> None:
@@ -83,7 +94,34 @@ def _limit_rate() -> None:
     """Counted per tenant after authentication, so a stranger's bad key costs nobody."""
     if "tenant" in g:
         logs.bind(tenant=g.tenant)
-        services().tenant_limits.hit(g.tenant)
+        services().tenant_limits.hit(g.tenant, writes=request.method not in _READS)
+
+
+def _limit_uploads() -> None:
+    """Checked before the body is read, so a refused upload costs no more than its headers;
+    the slot is given back as soon as the body is in."""
+    body: BodyInput | None = request.environ.get(BODY_KEY)
+    if "tenant" not in g or body is None or body.received:
+        return
+    try:
+        slot = services().upload_slots.take(g.tenant)
+    except RateLimited:
+        metrics.UPLOADS_REFUSED.labels("tenant_cap").inc()
+        raise
+    if slot is not None:
+        g.upload_slot = slot
+        body.when_received(_release_upload_slot)
+
+
+def _release_upload_slot() -> None:
+    slot = g.pop("upload_slot", None)
+    if slot is None:
+        return
+    try:
+        slot.release()
+    except Unavailable:
+        # Its lease frees it when it ends.
+        log.warning("could not give back an upload slot", exc_info=True)
 
 
 def _count(response: Response) -> Response:
@@ -98,6 +136,7 @@ def _count(response: Response) -> Response:
 
 
 def _end(_exc: BaseException | None) -> None:
+    _release_upload_slot()
     # gunicorn's threads serve one request after another: leave nothing to the next one.
     logs.reset(g.log_context)
 
@@ -129,15 +168,30 @@ def _render_error(exc: Exception) -> Any:
         # Keep what the exception says besides its HTML body, e.g. a 405's `Allow`.
         headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
         return jsonify(body), status, headers
-    elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-        exc = Unavailable("the job store (Redis) is unreachable", retry_after=5)
-    elif not isinstance(exc, VisionqError):
+    elif isinstance(exc, redis.RedisError):
+        exc = _mapped_redis_error(exc)
+    if not isinstance(exc, VisionqError):
         log.exception("unhandled error on %s %s", request.method, request.path)
         body = {"error": {"type": "internal", "message": "internal error", "param": None}}
         return jsonify(body), 500
+    if isinstance(exc, Unavailable) and (reason := refusal_reason(exc)) is not None:
+        services().write_refusals.record(reason)
     response = jsonify({"error": exc.to_dict()})
     response.status_code = exc.status
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None and exc.status in (429, 503):
         response.headers["Retry-After"] = str(int(retry_after))
     return response
+
+
+def _mapped_redis_error(exc: redis.RedisError) -> Exception:
+    """A Redis error that reached us raw (not through `redis_errors`: the rate limiter's
+    library, say) as `redis_errors` maps it, so every path answers an outage or a full
+    store with the same 503 and message; one it does not map stays what it is."""
+    try:
+        with redis_errors():
+            raise exc
+    except Unavailable as mapped:
+        return mapped
+    except redis.RedisError:
+        return exc

@@ -14,7 +14,8 @@ from visionq.jobs import JobStore
 from visionq.outbox import Outbox
 from visionq.settings import Settings
 from visionq.storage import open_store
-from visionq.tenantlimits import TenantLimits
+from visionq.storewrites import WriteProbe, WriteRefusals
+from visionq.tenantlimits import TenantLimits, UploadSlots
 
 
 class Services:
@@ -40,7 +41,13 @@ class Services:
         self.intake = Intake(settings, self.store, self.jobs)
         self.idempotency = IdempotencyKeys(self.redis)
         self.outbox = Outbox(self.redis)
-        self.tenant_limits = TenantLimits(self.redis, settings.rate_limits)
+        #: Writes Redis refused in this process: counted, and logged now and then.
+        self.write_refusals = WriteRefusals()
+        self.write_probe = WriteProbe(self.redis)
+        self.tenant_limits = TenantLimits(self.redis, settings.rate_limits, self.write_refusals)
+        self.upload_slots = UploadSlots(
+            self.redis, settings.max_uploads, body_timeout=settings.body_read_timeout
+        )
         #: What `/metrics` shows: the process tree's samples and the cluster's queues.
         self.metrics = metrics.scrape_registry(
             settings.metrics_dir,

@@ -14,6 +14,7 @@ from prometheus_client.exposition import choose_encoder
 from service.deps import services
 from service.openapi import openapi_document
 from visionq.errors import Unavailable
+from visionq.storewrites import refusal_reason
 
 blueprint = Blueprint("ops", __name__)
 
@@ -25,15 +26,19 @@ def healthz() -> Any:
 
 @blueprint.get("/readyz")
 def readyz() -> Any:
-    """Ready when Redis and storage both answer; a load balancer stops sending traffic otherwise."""
+    """Ready when Redis takes a write and storage answers; a load balancer stops sending
+    traffic otherwise. Redis is asked for a write, not a PING: a Redis at maxmemory
+    answers PING and refuses every submit."""
     svc = services()
     checks: dict[str, str] = {}
-    for name, ping in (("redis", svc.jobs.ping), ("storage", svc.store.ping)):
+    for name, ping in (("redis", svc.write_probe.probe), ("storage", svc.store.ping)):
         try:
             ping()
             checks[name] = "ok"
         except Unavailable as exc:
             checks[name] = exc.message
+            if (reason := refusal_reason(exc)) is not None:
+                svc.write_refusals.record(reason)
     ready = all(value == "ok" for value in checks.values())
     response = jsonify({"status": "ok" if ready else "unavailable", "checks": checks})
     response.status_code = 200 if ready else 503

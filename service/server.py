@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
-from typing import Any
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from gunicorn import glogging, util
 from gunicorn.app.base import BaseApplication
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from service.app import create_app
 from visionq.settings import Settings
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+#: What the health listener answers; anything else there is 404.
+HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -69,17 +79,59 @@ def worker_options(*, workers: int, threads: int) -> dict[str, Any]:
     }
 
 
+class _HealthHandler(WSGIRequestHandler):
+    #: A client that stops sending mid-request holds its thread no longer than this.
+    timeout = 5
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Probes come every few seconds: counted in /metrics, not logged."""
+
+
+def _health_only(wsgi_app: WSGIApplication) -> WSGIApplication:
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") in HEALTH_PATHS:
+            return wsgi_app(environ, start_response)
+        error = {"type": "not_found", "message": "this port serves health and metrics only"}
+        body = json.dumps({"error": error | {"param": None}}).encode()
+        start_response(
+            "404 Not Found",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+    return app
+
+
+def _serve_health(listener: socket.socket, worker: Any) -> None:
+    """In each gunicorn worker, after its app is loaded: the health listener (bound once,
+    in the master) served by threads of its own, outside the worker's request threads.
+    A trickling upload or a thousand long-polls can hold every one of those; the kernel
+    hands each probe to whichever worker accepts it first, and any live worker answers."""
+    host, port = listener.getsockname()[:2]
+    server = make_server(
+        host,
+        port,
+        _health_only(worker.wsgi),
+        threaded=True,
+        request_handler=_HealthHandler,
+        fd=listener.fileno(),
+    )
+    threading.Thread(target=server.serve_forever, name="vq-health", daemon=True).start()
+
+
 def serve(settings: Settings, *, host: str, port: int, workers: int, threads: int) -> None:
     util.write_error = _json_error
-    _Gunicorn(
-        settings,
-        {
-            "bind": f"{host}:{port}",
-            **worker_options(workers=workers, threads=threads),
-            # Requests are counted in /metrics rather than logged one line each.
-            "accesslog": None,
-            "errorlog": "-",
-            "loglevel": settings.log_level,
-            "logger_class": _Logger,
-        },
-    ).run()
+    options: dict[str, Any] = {
+        "bind": f"{host}:{port}",
+        **worker_options(workers=workers, threads=threads),
+        # Requests are counted in /metrics rather than logged one line each.
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": settings.log_level,
+        "logger_class": _Logger,
+    }
+    if settings.health_port:
+        # Bound here, before the workers fork, so that a port in use stops the start-up.
+        listener = socket.create_server((host, settings.health_port), backlog=128)
+        options["post_worker_init"] = functools.partial(_serve_health, listener)
+    _Gunicorn(settings, options).run()

@@ -11,17 +11,35 @@ read by copying what it still holds, so 64 KiB reads copied a 1 MB upload about 
 times (half of the upload's CPU, profiled under wrk). The parser itself keeps its 64 KiB
 reads: once a boundary is in its buffer it runs a regular expression over the whole
 buffer (2.8 ms a MiB), which 1 MiB reads would make it do over the whole image.
+
+Every body, of any form, must arrive within `Settings.body_read_timeout` (`body_deadline`):
+a client that trickles a byte every few seconds would otherwise hold a server thread for
+as long as it likes. A socket timeout alone does not bound that, since each byte resets
+it and gunicorn loops on `recv` until it holds what was asked for; so one thread per
+process (`_Cutoffs`) shuts the socket's read side at each request's deadline, which
+makes the blocked `recv` return, and the read then ends in `RequestTimeout` (408). A body
+left unread when its response has been sent (refused before it was read, or cut off) is
+dropped the same way, so the server neither waits for the rest nor drains it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import io
-from collections.abc import Iterable
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
 from typing import IO, TYPE_CHECKING, Any
 
 from flask import Request, current_app
+from werkzeug.exceptions import RequestTimeout
 from werkzeug.utils import cached_property
+from werkzeug.wsgi import ClosingIterator
 
+from visionq import metrics
 from visionq.storage import Spool
 
 if TYPE_CHECKING:
@@ -57,6 +75,159 @@ def buffered_uploads(wsgi_app: WSGIApplication) -> WSGIApplication:
         return wsgi_app(environ, start_response)
 
     return app
+
+
+#: Where `body_deadline` leaves the request's `BodyInput` for the application.
+BODY_KEY = "visionq.body"
+
+
+class _Cutoffs:
+    """Calls each registered function at its deadline, from one thread per process:
+    a thousand uploads in flight cost a heap of a thousand entries, not a thousand timers."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, BodyInput]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: float, body: BodyInput) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (deadline, next(self._order), body))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="vq-body-cutoff")
+                self._thread.daemon = True
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                deadline, _, body = self._heap[0]
+                wait = deadline - time.monotonic()
+                if wait > 0 and not body.settled:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            if not body.settled:
+                body.cut_off()
+
+
+_CUTOFFS = _Cutoffs()
+
+
+class BodyInput:
+    """The WSGI input, readable until the request's deadline.
+
+    `received` says when the whole body has been read, and `when_received` runs a
+    function then (the tenant's upload slot is given back as soon as its body is in,
+    not when the request ends).
+    """
+
+    def __init__(self, environ: WSGIEnvironment, timeout: float) -> None:
+        self._stream = environ["wsgi.input"]
+        self._sock: socket.socket | None = environ.get("gunicorn.socket")
+        self._timeout = timeout
+        length = environ.get("CONTENT_LENGTH", "")
+        self._left = int(length) if length.isdigit() else None
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        self.received = self._left == 0 or (self._left is None and not chunked)
+        self.expired = False
+        self._done: list[Callable[[], None]] = []
+        self._ended = False
+        if not self.received:
+            _CUTOFFS.add(time.monotonic() + timeout, self)
+
+    @property
+    def settled(self) -> bool:
+        """Nothing left to cut off: the body is in, or the request is over."""
+        return self.received or self._ended
+
+    def when_received(self, function: Callable[[], None]) -> None:
+        if self.received:
+            function()
+        else:
+            self._done.append(function)
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._timed(self._stream.read, size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._timed(self._stream.readline, size)
+
+    def _timed(self, read: Callable[[int | None], bytes], size: int | None) -> bytes:
+        if self.expired:
+            self._refuse()
+        try:
+            data = read(size)
+        except OSError:
+            if self.expired:
+                self._refuse()
+            raise
+        if self.expired:
+            self._refuse()
+        if self._left is not None:
+            self._left -= len(data)
+        if (self._left is not None and self._left <= 0) or (not data and size != 0):
+            self._receive()
+        return data
+
+    def _receive(self) -> None:
+        self.received = True
+        done, self._done = self._done, []
+        for function in done:
+            function()
+
+    def _refuse(self) -> None:
+        raise RequestTimeout(f"the request body did not arrive within {self._timeout:g} s")
+
+    def cut_off(self) -> None:
+        """At the deadline (from the cut-off thread): make a blocked read return."""
+        self.expired = True
+        metrics.UPLOADS_REFUSED.labels("read_timeout").inc()
+        self._drop()
+
+    def end(self) -> None:
+        """The response has been sent: whatever of the body was not read is not wanted."""
+        self._ended = True
+        if not self.received:
+            self._drop()
+
+    def _drop(self) -> None:
+        # The read side only: the response goes out (or has gone) as usual, and the
+        # server's next read of this connection ends at once instead of waiting.
+        if self._sock is not None:
+            with contextlib.suppress(OSError):  # the client has gone already
+                self._sock.shutdown(socket.SHUT_RD)
+
+
+def body_deadline(wsgi_app: WSGIApplication, timeout: float) -> WSGIApplication:
+    """Middleware: the body within `timeout` seconds of the request's start, and no
+    unread rest of it waited for once the response is sent."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        body = BodyInput(environ, timeout)
+        environ["wsgi.input"] = environ[BODY_KEY] = body
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if not body.received:
+                _close_after(start_response)
+            return start_response(status, headers, exc_info)
+
+        return ClosingIterator(wsgi_app(environ, start), body.end)  # type: ignore[arg-type]
+
+    return app
+
+
+def _close_after(start_response: StartResponse) -> None:
+    """Answer `Connection: close`: with the rest of the body unread, where the next
+    request would start is unknown. gunicorn has no WSGI way to say so; its response
+    object (whose method `start_response` is) has `force_close`. Other servers: nothing."""
+    force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+    if callable(force_close):
+        force_close()
 
 
 class UploadRequest(Request):

@@ -89,6 +89,19 @@ HTTP_REQUESTS = Counter(
     "API requests by method, route (the URL rule) and status",
     ["method", "endpoint", "status"],
 )
+REDIS_WRITE_REFUSALS = Counter(
+    "visionq_redis_write_refusals",
+    "Redis writes the API was refused, by reason: maxmemory (full, noeviction) or readonly "
+    "(a replica after a failover); the readiness probe's writes count too",
+    ["reason"],
+)
+UPLOADS_REFUSED = Counter(
+    "visionq_uploads_refused",
+    "Request bodies refused or cut off, by reason: tenant_cap (the tenant's uploads in "
+    "progress at VISIONQ_MAX_UPLOADS, 429) or read_timeout (not received within "
+    "VISIONQ_BODY_READ_TIMEOUT, 408)",
+    ["reason"],
+)
 HTTP_REQUEST_SECONDS = Histogram(
     "visionq_http_request_seconds",
     "API request duration by method and route",

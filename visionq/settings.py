@@ -18,6 +18,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
+    PositiveFloat,
     PositiveInt,
     SecretStr,
     field_validator,
@@ -60,12 +62,12 @@ def _per_key(raw: str) -> dict[str, str]:
     return out
 
 
-def _per_model(raw: str, what: str) -> dict[str, int]:
-    """`100` (every model) or `100,mimo-v2-omni=60` (a default and per-model values)."""
+def _per_name(raw: str, what: str) -> dict[str, int]:
+    """`100` (every model or tenant) or `100,mimo-v2-omni=60` (a default and named values)."""
     try:
         return {model: int(value) for model, value in _per_key(raw).items()}
     except ValueError:
-        raise ConfigurationError(f"{what}: {raw!r} is not N or model=N items") from None
+        raise ConfigurationError(f"{what}: {raw!r} is not N or name=N items") from None
 
 
 def parse_limits(spec: str) -> list[RateLimitItem]:
@@ -129,6 +131,11 @@ class Settings(BaseModel):
     upstream_concurrency: dict[str, PositiveInt] = Field(default_factory=lambda: {"*": 16})
     #: API requests per tenant, "*" for every tenant not named.
     rate_limits: dict[str, str] = Field(default_factory=lambda: {"*": "3000/minute"})
+    #: Request bodies one tenant may be sending at once across the API, "*" for every
+    #: tenant not named (0: no cap).
+    max_uploads: dict[str, NonNegativeInt] = Field(default_factory=lambda: {"*": 64})
+    #: Seconds the API waits for a whole request body; past it, 408 and the connection closes.
+    body_read_timeout: PositiveFloat = 60.0
     upstream_timeout: float = 300.0
     upstream_connect_timeout: float = 10.0
     upstream_max_attempts: int = 6
@@ -143,6 +150,9 @@ class Settings(BaseModel):
     metrics_dir: str | None = None
     #: Where `visionq worker` serves its process tree's metrics (0: not served).
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: Where `visionq api` also answers /healthz, /readyz and /metrics, on threads of
+    #: their own, so that they answer while every request thread is busy (0: not served).
+    health_port: int = Field(default=0, ge=0, le=65535)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -174,6 +184,8 @@ class Settings(BaseModel):
             "VISIONQ_QUEUED_GRACE": "queued_grace",
             "VISIONQ_SWEEP_INTERVAL": "sweep_interval",
             "VISIONQ_METRICS_PORT": "metrics_port",
+            "VISIONQ_HEALTH_PORT": "health_port",
+            "VISIONQ_BODY_READ_TIMEOUT": "body_read_timeout",
             # prometheus-client's own variable, so that it and we agree on the directory.
             "PROMETHEUS_MULTIPROC_DIR": "metrics_dir",
         }
@@ -197,10 +209,11 @@ class Settings(BaseModel):
         if raw := env.get("VISIONQ_WEBHOOK_RETRY_SCHEDULE", "").strip():
             values["webhook_retry_schedule"] = tuple(_ints(raw, "VISIONQ_WEBHOOK_RETRY_SCHEDULE"))
         per_key = {
-            "VISIONQ_UPSTREAM_RPM": ("upstream_rpm", _per_model),
-            "VISIONQ_UPSTREAM_TPM": ("upstream_tpm", _per_model),
-            "VISIONQ_UPSTREAM_CONCURRENCY": ("upstream_concurrency", _per_model),
+            "VISIONQ_UPSTREAM_RPM": ("upstream_rpm", _per_name),
+            "VISIONQ_UPSTREAM_TPM": ("upstream_tpm", _per_name),
+            "VISIONQ_UPSTREAM_CONCURRENCY": ("upstream_concurrency", _per_name),
             "VISIONQ_RATE_LIMIT": ("rate_limits", lambda raw, _: _per_key(raw)),
+            "VISIONQ_MAX_UPLOADS": ("max_uploads", _per_name),
         }
         for var, (field, parse) in per_key.items():
             if raw := env.get(var, "").strip():
