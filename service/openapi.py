@@ -173,7 +173,8 @@ def openapi_document() -> dict[str, Any]:
                     "202": _json(Job, "accepted", {**_JOB_EXAMPLE, "status": "queued"}),
                     "201": _json(Job, "finished within Prefer: wait=N", _JOB_EXAMPLE),
                     "200": _json(Job, "the job made earlier with this Idempotency-Key"),
-                    **_errors(400, 401, 409, 413, 415, 422, 503),
+                    # 408: the body did not arrive within VISIONQ_BODY_READ_TIMEOUT.
+                    **_errors(400, 401, 408, 409, 413, 415, 422, 503),
                 },
             },
             "get": {
@@ -253,7 +254,7 @@ def openapi_document() -> dict[str, Any]:
                             "image_tokens": 1024,
                         },
                     ),
-                    **_errors(400, 401, 413, 415, 422),
+                    **_errors(400, 401, 408, 413, 415, 422, 503),
                 },
             }
         },
