@@ -15,7 +15,7 @@ from visionq.outbox import Outbox
 from visionq.settings import Settings
 from visionq.storage import open_store
 from visionq.storewrites import WriteProbe, WriteRefusals
-from visionq.tenantlimits import TenantLimits, UploadSlots
+from visionq.tenantlimits import UPLOAD_LEASE_MARGIN, TenantLimits, UploadSlots
 
 
 class Services:
@@ -46,7 +46,9 @@ class Services:
         self.write_probe = WriteProbe(self.redis)
         self.tenant_limits = TenantLimits(self.redis, settings.rate_limits, self.write_refusals)
         self.upload_slots = UploadSlots(
-            self.redis, settings.max_uploads, body_timeout=settings.body_read_timeout
+            self.redis,
+            settings.max_uploads,
+            lease=settings.body_read_timeout + UPLOAD_LEASE_MARGIN,
         )
         #: What `/metrics` shows: the process tree's samples and the cluster's queues.
         self.metrics = metrics.scrape_registry(

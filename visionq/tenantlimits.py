@@ -37,7 +37,7 @@ from visionq.storewrites import WriteRefusals, refusal_reason
 #: body-read deadline, and which one ends first is unknown.
 UPLOAD_RETRY_AFTER = 5
 #: A slot's lease beyond the body-read deadline, for the time between taking it and the
-#: first read.
+#: first read: a live upload never outlives its lease.
 UPLOAD_LEASE_MARGIN = 30.0
 
 #: KEYS[1] the tenant's slots; ARGV: slot, cap, lease (ms). Redis's clock, so API hosts
@@ -119,11 +119,11 @@ class UploadSlots:
     """At most `cap` request bodies per tenant being received at once, across replicas."""
 
     def __init__(
-        self, client: redis.Redis, caps_by_tenant: Mapping[str, int], *, body_timeout: float
+        self, client: redis.Redis, caps_by_tenant: Mapping[str, int], *, lease: float
     ) -> None:
         self._redis = client
         self._caps = dict(caps_by_tenant)
-        self._lease_ms = int((body_timeout + UPLOAD_LEASE_MARGIN) * 1000)
+        self._lease_ms = max(1, int(lease * 1000))
         self._take = client.register_script(_TAKE_SLOT)
 
     def take(self, tenant: str) -> UploadSlot | None:

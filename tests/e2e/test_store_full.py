@@ -41,7 +41,7 @@ def stack(full_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
         yield running
 
 
-def _fill(client: redis.Redis) -> None:
+def fill_to_maxmemory(client: redis.Redis) -> None:
     """Up to `maxmemory` with filler keys, then the limit a little under what is used,
     so that the small writes of running processes cannot bring it back under."""
     client.config_set("maxmemory", client.info("memory")["used_memory"] + 8 * 1024 * 1024)
@@ -56,7 +56,7 @@ def _fill(client: redis.Redis) -> None:
     client.config_set("maxmemory", client.info("memory")["used_memory"] - 4 * 1024 * 1024)
 
 
-def _free(client: redis.Redis) -> None:
+def free_filler(client: redis.Redis) -> None:
     for keys in iter(lambda: client.keys(f"{FILLER}*")[:1000], []):
         client.delete(*keys)
 
@@ -84,7 +84,7 @@ def test_full_store_refuses_writes_serves_reads_and_recovers(
     done = stack.run(body)
     assert done["status"] == "succeeded"
     client = redis.Redis.from_url(full_redis.url)
-    _fill(client)
+    fill_to_maxmemory(client)
     try:
         with stack.session("alice") as alice, stack.session("bob") as bob:
             # Writes: refused as an outage, for every tenant and body form.
@@ -116,7 +116,7 @@ def test_full_store_refuses_writes_serves_reads_and_recovers(
         api = next(p for p in stack.processes if p.name == "api")
         assert "refuses writes (maxmemory)" in api.log_path.read_text()
     finally:
-        _free(client)
+        free_filler(client)
     freed = time.monotonic()
     while True:
         response = stack.submit(body)
