@@ -59,20 +59,24 @@ class Trickle:
         return None
 
 
-def _open(base_url: str, key: str, bulk: int = 0) -> Trickle:
+def _open(base_url: str, key: str, bulk: int = 0, *, as_json: bool = False) -> Trickle:
     """A trickle, after `bulk` bytes of the image sent at once (enough, past the API's
-    1 MiB reads, for its spool to exist)."""
+    1 MiB reads, for its spool to exist); `as_json`: a JSON body with a data URL instead."""
     url = urlparse(base_url)
     sock = socket.create_connection((url.hostname, url.port), timeout=5)
-    preamble = (
-        f"--{BOUNDARY}\r\n"
-        'Content-Disposition: form-data; name="image"; filename="slow.jpg"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n"
-    ).encode()
+    if as_json:
+        content_type = "application/json"
+        preamble = b'{"prompt": "x", "images": ["data:image/jpeg;base64,'
+    else:
+        content_type = f"multipart/form-data; boundary={BOUNDARY}"
+        preamble = (
+            f"--{BOUNDARY}\r\n"
+            'Content-Disposition: form-data; name="image"; filename="slow.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
     head = (
         f"POST /v1/jobs HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {key}\r\n"
-        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-        f"Content-Length: {50 * 1024 * 1024}\r\n\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {50 * 1024 * 1024}\r\n\r\n"
     ).encode()
     sock.sendall(head + preamble + b"\xff" * bulk)
     sock.setblocking(False)
@@ -165,8 +169,10 @@ def test_one_tenants_trickling_uploads_leave_the_api_to_the_others(
     stack: Stack, api: tuple[str, str]
 ) -> None:
     base_url, _ = api
-    # The first CAP take the tenant's upload slots (and are spooling), the rest find none.
-    trickles = [_open(base_url, KEYS["alice"], bulk=2 * 1024 * 1024) for _ in range(CAP)]
+    # The first CAP take the tenant's upload slots (uploads spooling, and one JSON body),
+    # the rest find none.
+    trickles = [_open(base_url, KEYS["alice"], bulk=2 * 1024 * 1024) for _ in range(CAP - 1)]
+    trickles.append(_open(base_url, KEYS["alice"], as_json=True))
     time.sleep(0.5)
     trickles += [_open(base_url, KEYS["alice"]) for _ in range(3 * THREADS - CAP)]
     thread = _start(trickles, 3 * DEADLINE)
@@ -196,6 +202,7 @@ def test_one_tenants_trickling_uploads_leave_the_api_to_the_others(
     assert submit_status == 202, submit_status
     refused = [t for t in trickles if t.status == 429]
     held = [t for t in trickles if t.status != 429]
+    print(f"held trickles ended after {[round((t.ended or 0) - t.started, 1) for t in held]} s")
     # At the cap, refused at once and before the body was read; the others cut off.
     assert len(held) <= CAP, statuses
     assert all(t.error["type"] == "rate_limited" for t in refused)
