@@ -37,15 +37,22 @@ class StoredImage:
     size: int
 
 
+def _outage(exc: OSError) -> Unavailable:
+    """A full or unwritable disk is an outage (503), not a bug in the request (500)."""
+    return Unavailable(f"image storage failed: {exc.strerror or exc}", retry_after=5)
+
+
 @contextmanager
 def _storage_errors() -> Iterator[None]:
-    """A full or unwritable disk is an outage (503), not a bug in the request (500)."""
+    """Around our own storage's calls only: an `OSError` raised in the block is taken for
+    the store's, so no caller's code (a source being read, a callback) may run in it. A
+    missing file stays `FileNotFoundError`, which callers take as "not stored"."""
     try:
         yield
+    except FileNotFoundError:
+        raise
     except OSError as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise Unavailable(f"image storage failed: {exc.strerror or exc}", retry_after=5) from None
+        raise _outage(exc) from None
 
 
 class Spool:
@@ -69,7 +76,10 @@ class Spool:
             self.close()
             raise PayloadTooLarge(f"an image is over the {self._max_bytes}-byte limit")
         self._digest.update(data)
-        return self.file.write(data)
+        try:  # per write, not around the loop feeding us: only this write is our storage
+            return self.file.write(data)
+        except OSError as exc:
+            raise _outage(exc) from None
 
     @property
     def sha256(self) -> str:
@@ -134,12 +144,15 @@ def _check_body_name(name: str) -> str:
 
 def _put_chunks(store: ImageStore, chunks: Iterable[bytes], *, max_bytes: int) -> StoredImage:
     """`put_image` on every backend: the bytes go through a spool, hashed and capped on
-    the way, then are stored as a received upload is (`put_spool`)."""
+    the way, then are stored as a received upload is (`put_spool`).
+
+    Iterating `chunks` runs the caller's source (a URL being fetched, a file being read):
+    what it raises is the source's failure and comes out as it is, never as a storage
+    outage; only the spool's own writes are ours (`Spool.write`)."""
     spool = store.spool(max_bytes=max_bytes)
     try:
-        with _storage_errors():
-            for block in chunks:
-                spool.write(block)
+        for block in chunks:
+            spool.write(block)
         return store.put_spool(spool)
     finally:
         spool.close()
@@ -189,8 +202,9 @@ class FileStore:
             # This spool was stored already and that file has gone since (a concurrent
             # delete, with the same upload named twice in one request): the open file
             # still holds the bytes, so copy them.
-            spool.seek(0)
-            return self.put_image(read_chunks(spool.file), max_bytes=spool.size)
+            with _storage_errors():  # the source is our own spool: its errors are ours
+                spool.seek(0)
+                return self.put_image(read_chunks(spool.file), max_bytes=spool.size)
         with _storage_errors():
             # Flushed before the rename: a reader of the same sha, stored by an earlier
             # job, must never see a file that is still being written.
