@@ -114,7 +114,10 @@ class ImageStore(Protocol):
     def delete_image(self, sha256: str) -> None: ...
 
     def write_body(self, name: str, write: Callable[[BinaryIO], None]) -> None:
-        """Let `write` fill a file that appears under `name` only once it is complete."""
+        """Let `write` fill a file that appears under `name` only once it is complete.
+
+        `write` works on our own storage only (it reads stored images into the file), so
+        an `OSError` it raises is the store's: a full disk is `Unavailable`."""
 
     def open_body(self, name: str) -> tuple[BinaryIO, int]:
         """The body and its length; `FileNotFoundError` when missing."""
@@ -235,9 +238,10 @@ class FileStore:
             self._ensure()
             fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
         try:
-            with os.fdopen(fd, "wb") as out:
+            with _storage_errors(), os.fdopen(fd, "wb") as out:
                 write(out)
-            os.replace(tmp_name, final)
+            with _storage_errors():
+                os.replace(tmp_name, final)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise

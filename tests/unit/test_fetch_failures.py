@@ -205,3 +205,21 @@ def test_a_url_the_server_breaks_off_fails_its_job_on_the_first_try(
     assert says in error["message"]
     assert took < DEADLINE + 2.0
     assert _state(rt, job_id)[1] == b"1"  # the one try was counted
+
+
+def test_a_body_written_onto_a_full_disk_hands_the_job_back_uncounted(
+    redis_server: RedisServer, redis_db: redis.Redis, full_disk: Path
+) -> None:
+    rt = _runtime(redis_server, full_disk)
+    job_id = _submit(rt, CORPUS / "good" / "hopper.png")  # 30 KB: stored while there is room
+    filler = full_disk / "filler"
+    with filler.open("wb", buffering=0) as out, pytest.raises(OSError, match="No space"):
+        while True:
+            out.write(b"\0" * 4096)
+            out.flush()
+    started = time.monotonic()
+    assert pipeline.prepare(job_id, rt) is None
+    assert time.monotonic() - started < 5.0  # an outage holds no prepare process for long
+    assert _state(rt, job_id) == [b"running", b"0", b"0"]  # our outage: not the job's fault
+    filler.unlink()  # room again: the next try prepares it
+    assert pipeline.prepare(job_id, rt) == "mimo-v2.5"
