@@ -4,6 +4,7 @@ Each path is one behaviour, and the server counts the requests it gets for each,
 test can tell how often the service tried a URL:
 
 - `/whole`: the image, complete (the control: the server itself is fine);
+- `/slow`: the image, complete, in two halves `every` seconds apart;
 - `/trickle`: the headers at once, then the body a byte every `every` seconds, so only a
   total deadline ends the read;
 - `/short`: a Content-Length, then half the body, then a clean close;
@@ -21,9 +22,8 @@ import select
 import socket
 import struct
 import threading
+import time
 from types import TracebackType
-
-BEHAVIOURS = ("whole", "trickle", "short", "reset")
 
 
 class BrokenImageServer:
@@ -92,6 +92,10 @@ class BrokenImageServer:
             half = self.image[: len(self.image) // 2]
             if behaviour == "whole":
                 conn.sendall(self.image)
+            elif behaviour == "slow":
+                conn.sendall(half)
+                time.sleep(self.every)
+                conn.sendall(self.image[len(half) :])
             elif behaviour == "trickle":
                 self._trickle(conn)
             elif behaviour == "short":

@@ -221,6 +221,10 @@ def _prepare_image(rt: Runtime, record: JobRecord, image: dict[str, Any]) -> dic
     settings = rt.settings
     original = image.get("blob")
     if original is None:
+        # An outage of our store found only once the image is down (S3 is written after
+        # the whole body) would hold this process for the whole download on every
+        # uncounted try while it lasts, and fetch the URL each time: look first.
+        rt.store.ping()
         stored = rt.fetcher.fetch(
             image["url"],
             lambda chunks: rt.store.put_image(chunks, max_bytes=settings.max_image_bytes),

@@ -29,7 +29,7 @@ from visionq.errors import InvalidImageUrl, Unavailable
 from visionq.intake import Intake
 from visionq.jobs import job_key
 from visionq.models import JobRequest
-from visionq.redisserver import RedisServer
+from visionq.redisserver import RedisServer, free_port
 from visionq.settings import Settings
 from visionq.storage import FileStore, ImageStore
 from visionq.urlfetch import UrlFetcher
@@ -163,11 +163,11 @@ def test_our_missing_file_while_fetching_stays_file_not_found(
 # -- The prepare stage: failed at once, counted ------------------------------------------------
 
 
-def _runtime(redis_server: RedisServer, storage: Path) -> pipeline.Runtime:
+def _runtime(redis_server: RedisServer, storage: Path | str) -> pipeline.Runtime:
     return pipeline.Runtime.from_settings(
         Settings(
             redis_url=redis_server.url.replace("/0", f"/{REDIS_DB}"),
-            storage_url=f"file://{storage}",
+            storage_url=storage if isinstance(storage, str) else f"file://{storage}",
             allow_private_urls=True,
             url_fetch_timeout=DEADLINE,
         )
@@ -223,3 +223,28 @@ def test_a_body_written_onto_a_full_disk_hands_the_job_back_uncounted(
     assert _state(rt, job_id) == [b"running", b"0", b"0"]  # our outage: not the job's fault
     filler.unlink()  # room again: the next try prepares it
     assert pipeline.prepare(job_id, rt) == "mimo-v2.5"
+
+
+def test_our_storage_down_is_found_before_the_url_is_downloaded(
+    redis_server: RedisServer,
+    redis_db: redis.Redis,
+    broken: BrokenImageServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # S3 unreachable: the image would be downloaded whole before its upload failed, on
+    # every uncounted try for as long as the outage lasts.
+    for name, value in {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "AWS_ACCESS_KEY_ID": "AKIAVISIONQDOWN",
+        "AWS_SECRET_ACCESS_KEY": "not-a-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    rt = _runtime(redis_server, "s3://vq-down/images")
+    job_id = _submit(rt, broken.url("slow"))
+    fetched = broken.seen("slow")
+    started = time.monotonic()
+    assert pipeline.prepare(job_id, rt) is None
+    took = time.monotonic() - started
+    assert _state(rt, job_id) == [b"running", b"0", b"0"]  # our outage: uncounted
+    assert broken.seen("slow") == fetched, f"downloaded while storage was down ({took:.1f}s)"
