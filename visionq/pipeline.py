@@ -185,6 +185,11 @@ def _prepare_job(record: JobRecord, rt: Runtime) -> list[dict[str, Any]] | None:
     """The job's prepared images; None when the job ended here or was not ours."""
     job_id = record.id
     try:
+        # An outage of our store is handed back uncounted, again every few seconds while
+        # it lasts: found here, in one quick call, each such try holds this process for
+        # moments, not for an image URL's whole download (S3 is written only after it)
+        # or for a hung S3's minutes of retried reads.
+        rt.store.ping()
         prepared = [_prepare_image(rt, record, image) for image in record.images]
         _check_context(rt.settings, record, prepared)
         rt.store.write_body(
@@ -221,10 +226,6 @@ def _prepare_image(rt: Runtime, record: JobRecord, image: dict[str, Any]) -> dic
     settings = rt.settings
     original = image.get("blob")
     if original is None:
-        # An outage of our store found only once the image is down (S3 is written after
-        # the whole body) would hold this process for the whole download on every
-        # uncounted try while it lasts, and fetch the URL each time: look first.
-        rt.store.ping()
         stored = rt.fetcher.fetch(
             image["url"],
             lambda chunks: rt.store.put_image(chunks, max_bytes=settings.max_image_bytes),

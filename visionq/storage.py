@@ -263,6 +263,19 @@ class FileStore:
 #: Keep-alive connections per S3 client: one per thread of the largest pool that shares it
 #: (an upstream worker runs 64 threads), so no thread waits for a connection.
 S3_MAX_POOL_CONNECTIONS = 64
+#: Objects of 50 MB take their time, and a throttled request is worth another try.
+_S3_CONFIG = Config(
+    max_pool_connections=S3_MAX_POOL_CONNECTIONS,
+    connect_timeout=5,
+    read_timeout=60,
+    retries={"mode": "standard", "max_attempts": 3},
+)
+#: `ping` only asks whether S3 answers at all, for the readiness probe and before each job
+#: is prepared: an S3 that accepts connections and never answers must be an outage within
+#: seconds, not after four 60 s reads (measured: 240 s, a prepare process held on each try).
+_S3_PING_CONFIG = Config(
+    connect_timeout=2, read_timeout=5, retries={"mode": "standard", "total_max_attempts": 1}
+)
 _S3_MISSING = {"404", "NoSuchKey", "NotFound"}
 _S3_NO_BUCKET = {"NoSuchBucket"}
 
@@ -282,24 +295,23 @@ class S3Store:
         self.bucket = bucket
         self._prefix = prefix.strip("/")
         self._client_lock = threading.Lock()
-        self._client: Any = None
+        self._clients: dict[str, Any] = {}
         self._client_pid = 0
 
     @property
     def _s3(self) -> Any:
-        """One client per process, made on first use: boto3 clients are thread-safe (its
-        sessions are not), and a client made before a fork must not be shared across it."""
+        return self._client("data", _S3_CONFIG)
+
+    def _client(self, name: str, config: Config) -> Any:
+        """One client of each kind per process, made on first use: boto3 clients are
+        thread-safe (its sessions are not), and one made before a fork must not be shared
+        across it."""
         with self._client_lock:
-            if self._client is None or self._client_pid != os.getpid():
-                config = Config(
-                    max_pool_connections=S3_MAX_POOL_CONNECTIONS,
-                    connect_timeout=5,
-                    read_timeout=60,
-                    retries={"mode": "standard", "max_attempts": 3},
-                )
-                self._client = boto3.session.Session().client("s3", config=config)
-                self._client_pid = os.getpid()
-            return self._client
+            if self._client_pid != os.getpid():
+                self._clients, self._client_pid = {}, os.getpid()
+            if name not in self._clients:
+                self._clients[name] = boto3.session.Session().client("s3", config=config)
+            return self._clients[name]
 
     def _key(self, *parts: str) -> str:
         return "/".join([self._prefix, *parts] if self._prefix else parts)
@@ -403,7 +415,7 @@ class S3Store:
     def ping(self) -> None:
         try:
             with self._s3_errors(f"reach the bucket {self.bucket!r}"):
-                self._s3.head_bucket(Bucket=self.bucket)
+                self._client("ping", _S3_PING_CONFIG).head_bucket(Bucket=self.bucket)
         except FileNotFoundError:  # HEAD has no body, so a missing bucket is a bare 404
             raise Unavailable(
                 f"the S3 bucket {self.bucket!r} does not exist", retry_after=5

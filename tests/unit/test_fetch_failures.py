@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -225,6 +226,17 @@ def test_a_body_written_onto_a_full_disk_hands_the_job_back_uncounted(
     assert pipeline.prepare(job_id, rt) == "mimo-v2.5"
 
 
+def _unreachable_s3(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
+    """Point the S3 store at `port` on loopback, with made-up credentials."""
+    for name, value in {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "AKIAVISIONQDOWN",
+        "AWS_SECRET_ACCESS_KEY": "not-a-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
 def test_our_storage_down_is_found_before_the_url_is_downloaded(
     redis_server: RedisServer,
     redis_db: redis.Redis,
@@ -233,13 +245,7 @@ def test_our_storage_down_is_found_before_the_url_is_downloaded(
 ) -> None:
     # S3 unreachable: the image would be downloaded whole before its upload failed, on
     # every uncounted try for as long as the outage lasts.
-    for name, value in {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
-        "AWS_ACCESS_KEY_ID": "AKIAVISIONQDOWN",
-        "AWS_SECRET_ACCESS_KEY": "not-a-secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+    _unreachable_s3(monkeypatch, free_port())
     rt = _runtime(redis_server, "s3://vq-down/images")
     job_id = _submit(rt, broken.url("slow"))
     fetched = broken.seen("slow")
@@ -248,3 +254,21 @@ def test_our_storage_down_is_found_before_the_url_is_downloaded(
     took = time.monotonic() - started
     assert _state(rt, job_id) == [b"running", b"0", b"0"]  # our outage: uncounted
     assert broken.seen("slow") == fetched, f"downloaded while storage was down ({took:.1f}s)"
+
+
+def test_a_hung_s3_is_an_outage_within_seconds(
+    redis_server: RedisServer,
+    redis_db: redis.Redis,
+    broken: BrokenImageServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A listener that never accepts: the kernel completes the connection, nothing answers.
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as hung:
+        _unreachable_s3(monkeypatch, hung.getsockname()[1])
+        rt = _runtime(redis_server, "s3://vq-hung/images")
+        job_id = _submit(rt, broken.url("whole"))  # a URL: submitting needs no storage
+        started = time.monotonic()
+        assert pipeline.prepare(job_id, rt) is None
+        took = time.monotonic() - started
+    assert _state(rt, job_id) == [b"running", b"0", b"0"]  # our outage: uncounted
+    assert took < 15.0, f"held the prepare process {took:.1f}s"
