@@ -187,6 +187,11 @@ def _prepare_job(record: JobRecord, rt: Runtime) -> list[dict[str, Any]] | None:
     """The job's prepared images; None when the job ended here or was not ours."""
     job_id = record.id
     try:
+        # An outage of our store is handed back uncounted, again every few seconds while
+        # it lasts: found here, in one quick call, each such try holds this process for
+        # moments, not for an image URL's whole download (S3 is written only after it)
+        # or for a hung S3's minutes of retried reads.
+        rt.store.ping()
         prepared = [_prepare_image(rt, record, image) for image in record.images]
         input_tokens = _check_context(rt.settings, record, prepared)
         rt.store.write_body(

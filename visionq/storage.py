@@ -37,15 +37,22 @@ class StoredImage:
     size: int
 
 
+def _outage(exc: OSError) -> Unavailable:
+    """A full or unwritable disk is an outage (503), not a bug in the request (500)."""
+    return Unavailable(f"image storage failed: {exc.strerror or exc}", retry_after=5)
+
+
 @contextmanager
 def _storage_errors() -> Iterator[None]:
-    """A full or unwritable disk is an outage (503), not a bug in the request (500)."""
+    """Around our own storage's calls only: an `OSError` raised in the block is taken for
+    the store's, so no caller's code (a source being read, a callback) may run in it. A
+    missing file stays `FileNotFoundError`, which callers take as "not stored"."""
     try:
         yield
+    except FileNotFoundError:
+        raise
     except OSError as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise Unavailable(f"image storage failed: {exc.strerror or exc}", retry_after=5) from None
+        raise _outage(exc) from None
 
 
 class Spool:
@@ -69,7 +76,10 @@ class Spool:
             self.close()
             raise PayloadTooLarge(f"an image is over the {self._max_bytes}-byte limit")
         self._digest.update(data)
-        return self.file.write(data)
+        try:  # per write, not around the loop feeding us: only this write is our storage
+            return self.file.write(data)
+        except OSError as exc:
+            raise _outage(exc) from None
 
     @property
     def sha256(self) -> str:
@@ -104,7 +114,10 @@ class ImageStore(Protocol):
     def delete_image(self, sha256: str) -> None: ...
 
     def write_body(self, name: str, write: Callable[[BinaryIO], None]) -> None:
-        """Let `write` fill a file that appears under `name` only once it is complete."""
+        """Let `write` fill a file that appears under `name` only once it is complete.
+
+        `write` works on our own storage only (it reads stored images into the file), so
+        an `OSError` it raises is the store's: a full disk is `Unavailable`."""
 
     def open_body(self, name: str) -> tuple[BinaryIO, int]:
         """The body and its length; `FileNotFoundError` when missing."""
@@ -134,12 +147,15 @@ def _check_body_name(name: str) -> str:
 
 def _put_chunks(store: ImageStore, chunks: Iterable[bytes], *, max_bytes: int) -> StoredImage:
     """`put_image` on every backend: the bytes go through a spool, hashed and capped on
-    the way, then are stored as a received upload is (`put_spool`)."""
+    the way, then are stored as a received upload is (`put_spool`).
+
+    Iterating `chunks` runs the caller's source (a URL being fetched, a file being read):
+    what it raises is the source's failure and comes out as it is, never as a storage
+    outage; only the spool's own writes are ours (`Spool.write`)."""
     spool = store.spool(max_bytes=max_bytes)
     try:
-        with _storage_errors():
-            for block in chunks:
-                spool.write(block)
+        for block in chunks:
+            spool.write(block)
         return store.put_spool(spool)
     finally:
         spool.close()
@@ -189,8 +205,9 @@ class FileStore:
             # This spool was stored already and that file has gone since (a concurrent
             # delete, with the same upload named twice in one request): the open file
             # still holds the bytes, so copy them.
-            spool.seek(0)
-            return self.put_image(read_chunks(spool.file), max_bytes=spool.size)
+            with _storage_errors():  # the source is our own spool: its errors are ours
+                spool.seek(0)
+                return self.put_image(read_chunks(spool.file), max_bytes=spool.size)
         with _storage_errors():
             # Flushed before the rename: a reader of the same sha, stored by an earlier
             # job, must never see a file that is still being written.
@@ -221,9 +238,10 @@ class FileStore:
             self._ensure()
             fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
         try:
-            with os.fdopen(fd, "wb") as out:
+            with _storage_errors(), os.fdopen(fd, "wb") as out:
                 write(out)
-            os.replace(tmp_name, final)
+            with _storage_errors():
+                os.replace(tmp_name, final)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
@@ -245,6 +263,19 @@ class FileStore:
 #: Keep-alive connections per S3 client: one per thread of the largest pool that shares it
 #: (an upstream worker runs 64 threads), so no thread waits for a connection.
 S3_MAX_POOL_CONNECTIONS = 64
+#: Objects of 50 MB take their time, and a throttled request is worth another try.
+_S3_CONFIG = Config(
+    max_pool_connections=S3_MAX_POOL_CONNECTIONS,
+    connect_timeout=5,
+    read_timeout=60,
+    retries={"mode": "standard", "max_attempts": 3},
+)
+#: `ping` only asks whether S3 answers at all, for the readiness probe and before each job
+#: is prepared: an S3 that accepts connections and never answers must be an outage within
+#: seconds, not after four 60 s reads (measured: 240 s, a prepare process held on each try).
+_S3_PING_CONFIG = Config(
+    connect_timeout=2, read_timeout=5, retries={"mode": "standard", "total_max_attempts": 1}
+)
 _S3_MISSING = {"404", "NoSuchKey", "NotFound"}
 _S3_NO_BUCKET = {"NoSuchBucket"}
 
@@ -264,24 +295,23 @@ class S3Store:
         self.bucket = bucket
         self._prefix = prefix.strip("/")
         self._client_lock = threading.Lock()
-        self._client: Any = None
+        self._clients: dict[str, Any] = {}
         self._client_pid = 0
 
     @property
     def _s3(self) -> Any:
-        """One client per process, made on first use: boto3 clients are thread-safe (its
-        sessions are not), and a client made before a fork must not be shared across it."""
+        return self._client("data", _S3_CONFIG)
+
+    def _client(self, name: str, config: Config) -> Any:
+        """One client of each kind per process, made on first use: boto3 clients are
+        thread-safe (its sessions are not), and one made before a fork must not be shared
+        across it."""
         with self._client_lock:
-            if self._client is None or self._client_pid != os.getpid():
-                config = Config(
-                    max_pool_connections=S3_MAX_POOL_CONNECTIONS,
-                    connect_timeout=5,
-                    read_timeout=60,
-                    retries={"mode": "standard", "max_attempts": 3},
-                )
-                self._client = boto3.session.Session().client("s3", config=config)
-                self._client_pid = os.getpid()
-            return self._client
+            if self._client_pid != os.getpid():
+                self._clients, self._client_pid = {}, os.getpid()
+            if name not in self._clients:
+                self._clients[name] = boto3.session.Session().client("s3", config=config)
+            return self._clients[name]
 
     def _key(self, *parts: str) -> str:
         return "/".join([self._prefix, *parts] if self._prefix else parts)
@@ -385,7 +415,7 @@ class S3Store:
     def ping(self) -> None:
         try:
             with self._s3_errors(f"reach the bucket {self.bucket!r}"):
-                self._s3.head_bucket(Bucket=self.bucket)
+                self._client("ping", _S3_PING_CONFIG).head_bucket(Bucket=self.bucket)
         except FileNotFoundError:  # HEAD has no body, so a missing bucket is a bare 404
             raise Unavailable(
                 f"the S3 bucket {self.bucket!r} does not exist", retry_after=5

@@ -23,6 +23,7 @@ address a name resolves to, for refusing a webhook URL at submit time (`check_pu
 from __future__ import annotations
 
 import contextlib
+import http.client
 import ipaddress
 import socket
 import threading
@@ -37,7 +38,13 @@ from requests_hardened import Config, HTTPSession
 from requests_hardened.ip_filter import EXTRA_BLOCKED_NET_RANGES
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NameResolutionError,
+    NewConnectionError,
+)
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util import connection as urllib3_connection
 
 from visionq.errors import InvalidImageUrl, PayloadTooLarge, UrlRefused
@@ -109,6 +116,7 @@ class _Deadline:
 
     def __init__(self, seconds: float, *, allow_private: bool) -> None:
         self.allow_private = allow_private
+        self.seconds = seconds
         self._end = time.monotonic() + seconds
         self._lock = threading.Lock()
         self._watched: list[socket.socket] = []
@@ -138,6 +146,9 @@ class _Deadline:
 
     def passed(self) -> bool:
         return time.monotonic() >= self._end
+
+    def timed_out(self) -> InvalidImageUrl:
+        return InvalidImageUrl(f"fetching the image URL timed out after {self.seconds:g} s")
 
     def connect_timeout(self, timeout: object) -> float:
         left = self._end - time.monotonic()
@@ -280,19 +291,28 @@ class UrlFetcher:
         self._session.trust_env = False  # no proxies from the environment: they bypass the rule
 
     def fetch(self, url: str, consume: Callable[[Iterator[bytes]], T]) -> T:
-        """Stream the body of `url` into `consume`; errors become `InvalidImageUrl`."""
+        """Stream the body of `url` into `consume`, all within the total deadline.
+
+        Whatever fails on the remote side, while connecting, while waiting for the answer
+        or while `consume` iterates the body (a deadline, a reset, a body cut short), is
+        `InvalidImageUrl` (over the byte cap, `PayloadTooLarge`): the URL is at fault, and
+        another try would meet the same server. What `consume` raises of its own (our
+        storage failing) passes through untouched, so the caller can tell the two apart.
+        """
         try:
             check_url_syntax(url)
-            return self._request("GET", url, lambda r, deadline: self._read(r, deadline, consume))
         except UrlRefused as exc:
             raise InvalidImageUrl(exc.message) from None
-        except requests.TooManyRedirects:
-            raise InvalidImageUrl("the image URL redirects too often") from None
-        except requests.Timeout:
-            raise InvalidImageUrl("fetching the image URL timed out") from None
-        except requests.RequestException as exc:
-            name = type(exc).__name__
-            raise InvalidImageUrl(f"the image URL cannot be fetched: {name}") from None
+        with (
+            _Deadline(self._timeout, allow_private=self._allow_private) as deadline,
+            self._get(url, deadline) as response,
+        ):
+            if response.status_code >= 300:  # a 3xx here is one we did not follow
+                raise InvalidImageUrl(f"fetching the image URL answered {response.status_code}")
+            length = response.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > self._max_bytes:
+                raise PayloadTooLarge(f"the image at the URL is over {self._max_bytes} bytes")
+            return consume(self._chunks(response, deadline))
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> int | None:
         """POST within the deadline; the status code, or None when no answer came.
@@ -301,53 +321,90 @@ class UrlFetcher:
         by a fetcher made with `max_redirects=0`: a 3xx comes back as its status code.
         """
         check_url_syntax(url)
-        try:
-            return self._request(
-                "POST", url, lambda r, deadline: r.status_code, data=body, headers=headers
-            )
-        except requests.RequestException:
-            return None
-
-    def _request(
-        self,
-        method: str,
-        url: str,
-        handle: Callable[[requests.Response, _Deadline], T],
-        **kwargs: object,
-    ) -> T:
-        with _Deadline(self._timeout, allow_private=self._allow_private) as deadline:
+        with _Deadline(self._timeout, allow_private=self._allow_private):
             try:
-                with self._session.request(method, url, stream=True, **kwargs) as response:
-                    return handle(response, deadline)
-            except (requests.RequestException, OSError):
-                # Whatever the cut-off broke (a reset, a short read, a TLS error) timed out.
-                if deadline.passed():
-                    raise requests.Timeout("the total deadline passed") from None
-                raise
+                with self._session.request(
+                    "POST", url, stream=True, data=body, headers=headers
+                ) as response:
+                    return response.status_code
+            except _REMOTE_ERRORS:
+                return None
 
-    def _read(
-        self,
-        response: requests.Response,
-        deadline: _Deadline,
-        consume: Callable[[Iterator[bytes]], T],
-    ) -> T:
-        if response.status_code >= 300:  # a 3xx here is one we did not follow
-            raise InvalidImageUrl(f"fetching the image URL answered {response.status_code}")
-        length = response.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > self._max_bytes:
-            raise PayloadTooLarge(f"the image at the URL is over {self._max_bytes} bytes")
-        return consume(self._chunks(response, deadline))
+    def _get(self, url: str, deadline: _Deadline) -> requests.Response:
+        try:
+            return self._session.request("GET", url, stream=True)
+        except UrlRefused as exc:  # a connection (or a redirect's) refused by the rule
+            raise InvalidImageUrl(exc.message) from None
+        except _REMOTE_ERRORS as exc:
+            raise _remote_failure(exc, deadline) from None
 
     def _chunks(self, response: requests.Response, deadline: _Deadline) -> Iterator[bytes]:
+        """The body, with the remote side's failures mapped where they happen: this runs
+        inside `consume`, whose own errors must not be taken for the server's."""
         total = 0
-        for block in response.iter_content(_CHUNK):
+        blocks = response.iter_content(_CHUNK)
+        while True:
+            try:
+                block = next(blocks, None)
+            except _REMOTE_ERRORS as exc:
+                raise _remote_failure(exc, deadline) from None
+            if block is None:
+                break
             total += len(block)
             if total > self._max_bytes:
                 raise PayloadTooLarge(f"the image at the URL is over {self._max_bytes} bytes")
             if deadline.passed():
-                raise requests.Timeout("the total deadline passed")
+                raise deadline.timed_out()
             yield block
         if deadline.passed():
             # The cut-off ends a body that runs until the connection closes just as the
             # server closing it would: a short image must not pass for a whole one.
-            raise requests.Timeout("the total deadline passed")
+            raise deadline.timed_out()
+
+
+#: What the remote side can raise through requests and urllib3: requests' own errors (they
+#: are OSErrors too), urllib3's and http.client's that escape unwrapped, and socket errors.
+_REMOTE_ERRORS = (requests.RequestException, HTTPError, http.client.HTTPException, OSError)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and every exception it wraps: requests and urllib3 nest the socket's error in
+    causes, contexts, arguments and a `reason`."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        nested = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        todo.extend(e for e in [*nested, *current.args] if isinstance(e, BaseException))
+
+
+def _remote_failure(exc: BaseException, deadline: _Deadline) -> InvalidImageUrl:
+    """The remote side's failure, in our words. The deadline comes first: cutting the
+    connection off is what broke whatever was waiting on it."""
+    if deadline.passed():
+        return deadline.timed_out()
+    causes = list(_causes(exc))
+    for kinds, message in _FAILURES:
+        if any(isinstance(cause, kinds) for cause in causes):
+            return InvalidImageUrl(message)
+    # Anything rarer (TLS, a redirect to another scheme, a malformed answer) by its kind.
+    return InvalidImageUrl(f"the image URL cannot be fetched: {type(exc).__name__}")
+
+
+#: The first that matches any of a failure's causes names it.
+_FAILURES: list[tuple[type[BaseException] | tuple[type[BaseException], ...], str]] = [
+    (requests.TooManyRedirects, "the image URL redirects too often"),
+    ((requests.Timeout, Urllib3Timeout, TimeoutError), "fetching the image URL timed out"),
+    ((NameResolutionError, socket.gaierror), "the image URL's host does not resolve"),
+    (ConnectionRefusedError, "the image URL's server refused the connection"),
+    ((ConnectionResetError, BrokenPipeError), "the image URL's server reset the connection"),
+    (
+        http.client.IncompleteRead,
+        "the image URL's server closed the connection before the whole image arrived",
+    ),
+    (requests.exceptions.ContentDecodingError, "the image URL's body cannot be decoded"),
+]
