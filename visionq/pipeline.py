@@ -323,6 +323,15 @@ def call_upstream(model: str, rt: Runtime) -> None:
         if record is None:
             return
         _bind(record, turn.attempt)
+        if turn.attempt > rt.settings.upstream_max_attempts:
+            # Every earlier attempt ended with no outcome (its worker died, or it could not
+            # read the body): a job that stops its workers must not be offered for ever,
+            # each offer another paid call.
+            error = UpstreamUnavailable(
+                f"the upstream stage ended {turn.attempt - 1} times without an outcome"
+            )
+            _finish(rt, record, error=error)
+            return
         rt.pacer.spend_tokens(model, _input_tokens(record))
         waited = time.time() - turn.ready_since
         metrics.STAGE_SECONDS.labels("pacing_wait").observe(max(0.0, waited))

@@ -90,6 +90,32 @@ def test_retryable_error_is_raised_until_the_budget_is_spent(runtime: pipeline.R
     assert job["error"]["type"] == "upstream_unavailable"
 
 
+def test_a_job_whose_upstream_attempts_keep_dying_ends(stack: Stack, tmp_path: Path) -> None:
+    """Two upstream workers took the job and died without an outcome (their leases ran out
+    and the sweeper offered it again): the next turn fails it instead of calling again."""
+    settings = Settings(
+        redis_url=stack.redis_url.replace("/0", f"/{REDIS_DB}"),
+        storage_url=f"file://{tmp_path}",
+        upstream_base_url=f"{stack.simulator_url}/v1",
+        mimo_api_key=SIM_KEY,
+        upstream_max_attempts=2,
+        job_lease=0.3,
+    )
+    rt = pipeline.Runtime.from_settings(settings)
+    job_id = _submit(rt, "dies", CORPUS / "good/hopper.png")
+    assert pipeline.prepare(job_id, rt)
+    for attempt in (1, 2):
+        with rt.pacer.turn(MODEL) as turn:  # taken, then its worker "dies" holding it
+            assert turn is not None and turn.attempt == attempt
+        time.sleep(2 * settings.job_lease)
+        rt.pacer.offer(job_id, model=MODEL, tenant="t")  # as the sweeper does
+    calls = stack.upstream_calls()
+    pipeline.call_upstream(MODEL, rt)
+    job = rt.jobs.get(job_id, tenant="t").public()
+    assert (job["status"], job["error"]["type"]) == ("failed", "upstream_unavailable")
+    assert stack.upstream_calls() == calls
+
+
 def test_context_window_is_checked_before_the_call(
     stack: Stack, tmp_path: Path, image_server: str
 ) -> None:
