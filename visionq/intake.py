@@ -39,8 +39,6 @@ MAX_IMAGES_PER_JOB = 64
 #: so that a job of empty parts cannot be large while carrying no text.
 MAX_MESSAGES_PER_JOB = 2048
 MAX_PARTS_PER_JOB = 4096
-#: The keys of OpenAI's chat format, not counted as text (`Intake.check_text`).
-_VOCABULARY = frozenset({"role", "content", "type", "text", "image_url", "url"})
 
 
 @dataclass
@@ -107,6 +105,42 @@ def _about(param: str) -> Iterator[None]:
     except VisionqError as exc:
         exc.param = exc.param or param
         raise
+
+
+def _text_fields(
+    messages: list[dict[str, Any]], sampling: dict[str, Any]
+) -> Iterator[tuple[str, Any]]:
+    """What `Intake.check_text` counts, as (param, value): everything the client wrote
+    except the chat format's own parts (a message's role, a part's type, the names of the
+    format's keys) and the images' URLs. A key the format does not name is the client's
+    text too, and is counted with its value (as a one-key object)."""
+    for m, message in enumerate(messages):
+        for key, value in message.items():
+            where = f"messages[{m}].{key}"
+            if key == "role":
+                continue
+            if key != "content":
+                yield f"messages[{m}]", {key: value}
+            elif isinstance(value, str):
+                yield where, value
+            else:
+                for p, part in enumerate(value):
+                    yield from _part_fields(f"{where}[{p}]", part)
+    yield from sampling.items()
+
+
+def _part_fields(where: str, part: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    for key, value in part.items():
+        if key == "type":
+            continue
+        if key == "text":
+            yield f"{where}.text", value
+        elif key == "image_url" and part["type"] == "image_url":
+            for name, detail in value.items():
+                if name != "url":
+                    yield f"{where}.image_url", {name: detail}
+        else:
+            yield where, {key: value}
 
 
 class Intake:
@@ -191,24 +225,16 @@ class Intake:
                     )
         limit = self._settings.max_text_chars
         used = 0
-        stack: list[tuple[str, Any]] = [("messages", messages), *reversed(sampling.items())]
+        stack = list(reversed(list(_text_fields(messages, sampling))))
         while stack:
             where, item = stack.pop()
             if isinstance(item, dict):
-                # The chat format's own vocabulary is not the client's text; other keys
-                # (a message's `name`, a response format's schema) are.
-                used += sum(len(key) for key in item if key not in _VOCABULARY)
-                stack.extend(
-                    (f"{where}.{k}", v)
-                    for k, v in reversed(item.items())
-                    if k not in ("role", "type") or not isinstance(v, str)
-                )
+                used += sum(len(key) for key in item)
+                stack.extend((f"{where}.{k}", v) for k, v in reversed(item.items()))
             elif isinstance(item, list):
                 stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(item))))
-            elif isinstance(item, str):
-                used += 0 if where.endswith(".image_url.url") else len(item)
             else:
-                used += len(json.dumps(item))
+                used += len(item) if isinstance(item, str) else len(json.dumps(item))
             if used > limit:
                 raise PayloadTooLarge(
                     f"a job carries at most {limit} characters of text", param=where

@@ -137,8 +137,6 @@ def prepare(job_id: str, rt: Runtime) -> str | None:
         if record is None:
             return None
         _bind(record, attempt)
-        if record.request_in_store:
-            record = record.with_request(_stored_request(rt, job_id))
         if attempt == 1:
             waited = time.time() - record.fields["created_at"]
             metrics.STAGE_SECONDS.labels("queue_wait").observe(max(0.0, waited))
@@ -172,13 +170,13 @@ def prepare(job_id: str, rt: Runtime) -> str | None:
         model = record.fields["model"]
         rt.leases.release(job_id, look_in=rt.leases.lease)
         rt.pacer.offer(job_id, model=model, tenant=record.tenant)
-        tokens = sum(image["image_tokens"] for image in prepared)
-        metrics.TOKENS.labels(model, "image_estimate").inc(tokens)
+        image_tokens = sum(image["image_tokens"] for image in prepared)
+        metrics.TOKENS.labels(model, "image_estimate").inc(image_tokens)
         log.info(
             "prepared %d images, %d image tokens",
             len(prepared),
-            tokens,
-            extra={"images": len(prepared), "image_tokens": tokens},
+            image_tokens,
+            extra={"images": len(prepared), "image_tokens": image_tokens},
         )
         return model
 
@@ -192,6 +190,8 @@ def _prepare_job(record: JobRecord, rt: Runtime) -> list[dict[str, Any]] | None:
         # moments, not for an image URL's whole download (S3 is written only after it)
         # or for a hung S3's minutes of retried reads.
         rt.store.ping()
+        if record.request_in_store:
+            record = record.with_request(_stored_request(rt, job_id))
         prepared = [_prepare_image(rt, record, image) for image in record.images]
         input_tokens = _check_context(rt.settings, record, prepared)
         rt.store.write_body(
@@ -280,10 +280,14 @@ def _prepare_image(rt: Runtime, record: JobRecord, image: dict[str, Any]) -> dic
 
 
 def _stored_request(rt: Runtime, job_id: str) -> dict[str, Any]:
-    """A request too large for the job's hash, from the store (read once, by prepare)."""
-    body, _ = rt.store.open_body(request_body_name(job_id))
-    with body:
-        request: dict[str, Any] = json.load(body)
+    """A request too large for the job's hash, from the store (read once, by prepare).
+    One that is gone or unreadable fails the job: no later try would find it."""
+    try:
+        body, _ = rt.store.open_body(request_body_name(job_id))
+        with body:
+            request: dict[str, Any] = json.load(body)
+    except (FileNotFoundError, ValueError):
+        raise Internal("the job's request is missing from the image store") from None
     return request
 
 

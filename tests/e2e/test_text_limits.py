@@ -63,6 +63,21 @@ def test_text_is_counted_over_the_whole_job(stack: Stack) -> None:
         "payload_too_large",
     )
     assert error["param"] == "user"
+    # Only the chat format's own words go uncounted, and only where the format has them.
+    huge = "h" * (MAX_TEXT + 1)
+    hidden = [
+        ({"response_format": {"type": huge}}, "response_format.type"),
+        ({"thinking": {"a": {"image_url": {"url": huge}}}}, "thinking.a.image_url.url"),
+    ]
+    for extra, param in hidden:
+        body = {"prompt": "p", "images": [JPEG], **extra}
+        assert _error(stack.submit(body), 413, "payload_too_large")["param"] == param
+    smuggled = [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": JPEG}}]},
+        {"role": "user", "content": "hi", "image_url": {"url": huge}},
+    ]
+    error = _error(stack.submit({"messages": smuggled}), 413, "payload_too_large")
+    assert error["param"] == "messages[1].image_url.url"
 
 
 def test_image_urls_do_not_count_as_text(stack: Stack, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from tests.conftest import CORPUS, SIM_KEY, Stack
 from visionq import pipeline
 from visionq.errors import ContextLengthExceeded, UpstreamRetryable
 from visionq.intake import Intake
-from visionq.jobs import job_key
+from visionq.jobs import job_key, request_body_name
 from visionq.leases import Leases
 from visionq.models import JobRequest
 from visionq.settings import Settings
@@ -88,6 +88,25 @@ def test_retryable_error_is_raised_until_the_budget_is_spent(runtime: pipeline.R
     job = runtime.jobs.get(job_id, tenant="t").public()
     assert job["status"] == "failed"
     assert job["error"]["type"] == "upstream_unavailable"
+
+
+def test_a_large_request_is_read_from_the_store_and_a_lost_one_fails_its_job(
+    runtime: pipeline.Runtime,
+) -> None:
+    kept = _submit(runtime, "k" * 20_000, CORPUS / "good/hopper.png")
+    lost = _submit(runtime, "l" * 20_000, CORPUS / "good/hopper.png")
+    runtime.store.delete_body(request_body_name(lost))
+    assert pipeline.prepare(kept, runtime) == MODEL
+    assert not pipeline.prepare(lost, runtime)
+    error = runtime.jobs.get(lost, tenant="t").public()["error"]
+    assert (error["type"], error["message"]) == (
+        "internal",
+        "the job's request is missing from the image store",
+    )
+    pipeline.call_upstream(MODEL, runtime)
+    job = runtime.jobs.get(kept, tenant="t").public()
+    assert job["status"] == "succeeded"
+    assert "k" * 100 in job["result"]["content"]
 
 
 def test_a_job_whose_upstream_attempts_keep_dying_ends(stack: Stack, tmp_path: Path) -> None:
