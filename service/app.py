@@ -79,8 +79,9 @@ def create_app(settings: Settings) -> Flask:
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: Requests whose handlers only read the store: they need not be refused when it refuses
-#: writes (see `TenantLimits.hit`).
+#: writes (see `TenantLimits.hit`). Counting tokens stores nothing, whatever its method.
 _READS = frozenset({"GET", "HEAD"})
+_READ_ENDPOINTS = frozenset({"jobs.count_tokens"})
 
 
 def _begin() -> None:
@@ -94,7 +95,8 @@ def _limit_rate() -> None:
     """Counted per tenant after authentication, so a stranger's bad key costs nobody."""
     if "tenant" in g:
         logs.bind(tenant=g.tenant)
-        services().tenant_limits.hit(g.tenant, writes=request.method not in _READS)
+        reads = request.method in _READS or request.endpoint in _READ_ENDPOINTS
+        services().tenant_limits.hit(g.tenant, writes=not reads)
 
 
 def _limit_uploads() -> None:

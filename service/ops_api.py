@@ -26,11 +26,17 @@ def healthz() -> Any:
 
 @blueprint.get("/readyz")
 def readyz() -> Any:
-    """Ready when Redis takes a write and storage answers; a load balancer stops sending
-    traffic otherwise. Redis is asked for a write, not a PING: a Redis at maxmemory
-    answers PING and refuses every submit."""
+    """Ready when Redis and storage answer; a load balancer stops sending traffic otherwise.
+
+    Redis is asked for a write, not a PING, so that a Redis at maxmemory (which answers
+    PING and refuses every submit) is reported: `degraded`, with the reason in `checks`,
+    but still 200. Every replica shares that Redis, so taking them all out of the load
+    balancer would stop the reads that still work and turn the submits' 503, with its
+    Retry-After, into connection errors; the metric and the log line are the alarm.
+    """
     svc = services()
     checks: dict[str, str] = {}
+    degraded = False
     for name, ping in (("redis", svc.write_probe.probe), ("storage", svc.store.ping)):
         try:
             ping()
@@ -39,8 +45,12 @@ def readyz() -> Any:
             checks[name] = exc.message
             if (reason := refusal_reason(exc)) is not None:
                 svc.write_refusals.record(reason)
-    ready = all(value == "ok" for value in checks.values())
-    response = jsonify({"status": "ok" if ready else "unavailable", "checks": checks})
+                degraded = True
+    ready = all(value == "ok" for value in checks.values()) or (
+        degraded and checks["storage"] == "ok"
+    )
+    status = "degraded" if degraded and ready else "ok" if ready else "unavailable"
+    response = jsonify({"status": status, "checks": checks})
     response.status_code = 200 if ready else 503
     if not ready:
         response.headers["Retry-After"] = "5"
