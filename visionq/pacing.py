@@ -190,27 +190,42 @@ class Tickets:
 
 
 class TicketAudit:
-    """How many tickets the sweeper sends each model, from this round and the one before.
+    """How many tickets the sweeper sends each model, from what it counted over time.
 
     A ticket lost while it waited is sent again at once: its registration expired, so its
     worker is dead. Due jobs beyond every ticket counted (tickets lost before they
     registered: a retry's countdown held by a dead worker, kombu's pop-then-record window)
-    are sent tickets only when the shortfall was there the round before too, since a
-    ticket goes uncounted for an instant on its way (offered but not yet sent, taken from
-    the broker but not yet started), and such instants do not last a sweep. The broker's
+    are sent tickets only once the shortfall has lasted `hold` seconds (a job lease), the
+    fewest seen meanwhile: a ticket goes uncounted for an instant on its way (taken from
+    the broker but not yet started), and while tickets flow some always are. The broker's
     list counts for every model, so with another model's tickets queued a shortfall may
     show late; a lost registration never does.
     """
 
-    def __init__(self) -> None:
-        self._short: dict[str, int] = {}
+    def __init__(self, *, hold: float) -> None:
+        self._hold = hold
+        #: Per model short of tickets: since when, continuously, and the fewest missing.
+        self._short: dict[str, tuple[float, int]] = {}
 
     def missing(self, counts: list[Tickets]) -> dict[str, int]:
-        previous, self._short = self._short, {c.model: c.short for c in counts}
-        missing = {
-            c.model: max(min(c.lost, c.due), min(c.short, previous.get(c.model, 0))) for c in counts
-        }
-        return {model: n for model, n in missing.items() if n > 0}
+        now = time.monotonic()
+        out: dict[str, int] = {}
+        for c in counts:
+            since, fewest = self._short.get(c.model, (now, c.short))
+            fewest = min(fewest, c.short)
+            lasting = 0
+            if fewest == 0:
+                self._short.pop(c.model, None)
+            elif now - since >= self._hold:
+                lasting = fewest
+                self._short.pop(c.model)  # sent: counted afresh from the next round
+            else:
+                self._short[c.model] = (since, fewest)
+            if sent := max(min(c.lost, c.due), lasting):
+                out[c.model] = sent
+        for model in self._short.keys() - {c.model for c in counts}:
+            del self._short[model]  # nothing waits for it any more
+        return out
 
 
 class Pacer:

@@ -83,7 +83,7 @@ def run(settings: Settings) -> None:
     outbox = Outbox(client)
     leases = Leases(client, lease=settings.job_lease)
     pacer = Pacer(client, settings, leases, LeaseKeeper(interval=settings.job_lease / 3))
-    audit = TicketAudit()
+    audit = TicketAudit(hold=settings.job_lease)
     jobs = JobStore(client, ttl=settings.result_ttl, queued_grace=settings.queued_grace)
     store = open_store(settings.storage_url)
     stop = threading.Event()

@@ -79,7 +79,7 @@ def test_the_ticket_of_a_killed_worker_is_reported_lost_once(
     worker = subprocess.Popen([sys.executable, "-c", _WAITING_WORKER, url, MODEL])
     try:
         _until(lambda: _count(pacer).live == 1)
-        audit = TicketAudit()
+        audit = TicketAudit(hold=60)
         assert audit.missing([_count(pacer)]) == {}
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
@@ -92,12 +92,19 @@ def test_the_ticket_of_a_killed_worker_is_reported_lost_once(
 
 
 def test_due_jobs_beyond_every_ticket_get_tickets_once_the_shortfall_lasts() -> None:
-    audit = TicketAudit()
-    # One due job whose ticket is nowhere (lost before it registered), one live ticket.
-    short = Tickets(MODEL, due=3, live=1, lost=0, queued=1)
-    assert audit.missing([short]) == {}  # could be a ticket on its way
-    assert audit.missing([short]) == {MODEL: 1}  # still short a sweep later
-    assert audit.missing([Tickets(MODEL, due=3, live=1, lost=0, queued=2)]) == {}  # sent
+    audit = TicketAudit(hold=0.3)
+    # Due jobs whose tickets are nowhere (lost before they registered), one live ticket.
+    short = [Tickets(MODEL, due=4, live=1, lost=0, queued=1)]
+    enough = [Tickets(MODEL, due=4, live=1, lost=0, queued=3)]
+    assert audit.missing(short) == {}  # could be tickets on their way
+    time.sleep(0.35)
+    assert audit.missing(enough) == {}  # they were: counted afresh
+    assert audit.missing(short) == {}
+    time.sleep(0.2)
+    assert audit.missing([Tickets(MODEL, due=4, live=1, lost=0, queued=2)]) == {}
+    time.sleep(0.15)
+    assert audit.missing(short) == {MODEL: 1}  # short a hold long: the fewest missing meanwhile
+    assert audit.missing(short) == {}  # sent: not again before another hold
 
 
 def test_tickets_count_only_due_jobs_and_the_broker_list(redis_db: redis.Redis) -> None:
@@ -106,9 +113,11 @@ def test_tickets_count_only_due_jobs_and_the_broker_list(redis_db: redis.Redis) 
     _ready(redis_db, pacer, "b", due=time.time() + 60)  # a retry's countdown: not due yet
     redis_db.lpush(BROKER_LIST, "a ticket")
     assert _count(pacer) == Tickets(MODEL, due=1, live=0, lost=0, queued=1)
-    audit = TicketAudit()
-    for _ in range(3):  # a ticket for every due job: nothing to send, round after round
+    audit = TicketAudit(hold=0.3)
+    for _ in range(4):  # a ticket for every due job: nothing to send, round after round
         assert audit.missing([_count(pacer)]) == {}
+        time.sleep(0.1)
     redis_db.delete(BROKER_LIST)  # that ticket was lost
     assert audit.missing([_count(pacer)]) == {}
+    time.sleep(0.35)
     assert audit.missing([_count(pacer)]) == {MODEL: 1}
