@@ -37,7 +37,7 @@ from visionq.storage import ImageStore, open_store
 from workers.app import create_celery
 
 log = logging.getLogger(__name__)
-#: Tickets sent in one round to a model whose tickets were lost; the next round sends more.
+#: Tickets sent in one round to a model; any still missing are found short a lease later.
 MAX_TICKETS_PER_ROUND = 1000
 
 
