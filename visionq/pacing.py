@@ -26,9 +26,9 @@ set with an expiry when its turn begins, the process's lease keeper pushes the e
 forward (one call for all of the process's tickets), and it leaves the set when it takes
 a job (which then has a lease of its own) or its turn ends. Both steps ride on calls the
 turn makes anyway. A worker killed while its tickets wait leaves registrations that
-expire within a lease; the sweeper (`Pacer.missing_tickets`) then sends as many tickets
-again, and, as a net for tickets lost before they ever registered, any due jobs beyond
-the live tickets and those still in the broker's list.
+expire within a lease; the sweeper (`Pacer.tickets`, `TicketAudit`) then sends as many
+tickets again, and, as a net for tickets lost before they ever registered, tickets for
+any due jobs beyond the live tickets and those still in the broker's list.
 """
 
 from __future__ import annotations
