@@ -37,7 +37,7 @@ def _count(pacer: Pacer) -> Tickets:
     return count
 
 
-def _until(predicate, timeout: float = 10) -> None:
+def _until(predicate, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline
@@ -64,6 +64,7 @@ def test_a_waiting_ticket_is_live_until_it_takes_a_job(redis_db: redis.Redis, ur
         assert worker.wait(10) == 0
     finally:
         worker.kill()
+        worker.wait()
     assert redis_db.hget(f"vq:job:{second}", "attempts") == b"1"
     assert pacer.tickets(broker_list=BROKER_LIST) == []  # no job waits: nothing to count
 
@@ -88,6 +89,7 @@ def test_the_ticket_of_a_killed_worker_is_reported_lost_once(
         assert _count(pacer) == Tickets(MODEL, due=1, live=0, lost=0, queued=0)
     finally:
         worker.kill()
+        worker.wait()
         turn.__exit__(None, None, None)
 
 
