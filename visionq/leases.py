@@ -55,8 +55,9 @@ return redis.call('HINCRBY', KEYS[1], counter, 1)
 
 # KEYS[1] leases; ARGV[1] now, ARGV[2] lease seconds, ARGV[3] how many, ARGV[4] queued grace,
 # ARGV[5] the pacer's key prefix. For each job due a look: a live lease moves the look to
-# its end, as does waiting for its turn in the pacer (whose stall check covers it); an
-# expired one is returned with its stage, and looked at again a lease (or a grace) later.
+# its end; a job waiting for its turn in the pacer is left to the pacer's tickets (the
+# sweeper replaces those a dead worker held) and looked at again after a grace; an
+# expired lease is returned with its stage, and looked at again a lease (or a grace) later.
 _SWEEP = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
 local out = {}

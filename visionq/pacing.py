@@ -20,6 +20,15 @@ served longest ago first. Every ready job has a ticket; a ticket that finds no d
 (its job went with an earlier ticket) does nothing. Within one worker process one thread
 at a time waits for room, the others behind a lock, so the budget is polled by each
 process rather than by each of its threads.
+
+A ticket that is waiting for its turn is visible: it registers in the model's `tickets`
+set with an expiry when its turn begins, the process's lease keeper pushes the expiry
+forward (one call for all of the process's tickets), and it leaves the set when it takes
+a job (which then has a lease of its own) or its turn ends. Both steps ride on calls the
+turn makes anyway. A worker killed while its tickets wait leaves registrations that
+expire within a lease; the sweeper (`Pacer.tickets`, `TicketAudit`) then sends as many
+tickets again, and, as a net for tickets lost before they ever registered, tickets for
+any due jobs beyond the live tickets and those still in the broker's list.
 """
 
 from __future__ import annotations
@@ -73,9 +82,10 @@ redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
 return 1
 """
 
-# KEYS[1] tenants, KEYS[2] served counter, KEYS[3] last turn, KEYS[4] ready since; ARGV[1]
-# now, ARGV[2] queue key prefix, ARGV[3] tenants to look through. The due head of the tenant
-# served longest ago, and since when it has been ready.
+# KEYS[1] tenants, KEYS[2] served counter, KEYS[3] last turn, KEYS[4] ready since, KEYS[5]
+# tickets; ARGV[1] now, ARGV[2] queue key prefix, ARGV[3] tenants to look through, ARGV[4]
+# the ticket. The due head of the tenant served longest ago, and since when it has been
+# ready; the ticket that took it no longer waits (the job's lease covers it from here).
 _NEXT = """
 local tenants = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)
 for _, tenant in ipairs(tenants) do
@@ -83,6 +93,7 @@ for _, tenant in ipairs(tenants) do
   local head = redis.call('ZRANGEBYSCORE', queue, '-inf', ARGV[1], 'LIMIT', 0, 1)
   if #head == 1 then
     redis.call('ZREM', queue, head[1])
+    redis.call('ZREM', KEYS[5], ARGV[4])
     if redis.call('EXISTS', queue) == 0 then
       redis.call('ZREM', KEYS[1], tenant)
     else
@@ -99,6 +110,14 @@ end
 return nil
 """
 
+# KEYS[1] tenants, KEYS[2] tickets; ARGV[1] ticket, ARGV[2] expiry. A ticket registers
+# only when there may be a job for it: one that finds none ends at once.
+_ENTER = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 1
+"""
+
 # KEYS[1] slots; ARGV[1] now, ARGV[2] expiry, ARGV[3] limit, ARGV[4] slot id.
 _ACQUIRE_SLOT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -107,28 +126,27 @@ redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
 return 1
 """
 
-# KEYS[1] models; ARGV[1] now, ARGV[2] stalled after, ARGV[3] key prefix. Per model with
-# due jobs and no turn taken for a while: how many due jobs (their tickets may be lost).
-_STALLED = """
-local out = {}
+# KEYS[1] models, KEYS[2] the broker's list of tickets; ARGV[1] now, ARGV[2] key prefix.
+# The tickets in the broker's list (of every model: its messages are not read), then per
+# model with jobs waiting: due jobs, live tickets, and registrations that expired (their
+# worker died), which are removed so that each is reported once.
+_TICKETS = """
+local out = {redis.call('LLEN', KEYS[2])}
 for _, model in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local prefix = ARGV[3] .. model .. ':'
+  local prefix = ARGV[2] .. model .. ':'
+  local lost = redis.call('ZREMRANGEBYSCORE', prefix .. 'tickets', '-inf', ARGV[1])
   local tenants = redis.call('ZRANGE', prefix .. 'tenants', 0, -1)
   if #tenants == 0 then
     redis.call('SREM', KEYS[1], model)
   else
-    local last = tonumber(redis.call('GET', prefix .. 'last_turn') or '0')
-    if last < tonumber(ARGV[1]) - tonumber(ARGV[2]) then
-      local due = 0
-      for _, tenant in ipairs(tenants) do
-        due = due + redis.call('ZCOUNT', prefix .. 'q:' .. tenant, '-inf', ARGV[1])
-      end
-      if due > 0 then
-        redis.call('SET', prefix .. 'last_turn', ARGV[1])
-        table.insert(out, model)
-        table.insert(out, due)
-      end
+    local due = 0
+    for _, tenant in ipairs(tenants) do
+      due = due + redis.call('ZCOUNT', prefix .. 'q:' .. tenant, '-inf', ARGV[1])
     end
+    table.insert(out, model)
+    table.insert(out, due)
+    table.insert(out, redis.call('ZCARD', prefix .. 'tickets'))
+    table.insert(out, lost)
   end
 end
 return out
@@ -151,6 +169,65 @@ class Turn:
     ready_since: float
 
 
+@dataclass(frozen=True)
+class Tickets:
+    """One model's tickets against its due jobs, as the sweeper sees them in one round."""
+
+    model: str
+    #: Jobs due now in the model's queues.
+    due: int
+    #: Tickets waiting for a turn in a live worker.
+    live: int
+    #: Registrations that expired since the last round: their worker died waiting.
+    lost: int
+    #: Tickets in the broker's list, of every model.
+    queued: int
+
+    @property
+    def short(self) -> int:
+        """Due jobs beyond every ticket that can be counted for them."""
+        return max(0, self.due - self.live - self.queued)
+
+
+class TicketAudit:
+    """How many tickets the sweeper sends each model, from what it counted over time.
+
+    A ticket lost while it waited is sent again at once: its registration expired, so its
+    worker is dead. Due jobs beyond every ticket counted (tickets lost before they
+    registered: a retry's countdown held by a dead worker, kombu's pop-then-record window)
+    are sent tickets only once the shortfall has lasted `hold` seconds (a job lease), the
+    fewest seen meanwhile: a ticket goes uncounted for an instant on its way (taken from
+    the broker but not yet started), and while tickets flow some always are. The broker's
+    list counts for every model, so with another model's tickets queued a shortfall may
+    show late; a lost registration never does.
+    """
+
+    def __init__(self, *, hold: float) -> None:
+        self._hold = hold
+        #: Per model short of tickets: since when, continuously, and the fewest missing.
+        self._short: dict[str, tuple[float, int]] = {}
+
+    def missing(self, counts: list[Tickets]) -> dict[str, int]:
+        now = time.monotonic()
+        out: dict[str, int] = {}
+        for c in counts:
+            since, fewest = self._short.get(c.model, (now, c.short))
+            fewest = min(fewest, c.short)
+            lasting = 0
+            if fewest == 0:
+                self._short.pop(c.model, None)
+            elif now - since >= self._hold:
+                lasting = fewest
+                self._short.pop(c.model)  # sent: counted afresh from the next round
+            else:
+                self._short[c.model] = (since, fewest)
+            if sent := max(min(c.lost, c.due), lasting):
+                out[c.model] = sent
+        for model in self._short.keys() - {c.model for c in counts}:
+            del self._short[model]  # nothing waits for it any more
+        return out
+
+
 class Pacer:
     """The shared budget and the tenants' turns, for one process."""
 
@@ -166,12 +243,16 @@ class Pacer:
         )
         self._requests = MovingWindowRateLimiter(storage)
         self._tokens = SlidingWindowCounterRateLimiter(storage)
+        self._enter = client.register_script(_ENTER)
         self._offer = client.register_script(_OFFER)
         self._next = client.register_script(_NEXT)
         self._acquire_slot = client.register_script(_ACQUIRE_SLOT)
-        self._stalled = client.register_script(_STALLED)
+        self._tickets_script = client.register_script(_TICKETS)
         self._gates: dict[str, threading.Lock] = {}
         self._gates_lock = threading.Lock()
+        #: Per model, this process's tickets waiting for a turn (renewed together).
+        self._tickets: dict[str, set[str]] = {}
+        self._tickets_lock = threading.Lock()
 
     def offer(self, job_id: str, *, model: str, tenant: str, due: float = 0.0) -> None:
         """Put a ready job in its tenant's queue; the caller sends it a ticket."""
@@ -193,29 +274,34 @@ class Pacer:
 
         Yields None when no job is due. The slot and the job's lease are held, and renewed,
         until the block ends; releasing the job (or finishing it) is the caller's part.
+        Until it takes a job the ticket is registered as waiting (see the module's doc).
         """
         budget = self._settings.budget(model)
         slots = _key(model, "slots")
+        ticket = f"ticket_{uuid.uuid4().hex}"
         slot: str | None = None
         taken: Turn | None = None
         with redis_errors():
-            anything_ready = self._redis.exists(_key(model, "tenants"))
+            anything_ready = self._enter(
+                keys=[_key(model, "tenants"), _key(model, "tickets")],
+                args=[ticket, time.time() + self._leases.lease],
+            )
         if not anything_ready:
             yield None
             return
+        self._hold_ticket(model, ticket)
         try:
             with self._gate(model):
                 slot = self._wait_for_slot(model, slots, budget.concurrency)
                 self._keeper.hold(slot, lambda: self._renew_slot(slots, slot))
-                taken = self._take_next(model)
+                taken = self._take_next(model, ticket)
                 if taken is not None:
                     job_id = taken.job_id
                     self._keeper.hold(job_id, lambda: self._leases.renew(job_id))
                     self._wait_for_request(model, budget.rpm)
             yield taken
         finally:
-            if slot is not None:
-                self._free(slots, slot, taken)
+            self._leave(model, ticket, slot, taken)
 
     def spend_tokens(self, model: str, tokens: int) -> None:
         """Wait until `model`'s tokens-per-minute budget has room for `tokens`, and take it."""
@@ -231,12 +317,19 @@ class Pacer:
             waits.held_by("tpm")
             time.sleep(min(1.0, max(0.05, reset - time.time())))
 
-    def stalled(self, *, after: float) -> list[tuple[str, int]]:
-        """Models whose due jobs have waited `after` seconds with no turn taken: their
-        tickets were lost (a worker killed between taking a message and recording it)."""
+    def tickets(self, *, broker_list: str) -> list[Tickets]:
+        """Per model with jobs waiting, its tickets against its due jobs (`TicketAudit`
+        decides what to send); `broker_list` is the broker's list of upstream messages.
+        Expired registrations are removed, so each lost ticket is reported once."""
         with redis_errors():
-            flat = self._stalled(keys=[MODELS_KEY], args=[time.time(), after, PACE_PREFIX])
-        return [(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+            flat = self._tickets_script(
+                keys=[MODELS_KEY, broker_list], args=[time.time(), PACE_PREFIX]
+            )
+        queued = int(flat[0])
+        return [
+            Tickets(flat[i].decode(), int(flat[i + 1]), int(flat[i + 2]), int(flat[i + 3]), queued)
+            for i in range(1, len(flat), 4)
+        ]
 
     def _gate(self, model: str) -> threading.Lock:
         with self._gates_lock:
@@ -257,20 +350,41 @@ class Pacer:
         with redis_errors():
             self._redis.zadd(slots, {slot: time.time() + self._leases.lease}, xx=True)
 
-    def _take_next(self, model: str) -> Turn | None:
+    def _hold_ticket(self, model: str, ticket: str) -> None:
+        with self._tickets_lock:
+            self._tickets.setdefault(model, set()).add(ticket)
+        self._keeper.hold(_key(model, "tickets"), lambda: self._renew_tickets(model))
+
+    def _drop_ticket(self, model: str, ticket: str) -> None:
+        with self._tickets_lock:
+            self._tickets.get(model, set()).discard(ticket)
+
+    def _renew_tickets(self, model: str) -> None:
+        """One call for every ticket of `model` this process holds; XX: a ticket that took
+        a job or ended meanwhile is not brought back."""
+        with self._tickets_lock:
+            held = list(self._tickets.get(model, ()))
+        if held:
+            until = time.time() + self._leases.lease
+            with redis_errors():
+                self._redis.zadd(_key(model, "tickets"), dict.fromkeys(held, until), xx=True)
+
+    def _take_next(self, model: str, ticket: str) -> Turn | None:
         keys = [
             _key(model, "tenants"),
             _key(model, "served"),
             _key(model, "last_turn"),
             _key(model, "since"),
+            _key(model, "tickets"),
         ]
         while True:
             with redis_errors():
                 head = self._next(
-                    keys=keys, args=[time.time(), _key(model, "q:"), _TENANTS_PER_TURN]
+                    keys=keys, args=[time.time(), _key(model, "q:"), _TENANTS_PER_TURN, ticket]
                 )
             if head is None:
                 return None
+            self._drop_ticket(model, ticket)
             job_id = head[0].decode()
             # Not taken: canceled, deleted, finished, or a live worker holds it.
             attempt = self._leases.take(job_id, "upstream")
@@ -291,15 +405,22 @@ class Pacer:
             waits.held_by("paused" if paused > 0 else "rpm")
             time.sleep(min(5.0, max(0.005, wait)))
 
-    def _free(self, slots: str, slot: str, taken: Turn | None) -> None:
-        self._keeper.drop(slot)
-        if taken is not None:
+    def _leave(self, model: str, ticket: str, slot: str | None, taken: Turn | None) -> None:
+        """Free the slot and, if it took no job, unregister the ticket: one round trip."""
+        self._drop_ticket(model, ticket)
+        pipe = self._redis.pipeline(transaction=False)
+        if taken is None:
+            pipe.zrem(_key(model, "tickets"), ticket)
+        else:
             self._keeper.drop(taken.job_id)
+        if slot is not None:
+            self._keeper.drop(slot)
+            pipe.zrem(_key(model, "slots"), slot)
         try:
             with redis_errors():
-                self._redis.zrem(slots, slot)
-        except Exception:  # the slot expires by itself within a lease
-            log.warning("could not free an upstream slot of %s", slots, exc_info=True)
+                pipe.execute()
+        except Exception:  # both expire by themselves within a lease
+            log.warning("could not free an upstream slot or ticket of %s", model, exc_info=True)
 
 
 class _Waits:

@@ -1,8 +1,9 @@
 """`visionq sweeper`: the periodic part of reliability.
 
-Each round it queues the webhook deliveries that are due (outbox) and the stage of every
-unfinished job whose lease ran out (its worker died, or its message was lost), and removes
-the images and bodies of jobs that expired (retention). Any number may run, since claims
+Each round it queues the webhook deliveries that are due (outbox), the stage of every
+unfinished job whose lease ran out (its worker died, or its message was lost) and the
+upstream tickets that died with a worker (`visionq.pacing.TicketAudit`), and removes the
+images and bodies of jobs that expired (retention). Any number may run, since claims
 are atomic, but one is enough: a few Redis calls a round.
 """
 
@@ -22,7 +23,7 @@ from visionq.errors import Unavailable
 from visionq.jobs import JobStore, redis_errors
 from visionq.leases import LeaseKeeper, Leases
 from visionq.outbox import Outbox
-from visionq.pacing import Pacer
+from visionq.pacing import Pacer, TicketAudit
 from visionq.queues import (
     PREPARE_QUEUE,
     PREPARE_TASK,
@@ -36,7 +37,7 @@ from visionq.storage import ImageStore, open_store
 from workers.app import create_celery
 
 log = logging.getLogger(__name__)
-#: Tickets sent in one round to a model whose tickets were lost; the next round sends more.
+#: Tickets sent in one round to a model; any still missing are found short a lease later.
 MAX_TICKETS_PER_ROUND = 1000
 
 
@@ -82,6 +83,7 @@ def run(settings: Settings) -> None:
     outbox = Outbox(client)
     leases = Leases(client, lease=settings.job_lease)
     pacer = Pacer(client, settings, leases, LeaseKeeper(interval=settings.job_lease / 3))
+    audit = TicketAudit(hold=settings.job_lease)
     jobs = JobStore(client, ttl=settings.result_ttl, queued_grace=settings.queued_grace)
     store = open_store(settings.storage_url)
     stop = threading.Event()
@@ -108,9 +110,11 @@ def run(settings: Settings) -> None:
                 else:
                     pacer.offer(expired.job_id, model=expired.model, tenant=expired.tenant)
                     app.send_task(UPSTREAM_TASK, args=[expired.model], queue=UPSTREAM_QUEUE)
-            for model, due in pacer.stalled(after=settings.queued_grace):
-                log.warning("%s: %d jobs wait with no ticket taken; sending tickets", model, due)
-                for _ in range(min(due, MAX_TICKETS_PER_ROUND)):
+            # kombu keeps a queue's messages in a list named after the queue (no priorities).
+            tickets = pacer.tickets(broker_list=UPSTREAM_QUEUE) if expiring else []
+            for model, missing in audit.missing(tickets).items():
+                log.warning("%s: %d due jobs have no ticket; sending tickets", model, missing)
+                for _ in range(min(missing, MAX_TICKETS_PER_ROUND)):
                     app.send_task(UPSTREAM_TASK, args=[model], queue=UPSTREAM_QUEUE)
         except Unavailable:
             log.warning("Redis is unreachable; the sweeper tries again")

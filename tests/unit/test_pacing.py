@@ -1,4 +1,5 @@
-"""The pacer on a real Redis: fair turns, calls in flight, requests per minute, stalls."""
+"""The pacer on a real Redis: fair turns, calls in flight, requests per minute (lost
+tickets: tests/unit/test_tickets.py)."""
 
 from __future__ import annotations
 
@@ -142,11 +143,3 @@ def test_a_job_bigger_than_the_token_budget_goes_alone(redis_db) -> None:
     redis_db.flushdb()  # a new minute, as far as the budget can tell
     second.join(3)
     assert not second.is_alive()
-
-
-def test_a_model_whose_tickets_were_lost_is_reported_once(redis_db) -> None:
-    pacer = _pacer(redis_db, rpm=6000)
-    _ready(redis_db, pacer, "a")
-    _ready(redis_db, pacer, "b", due=time.time() + 60)
-    assert pacer.stalled(after=0) == [(MODEL, 1)]  # one due; the other waits its backoff
-    assert pacer.stalled(after=30) == []  # tickets sent: not again for a while
