@@ -31,6 +31,7 @@ import itertools
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import IO, TYPE_CHECKING, Any
 
@@ -83,17 +84,19 @@ BODY_KEY = "visionq.body"
 
 class _Cutoffs:
     """Calls each registered function at its deadline, from one thread per process:
-    a thousand uploads in flight cost a heap of a thousand entries, not a thousand timers."""
+    a thousand uploads in flight cost a heap of a thousand entries, not a thousand timers.
+    The heap holds weak references: a body that settled behind a slower one is not kept
+    alive (with its request's buffers and socket) until that one's deadline."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, BodyInput]] = []
+        self._heap: list[tuple[float, int, weakref.ref[BodyInput]]] = []
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
 
     def add(self, deadline: float, body: BodyInput) -> None:
         with self._cond:
-            heapq.heappush(self._heap, (deadline, next(self._order), body))
+            heapq.heappush(self._heap, (deadline, next(self._order), weakref.ref(body)))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="vq-body-cutoff")
                 self._thread.daemon = True
@@ -105,14 +108,17 @@ class _Cutoffs:
             with self._cond:
                 while not self._heap:
                     self._cond.wait()
-                deadline, _, body = self._heap[0]
+                deadline, _, ref = self._heap[0]
+                body = ref()
                 wait = deadline - time.monotonic()
-                if wait > 0 and not body.settled:
+                if wait > 0 and body is not None and not body.settled:
+                    del body
                     self._cond.wait(wait)
                     continue
                 heapq.heappop(self._heap)
-            if not body.settled:
+            if body is not None and not body.settled:
                 body.cut_off()
+            del body
 
 
 _CUTOFFS = _Cutoffs()
