@@ -25,6 +25,9 @@ _SIGNATURE = 8
 _CHUNK_OVERHEAD = 12  # length, type and CRC around the data
 _MAX_CHUNK = 2**31 - 1  # the PNG limit; a longer length is a broken file, left to the decoder
 _TO_EOF = sys.maxsize
+#: Kept runs the index holds at most: a real image has a handful (text sits before or
+#: after the image data), so this only bounds a file of text between thousands of chunks.
+MAX_RUNS = 1024
 
 
 class PngWithoutText(io.RawIOBase):
@@ -33,7 +36,7 @@ class PngWithoutText(io.RawIOBase):
     The view is indexed lazily, one chunk header at a time and only as far as it is read,
     so reading the header (the intake's probe) walks only the chunks before the first
     IDAT. The index holds one run per stretch of kept chunks: a handful, however many
-    chunks the image has.
+    chunks the image has, and never more than `MAX_RUNS`.
     """
 
     def __init__(self, raw: BinaryIO) -> None:
@@ -102,6 +105,13 @@ class PngWithoutText(io.RawIOBase):
         length, kind = int.from_bytes(header[:4], "big"), header[4:]
         if len(header) < 8 or length > _MAX_CHUNK or kind == b"IEND":
             # The end, or a file the decoder must judge as it is: the rest goes unchanged.
+            self._keep(self._scan, _TO_EOF)
+            self._indexed = True
+            return
+        if kind in TEXT_CHUNKS and len(self._virtual) >= MAX_RUNS:
+            # Text between most of the other chunks: a file built to grow this index. The
+            # decoder reads the rest as it is, with its own bounds on text (and then its
+            # refusal, in our words).
             self._keep(self._scan, _TO_EOF)
             self._indexed = True
             return

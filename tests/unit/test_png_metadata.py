@@ -8,9 +8,12 @@ import io
 import json
 import subprocess
 import sys
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests import pngcraft
 from tests.pngcraft import MB
@@ -123,3 +126,25 @@ def test_the_decoder_reads_the_file_less_its_text_chunks_and_nothing_else() -> N
         assert view.read(50) == (stripped + b"trailing bytes")[pos : pos + 50]
     assert view.seek(-5, io.SEEK_END) == len(stripped) + 9
     assert view.read() == b"bytes"
+
+
+def test_text_between_thousands_of_chunks_does_not_grow_the_index() -> None:
+    """Empty text chunks between 50,000 private ones: each kept stretch is a run of the
+    view's index, so a file built that way could make the index many times its size in
+    the API's memory. Past `MAX_RUNS` the rest is read as it is: the probe then costs what
+    Pillow's own parsing of the file costs (it keeps private chunks), and little more."""
+    pairs = [pngcraft.chunk(b"tEXt", b""), pngcraft.chunk(b"prVt", b"")] * 50_000
+    png = pngcraft.inserted(pngcraft.small_png(), pairs)
+
+    def peak(read: Callable[[], object]) -> int:
+        tracemalloc.start()
+        try:
+            read()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    probed = peak(lambda: images.probe(io.BytesIO(png), max_pixels=10**8))
+    plain = peak(lambda: Image.open(io.BytesIO(png)).size)
+    assert images.probe(io.BytesIO(png)).width == 64
+    assert probed < plain + 512 * 1024, f"{probed} bytes traced; Pillow alone {plain}"
