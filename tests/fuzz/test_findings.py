@@ -2,8 +2,7 @@
 
 A bug still open is a strict xfail naming it; once fixed, the XPASS fails the run, and
 then the mark goes. The fuzzers excuse no 5xx, so while a 5xx bug is open their run fails
-too. The bugs fixed since (BUG-1 to BUG-6, BUG-8 to BUG-10) stay here as plain regression
-tests. Open: BUG-7, which is gunicorn's own behaviour, not the service's.
+too. The bugs fixed since (BUG-1 to BUG-10) stay here as plain regression tests.
 """
 
 from __future__ import annotations
@@ -154,15 +153,13 @@ def test_405_names_the_allowed_methods(stack: Stack, method: str, path: str) -> 
     assert "Allow" in response.headers
 
 
-# BUG-7 (open, gunicorn's): an error answered before the body is read (401 for a missing
-# key; 400 for a bad Content-Type or Prefer header) to a request whose body is over 64 KiB
-# says `Connection: keep-alive`, and then gunicorn 27's gthread worker, which drains at
-# most 64 KiB of an unread body, closes the connection: the client's next request on it
-# fails (RemoteDisconnected or a broken pipe) instead of being answered. This is gunicorn's
-# behaviour, not the service's: gunicorn writes its own `Connection` header and drops any
-# the WSGI app sets (a hop-by-hop header; gunicorn/http/wsgi.py `process_headers`), so the
-# app cannot say `close`. The workaround is the client's: retry on a fresh connection
-# (test_submit_fuzz.py's `post` sidesteps it by opening one per request).
+# BUG-7 (fixed): an error answered before the body is read (401 for a missing key; 400 for
+# a bad Content-Type or Prefer header) to a request whose body is over 64 KiB said
+# `Connection: keep-alive`, and then gunicorn's gthread worker, which drains at most 64 KiB
+# of an unread body, closed the connection: the client's next request on it failed
+# (RemoteDisconnected or a broken pipe). gunicorn drops a `Connection` header the app sets;
+# service/uploads.py `body_deadline` now answers such a response with `Connection: close`
+# through gunicorn's own `force_close`, so the client knows not to reuse the connection.
 def _raw_exchange(stack: Stack, head: str, body: bytes) -> tuple[bytes, bytes]:
     """Send one request, read its answer, then ask /healthz on the same connection."""
     host, port = stack.base_url.removeprefix("http://").split(":")
@@ -189,13 +186,6 @@ def _raw_exchange(stack: Stack, head: str, body: bytes) -> tuple[bytes, bytes]:
     return headers, second
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG-7 keep-alive-then-close (gunicorn's behaviour): an error answered before a "
-    ">64 KiB body is read says `Connection: keep-alive`, then gunicorn closes the connection; "
-    "gunicorn writes its own Connection header (it drops the app's) and drains at most 64 KiB "
-    "of an unread body. Workaround: the client retries on a fresh connection",
-)
 @pytest.mark.parametrize(
     "head",
     [

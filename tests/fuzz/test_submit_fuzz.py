@@ -460,9 +460,9 @@ def request_headers(draw: st.DrawFn) -> dict[str, str]:
 def post(
     stack: Stack, path: str, body: bytes, content_type: str | None, headers: dict[str, str]
 ) -> requests.Response:
-    """One request on a connection of its own: an early error answer to a large body leaves
-    its connection closed behind a `keep-alive` (BUG-7 in test_findings.py), which would
-    fail the next example for what the previous one sent."""
+    """One request on a connection of its own: an early error answer to a large body closes
+    its connection (BUG-7 in test_findings.py), so one example never depends on what the
+    previous one sent."""
     headers = dict(headers)
     if content_type is not None:
         headers["Content-Type"] = content_type
