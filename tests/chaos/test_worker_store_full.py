@@ -132,18 +132,23 @@ def test_workers_survive_a_full_redis_and_resume_when_it_has_room(
     finally:
         slow.stop()
 
-    # Upstream calls under way as Redis fills: two answer 500 (their retry meets a full
-    # Redis), the rest answer and must hold their results; more wait in the queue.
+    # Upstream calls under way as Redis fills, in both slots: they answer 500, and their
+    # retry and acknowledgement meet a full Redis. More jobs wait for a slot behind them.
     flaky = [
         _accepted(stack, {"prompt": f"f{i} [sim:latency=3,sequence=500]", "images": [JPEG]})
         for i in (0, 1)
     ]
+    _wait_for(
+        "both calls under way",
+        lambda: all(j["attempts"] == 1 for j in _jobs(stack, flaky)),
+        stack,
+    )
     plain = [
         _accepted(stack, {"prompt": f"p{i} [sim:latency=1]", "images": [JPEG]}) for i in range(4)
     ]
     _wait_for(
-        "upstream calls under way",
-        lambda: sum(j["attempts"] for j in _jobs(stack, flaky + plain)) >= 2,
+        "the waiting jobs prepared",
+        lambda: all(j["status"] == "running" for j in _jobs(stack, plain)),
         stack,
     )
     fillers = _fill(client)
