@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 from visionq import client_cli, logs, metrics
 from visionq.queues import DEFAULT_CONCURRENCY, POOLS, QUEUES
 from visionq.settings import Settings
+from visionq.supervisor import Supervisor
 
 EXIT_USAGE = 2
 
@@ -81,12 +80,14 @@ def _work(settings: Settings, queue: str, concurrency: int, loglevel: str) -> No
 
 
 def _supervise(queues: list[str], args: argparse.Namespace, loglevel: str) -> int:
-    """Several queues: one child per queue, because each wants its own kind of pool. They
-    inherit this process's metrics directory; this process serves their metrics."""
-    children = []
+    """Several queues: one child per queue, because each wants its own kind of pool, kept
+    running by a supervisor (visionq.supervisor: restarts with backoff, exits 1 on a crash
+    loop). They inherit this process's metrics directory; this process serves their
+    metrics."""
     env = {**os.environ, "VISIONQ_METRICS_PORT": "0"}
-    for queue in queues:
-        cmd = [
+    concurrency = ["--concurrency", str(args.concurrency)] if args.concurrency else []
+    commands = {
+        queue: [
             sys.executable,
             "-m",
             "visionq",
@@ -95,19 +96,11 @@ def _supervise(queues: list[str], args: argparse.Namespace, loglevel: str) -> in
             queue,
             "--loglevel",
             loglevel,
+            *concurrency,
         ]
-        if args.concurrency:
-            cmd += ["--concurrency", str(args.concurrency)]
-        children.append(subprocess.Popen(cmd, env=env))
-
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    return max(child.wait() for child in children)
+        for queue in queues
+    }
+    return Supervisor(commands, env).run()
 
 
 def _sweeper(args: argparse.Namespace) -> int:
