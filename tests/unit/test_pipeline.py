@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -23,17 +24,23 @@ REDIS_DB = 3
 MODEL = "mimo-v2.5"
 
 
+def _runtime(stack: Stack, tmp_path: Path, **settings: Any) -> pipeline.Runtime:
+    """A worker process's runtime on the session's Redis (this module's database) and
+    simulator, with two upstream attempts, and `settings` on top."""
+    defaults: dict[str, Any] = {
+        "redis_url": stack.redis_url.replace("/0", f"/{REDIS_DB}"),
+        "storage_url": f"file://{tmp_path}",
+        "upstream_base_url": f"{stack.simulator_url}/v1",
+        "mimo_api_key": SIM_KEY,
+        "upstream_max_attempts": 2,
+        "upstream_rpm": {"*": 6000},
+    }
+    return pipeline.Runtime.from_settings(Settings(**(defaults | settings)))
+
+
 @pytest.fixture
 def runtime(stack: Stack, tmp_path: Path, redis_db: redis.Redis) -> pipeline.Runtime:
-    settings = Settings(
-        redis_url=stack.redis_url.replace("/0", f"/{REDIS_DB}"),
-        storage_url=f"file://{tmp_path}",
-        upstream_base_url=f"{stack.simulator_url}/v1",
-        mimo_api_key=SIM_KEY,
-        upstream_max_attempts=2,
-        upstream_rpm={"*": 6000},
-    )
-    return pipeline.Runtime.from_settings(settings)
+    return _runtime(stack, tmp_path)
 
 
 def _submit(rt: pipeline.Runtime, prompt: str, *paths: Path) -> str:
@@ -112,21 +119,13 @@ def test_a_large_request_is_read_from_the_store_and_a_lost_one_fails_its_job(
 def test_a_job_whose_upstream_attempts_keep_dying_ends(stack: Stack, tmp_path: Path) -> None:
     """Two upstream workers took the job and died without an outcome (their leases ran out
     and the sweeper offered it again): the next turn fails it instead of calling again."""
-    settings = Settings(
-        redis_url=stack.redis_url.replace("/0", f"/{REDIS_DB}"),
-        storage_url=f"file://{tmp_path}",
-        upstream_base_url=f"{stack.simulator_url}/v1",
-        mimo_api_key=SIM_KEY,
-        upstream_max_attempts=2,
-        job_lease=0.3,
-    )
-    rt = pipeline.Runtime.from_settings(settings)
+    rt = _runtime(stack, tmp_path, job_lease=0.3)
     job_id = _submit(rt, "dies", CORPUS / "good/hopper.png")
     assert pipeline.prepare(job_id, rt)
     for attempt in (1, 2):
         with rt.pacer.turn(MODEL) as turn:  # taken, then its worker "dies" holding it
             assert turn is not None and turn.attempt == attempt
-        time.sleep(2 * settings.job_lease)
+        time.sleep(2 * rt.settings.job_lease)
         rt.pacer.offer(job_id, model=MODEL, tenant="t")  # as the sweeper does
     calls = stack.upstream_calls()
     pipeline.call_upstream(MODEL, rt)
@@ -138,15 +137,7 @@ def test_a_job_whose_upstream_attempts_keep_dying_ends(stack: Stack, tmp_path: P
 def test_context_window_is_checked_before_the_call(
     stack: Stack, tmp_path: Path, image_server: str
 ) -> None:
-    settings = Settings(
-        redis_url=stack.redis_url.replace("/0", "/3"),
-        storage_url=f"file://{tmp_path}",
-        mimo_api_key=SIM_KEY,
-        upstream_base_url=f"{stack.simulator_url}/v1",
-        model_context={"mimo-v2.5": 100},
-        allow_private_urls=True,
-    )
-    rt = pipeline.Runtime.from_settings(settings)
+    rt = _runtime(stack, tmp_path, model_context={"mimo-v2.5": 100}, allow_private_urls=True)
     job_id = _submit(rt, "x", CORPUS / "good/hopper.png")  # 128x128: 16 tokens + text
     # Images at URLs are counted only once fetched: the worker refuses the job.
     urls = [f"{image_server}/good/hopper.png", *[f"{image_server}/good/hopper.jpg"] * 6]

@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 import urllib3.util.connection
 
+from tests.brokenserver import Server
 from visionq.errors import InvalidImageUrl, PayloadTooLarge, UrlRefused
 from visionq.urlfetch import UrlFetcher, check_public
 
@@ -192,47 +193,6 @@ class Canary:
                         conn, peer = listener.accept()
                         conn.close()
                         self._peers.append(peer)
-
-
-class Server:
-    """A loopback TCP server that runs `serve(conn)` for each connection in a thread."""
-
-    def __init__(self, serve: Callable[[socket.socket], None]) -> None:
-        self._serve = serve
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.05)
-        self.port: int = self._listener.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._accepter = threading.Thread(target=self._accept, daemon=True)
-        self._accepter.start()
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._accepter.join()
-        for thread in self._threads:
-            thread.join(timeout=10)
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            thread = threading.Thread(target=self._handle, args=(conn,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _handle(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):  # the client hanging up is not a failure
-            conn.setblocking(True)
-            self._serve(conn)
 
 
 class Network:
