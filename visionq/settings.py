@@ -108,7 +108,9 @@ class Settings(BaseModel):
     webhook_previous_secret: SecretStr | None = None
     webhook_previous_secret_until: datetime | None = None
     webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
-    webhook_lease: float = 60.0
+    #: Longer than a delivery may take (10 s), and no longer than a job's lease: a delivery
+    #: whose worker died is tried again within the bound every other stage keeps.
+    webhook_lease: float = 30.0
     job_lease: float = 30.0
     queued_grace: float = 300.0
     sweep_interval: float = 1.0
