@@ -49,7 +49,7 @@ _HTTP_TYPES = {
 def create_app(settings: Settings) -> Flask:
     app = Flask("visionq")
     app.request_class = UploadRequest
-    app.wsgi_app = body_deadline(  # type: ignore[method-assign]
+    app.wsgi_app = body_deadline(  # type: ignore[method-assign, assignment]
         buffered_uploads(app.wsgi_app), settings.body_read_timeout
     )
     app.config.update(

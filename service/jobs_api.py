@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Collection
 from typing import Any, get_args
 
 from flask import Blueprint, g, jsonify, request
@@ -67,7 +68,7 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _first(names: set[str | None]) -> str:
+def _first(names: Collection[str | None]) -> str:
     """The first of some form field names, for the error's `param`; a part whose name
     Werkzeug could not read has None."""
     return sorted(name or "" for name in names)[0]

@@ -29,7 +29,8 @@ def type_of(schema: dict[str, Any]) -> str:
     if "enum" in schema:
         return " \\| ".join(json.dumps(value) for value in schema["enum"])
     if "anyOf" in schema or "oneOf" in schema:
-        return " \\| ".join(type_of(option) for option in schema.get("anyOf", schema.get("oneOf")))
+        options = schema.get("anyOf") or schema["oneOf"]
+        return " \\| ".join(type_of(option) for option in options)
     kind = schema.get("type", "any")
     if kind == "array":
         return f"array of {type_of(schema.get('items', {}))}"

@@ -60,7 +60,7 @@ def readyz() -> Any:
 @blueprint.get("/metrics")
 def metrics() -> Any:
     """Prometheus text format (or OpenMetrics, when the scraper asks for it)."""
-    encode, content_type = choose_encoder(request.headers.get("Accept"))
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
     return Response(encode(services().metrics), content_type=content_type)
 
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
+class _Gunicorn(BaseApplication):
     def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
         self._settings = settings
         self._options = options
@@ -38,7 +38,7 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         return create_app(self._settings)
 
 
-class _Logger(glogging.Logger):  # type: ignore[misc]
+class _Logger(glogging.Logger):
     """gunicorn's own lines ("Booting worker", a worker timeout) through the root logger's
     handler (`visionq.logs.configure`), so they are in our format like every other line."""
 

@@ -222,7 +222,7 @@ def body_deadline(wsgi_app: WSGIApplication, timeout: float) -> WSGIApplication:
                 _close_after(start_response)
             return start_response(status, headers, exc_info)
 
-        return ClosingIterator(wsgi_app(environ, start), body.end)  # type: ignore[arg-type]
+        return ClosingIterator(wsgi_app(environ, start), body.end)
 
     return app
 
@@ -254,7 +254,7 @@ class UploadRequest(Request):
         spool = services.store.spool(max_bytes=services.settings.max_image_bytes)
         # Closed at the request's end even when parsing fails before Werkzeug lists it.
         self._spools.append(spool)
-        return spool  # type: ignore[return-value]
+        return spool
 
     def close(self) -> None:
         super().close()

@@ -320,7 +320,8 @@ class Client:
                 "to upload, which the messages may refer to as upload:<n>"
             )
         with ExitStack() as files:
-            refs, uploads = [], []
+            refs: list[str] = []
+            uploads: list[Any] = []
             for image in images:
                 if _is_reference(image):
                     refs.append(str(image))

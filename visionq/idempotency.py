@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import cast
 
 import redis
 
@@ -47,7 +48,7 @@ class IdempotencyKeys:
                 raw = self._redis.get(name)
                 if raw is None:
                     continue  # the first request gave up and released it: try to take it
-                state, stored_fingerprint, *rest = raw.decode().split("|")
+                state, stored_fingerprint, *rest = cast(bytes, raw).decode().split("|")
                 if stored_fingerprint != fingerprint:
                     raise Conflict(
                         "this Idempotency-Key was used with a different body",

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from PIL import Image, ImageChops, ImageOps
 
@@ -218,7 +218,8 @@ def _opened(fp: BinaryIO, fmt: str, *, max_pixels: int | None) -> Iterator[Image
     """
     Image.MAX_IMAGE_PIXELS = None
     try:
-        image = Image.open(PngWithoutText(fp) if fmt == "png" else fp, formats=[FORMATS[fmt][0]])
+        source = cast(BinaryIO, PngWithoutText(fp)) if fmt == "png" else fp
+        image = Image.open(source, formats=[FORMATS[fmt][0]])
     except _DECODE_ERRORS as exc:
         raise InvalidImage(f"the {fmt} image does not decode: {_reason(exc)}") from None
     with image:

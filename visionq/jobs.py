@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -446,10 +446,8 @@ class JobStore:
         with redis_errors():
             while len(found) < limit and scanned < MAX_LIST_SCAN:
                 batch = min(max(limit, 50), MAX_LIST_SCAN - scanned)
-                ids = [
-                    i.decode()
-                    for i in self._redis.zrevrangebylex(index, upper, "-", start=0, num=batch)
-                ]
+                page = self._redis.zrevrangebylex(index, upper, "-", start=0, num=batch)
+                ids = [i.decode() for i in cast(list[bytes], page)]
                 if not ids:
                     return found, None
                 pipe = self._redis.pipeline(transaction=False)
@@ -534,7 +532,7 @@ class JobStore:
     def load(self, job_id: str) -> JobRecord | None:
         with redis_errors():
             raw = self._redis.hgetall(job_key(job_id))
-        return self._record(job_id, raw)
+        return self._record(job_id, cast(dict[bytes, bytes], raw))
 
     @staticmethod
     def _record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord | None:

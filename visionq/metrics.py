@@ -146,7 +146,7 @@ def scrape_registry(metrics_dir: str | None, *collectors: Any) -> CollectorRegis
     if metrics_dir:
         MultiProcessCollector(registry, path=metrics_dir)
     else:
-        registry.register(REGISTRY)  # type: ignore[arg-type]  # a registry is a collector
+        registry.register(REGISTRY)  # a registry is a collector
     for collector in collectors:
         registry.register(collector)
     return registry

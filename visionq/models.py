@@ -109,7 +109,7 @@ class JobRequest(_Strict):
 
     def sampling(self) -> dict[str, Any]:
         """The pass-through upstream fields that were set."""
-        return self.model_dump(include=SAMPLING_FIELDS, exclude_none=True)
+        return self.model_dump(include=set(SAMPLING_FIELDS), exclude_none=True)
 
 
 SAMPLING_FIELDS = frozenset(

@@ -59,7 +59,7 @@ def prepare_message(job_id: str) -> tuple[str, str]:
     """
     task_id = str(uuid.uuid4())
     body = [[job_id], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
-    headers = {
+    headers: dict[str, Any] = {
         "lang": "py",
         "task": PREPARE_TASK,
         "id": task_id,

@@ -113,7 +113,7 @@ class ImageStore(Protocol):
 
     def delete_image(self, sha256: str) -> None: ...
 
-    def write_body(self, name: str, write: Callable[[BinaryIO], None]) -> None:
+    def write_body(self, name: str, write: Callable[[BinaryIO], object]) -> None:
         """Let `write` fill a file that appears under `name` only once it is complete.
 
         `write` works on our own storage only (it reads stored images into the file), so
@@ -207,7 +207,7 @@ class FileStore:
             # still holds the bytes, so copy them.
             with _storage_errors():  # the source is our own spool: its errors are ours
                 spool.seek(0)
-                return self.put_image(read_chunks(spool.file), max_bytes=spool.size)
+                return self.put_image(read_chunks(cast(BinaryIO, spool.file)), max_bytes=spool.size)
         with _storage_errors():
             # Flushed before the rename: a reader of the same sha, stored by an earlier
             # job, must never see a file that is still being written.
@@ -232,7 +232,7 @@ class FileStore:
     def _body_path(self, name: str) -> Path:
         return self._bodies / _check_body_name(name)
 
-    def write_body(self, name: str, write: Callable[[BinaryIO], None]) -> None:
+    def write_body(self, name: str, write: Callable[[BinaryIO], object]) -> None:
         final = self._body_path(name)
         with _storage_errors():
             self._ensure()
@@ -399,7 +399,7 @@ class S3Store:
         with self._s3_errors("delete an image"):
             self._s3.delete_object(Bucket=self.bucket, Key=self._image_key(sha256))
 
-    def write_body(self, name: str, write: Callable[[BinaryIO], None]) -> None:
+    def write_body(self, name: str, write: Callable[[BinaryIO], object]) -> None:
         key = self._body_key(name)
         with _storage_errors(), tempfile.TemporaryFile() as spool:
             write(cast(BinaryIO, spool))

@@ -139,8 +139,9 @@ class QoS(kombu_redis.QoS):
             super().restore_unacked(client)
         except OutOfMemoryError:
             # Not put back: their records stay, redelivered after the visibility timeout.
-            log.warning("Redis is full: %d messages stay unacknowledged", len(self._delivered))
-            self._delivered.clear()
+            delivered: dict[str, Any] = self._delivered
+            log.warning("Redis is full: %d messages stay unacknowledged", len(delivered))
+            delivered.clear()
 
     def _write_held(self, *, hand_over: bool = True) -> bool:
         """Write the held records and removals; False while Redis still refuses them."""

@@ -15,6 +15,7 @@ import logging
 import signal
 import threading
 import time
+from typing import cast
 
 import redis
 
@@ -57,7 +58,9 @@ def claim_stranded_prepares(client: redis.Redis, *, older_than: float) -> list[s
     once (by one sweeper) and never restored later as a duplicate.
     """
     with redis_errors():
-        tags = client.zrangebyscore(_UNACKED_INDEX, "-inf", time.time() - older_than)
+        tags = cast(
+            list[bytes], client.zrangebyscore(_UNACKED_INDEX, "-inf", time.time() - older_than)
+        )
         raws = client.hmget(_UNACKED, tags) if tags else []
     stale: dict[bytes, str] = {}
     for tag, raw in zip(tags, raws, strict=True):

