@@ -213,10 +213,10 @@ class FileStore:
             # job, must never see a file that is still being written.
             spool.flush()
             try:
-                os.replace(cast(Path, spool.path), final)
+                os.replace(spool.path, final)
             except FileNotFoundError:
                 final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(cast(Path, spool.path), final)
+                os.replace(spool.path, final)
         spool.path = None
         return stored
 
