@@ -46,6 +46,18 @@ class VisionqError(Exception):
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "message": self.message, "param": self.param}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Celery pickles a task's exception (and billiard a pool child's); the default
+        # rebuilds it as `cls(*args)`, which keyword-only fields do not survive.
+        return (_restored, (type(self), self.__dict__.copy()))
+
+
+def _restored(cls: type[VisionqError], state: dict[str, Any]) -> VisionqError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, state["message"])
+    error.__dict__.update(state)
+    return error
+
 
 class ConfigurationError(VisionqError):
     type = "configuration"
@@ -169,5 +181,3 @@ class UpstreamRetryable(UpstreamError):
     ) -> None:
         super().__init__(message, upstream_status=upstream_status)
         self.retry_after = retry_after
-        #: Set by the pipeline: when to try again, in seconds.
-        self.countdown = 0.0

@@ -314,18 +314,18 @@ def _check_context(settings: Settings, record: JobRecord, prepared: list[dict[st
     return estimate
 
 
-def call_upstream(model: str, rt: Runtime) -> None:
+def call_upstream(model: str, rt: Runtime) -> float | None:
     """One ticket of `model`'s upstream stage: wait for room in the shared budget, then make
     one attempt for the next job in fair order (not necessarily the one that sent the
-    ticket). Raises `UpstreamRetryable`, with `countdown` set, when the ticket should
-    come back that many seconds from now for the job it offered again."""
+    ticket). Returns in how many seconds the ticket should come back, for the job it
+    offered again to be retried; None when the ticket is done."""
     with logs.context(stage="upstream"), rt.pacer.turn(model) as turn:
         if turn is None:  # no job due: an earlier ticket took this one's job
-            return
+            return None
         logs.bind(job_id=turn.job_id, attempt=turn.attempt)
         record = rt.jobs.load(turn.job_id)
         if record is None:
-            return
+            return None
         _bind(record, turn.attempt)
         if turn.attempt > rt.settings.upstream_max_attempts:
             # Every earlier attempt ended with no outcome (its worker died, or it could not
@@ -335,20 +335,20 @@ def call_upstream(model: str, rt: Runtime) -> None:
                 f"the upstream stage ended {turn.attempt - 1} times without an outcome"
             )
             _finish(rt, record, error=error)
-            return
+            return None
         rt.pacer.spend_tokens(model, _input_tokens(record))
         waited = time.time() - turn.ready_since
         metrics.STAGE_SECONDS.labels("pacing_wait").observe(max(0.0, waited))
-        _call_upstream(rt, record, turn.attempt)
+        return _call_upstream(rt, record, turn.attempt)
 
 
-def _call_upstream(rt: Runtime, record: JobRecord, attempt: int) -> None:
+def _call_upstream(rt: Runtime, record: JobRecord, attempt: int) -> float | None:
     job_id = record.id
     try:
         body, length = rt.store.open_body(job_id)
     except FileNotFoundError:
         _fail(rt, record, Internal("the prepared request body is missing"))
-        return
+        return None
     model = record.fields["model"]
     try:
         with body:
@@ -359,20 +359,18 @@ def _call_upstream(rt: Runtime, record: JobRecord, attempt: int) -> None:
             # Our pacing should have kept it away; someone else shares the account.
             rt.pacer.pause(model, exc.retry_after or 1.0)
         if attempt < rt.settings.upstream_max_attempts:
-            exc.countdown = retry_delay(attempt, exc.retry_after)
-            rt.leases.release(job_id, look_in=exc.countdown + rt.leases.lease)
-            rt.pacer.offer(
-                job_id, model=model, tenant=record.tenant, due=time.time() + exc.countdown
-            )
+            retry_in = retry_delay(attempt, exc.retry_after)
+            rt.leases.release(job_id, look_in=retry_in + rt.leases.lease)
+            rt.pacer.offer(job_id, model=model, tenant=record.tenant, due=time.time() + retry_in)
             reason = _retry_reason(exc.upstream_status)
             metrics.UPSTREAM_RETRIES.labels(model, reason).inc()
             log.info(
                 "upstream retry in %.1f s (%s)",
-                exc.countdown,
+                retry_in,
                 reason,
-                extra={"retry_in": round(exc.countdown, 3), "reason": reason},
+                extra={"retry_in": round(retry_in, 3), "reason": reason},
             )
-            raise
+            return retry_in
         _finish(
             rt,
             record,
@@ -381,14 +379,15 @@ def _call_upstream(rt: Runtime, record: JobRecord, attempt: int) -> None:
                 upstream_status=exc.upstream_status,
             ),
         )
-        return
+        return None
     except VisionqError as exc:
         _finish(rt, record, error=exc)
-        return
+        return None
     usage = result["usage"]
     for kind in ("prompt", "completion"):
         metrics.TOKENS.labels(model, kind).inc(int(usage.get(f"{kind}_tokens") or 0))
     _finish(rt, record, result=result)
+    return None
 
 
 def _timed_call(rt: Runtime, record: JobRecord, body: BinaryIO, length: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import redis
 from celery import Celery, Task, signals
 
 from visionq import images, logs, pipeline
-from visionq.errors import Unavailable, UpstreamRetryable
+from visionq.errors import Unavailable
 from visionq.queues import (
     PREPARE_TASK,
     UPSTREAM_QUEUE,
@@ -54,11 +54,10 @@ def create_celery(settings: Settings) -> Celery:
 
     @app.task(name=UPSTREAM_TASK, bind=True, max_retries=None)
     def upstream(self: Task, model: str) -> None:
-        # A ticket: it serves the next job of `model` in fair order (visionq.pacing).
-        try:
-            pipeline.call_upstream(model, runtime(self.app))
-        except UpstreamRetryable as exc:
-            raise self.retry(countdown=exc.countdown, exc=exc) from None
+        # A ticket: it serves the next job of `model` in fair order (visionq.pacing), and
+        # comes back after a retry's delay for the job it offered again.
+        if (retry_in := pipeline.call_upstream(model, runtime(self.app))) is not None:
+            raise self.retry(countdown=retry_in)
 
     @app.task(name=WEBHOOK_TASK, bind=True)
     def webhook(self: Task, job_id: str, token: str) -> None:

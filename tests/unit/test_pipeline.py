@@ -13,7 +13,7 @@ import requests
 
 from tests.conftest import CORPUS, SIM_KEY, Stack
 from visionq import pipeline
-from visionq.errors import ContextLengthExceeded, UpstreamRetryable
+from visionq.errors import ContextLengthExceeded
 from visionq.intake import Intake
 from visionq.jobs import job_key, request_body_name
 from visionq.leases import Leases
@@ -83,15 +83,17 @@ def test_undecodable_image_fails_in_prepare(runtime: pipeline.Runtime) -> None:
     assert job["error"]["type"] == "invalid_image"
 
 
-def test_retryable_error_is_raised_until_the_budget_is_spent(runtime: pipeline.Runtime) -> None:
+def test_a_retryable_error_brings_the_ticket_back_until_the_budget_is_spent(
+    runtime: pipeline.Runtime,
+) -> None:
     job_id = _submit(runtime, "[sim:status=503,retry_after=0]", CORPUS / "good/hopper.png")
     assert pipeline.prepare(job_id, runtime)
-    with pytest.raises(UpstreamRetryable) as raised:
-        pipeline.call_upstream(MODEL, runtime)
-    pipeline.call_upstream(MODEL, runtime)  # not due yet: the ticket finds nothing to do
+    retry_in = pipeline.call_upstream(MODEL, runtime)
+    assert retry_in is not None  # the ticket comes back for the job it offered again
+    assert pipeline.call_upstream(MODEL, runtime) is None  # not due yet: nothing to do
     assert runtime.jobs.get(job_id, tenant="t").status == "running"
-    time.sleep(raised.value.countdown)
-    pipeline.call_upstream(MODEL, runtime)  # the second of two attempts gives up
+    time.sleep(retry_in)
+    assert pipeline.call_upstream(MODEL, runtime) is None  # the second of two attempts gives up
     job = runtime.jobs.get(job_id, tenant="t").public()
     assert job["status"] == "failed"
     assert job["error"]["type"] == "upstream_unavailable"
