@@ -56,7 +56,6 @@ def create_app(settings: Settings) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         # Form fields (the `request` JSON of a multipart body may carry data URLs) share the cap.
         MAX_FORM_MEMORY_SIZE=settings.max_request_bytes,
-        JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["visionq"] = Services(settings)

@@ -1,4 +1,6 @@
-"""The job record in Redis: the only module that touches job keys.
+"""The job record in Redis: its key schema, its guarded transitions, and the references
+from jobs to the images they use. (`leases` also writes the lease fields of the hash and
+takes a queued job to `running`; `outbox` writes its `webhook` field.)
 
 A job is one hash, `vq:job:<id>`. Its status only moves forward,
 `queued -> running -> succeeded | failed | canceled`, and every change of status goes
@@ -51,31 +53,29 @@ REQUEST_INLINE_BYTES = 16 * 1024
 # KEYS[1] job hash, KEYS[2] the done channel, KEYS[3] the webhook outbox, KEYS[4] leases,
 # KEYS[5] the expiry index. ARGV[1] statuses allowed now (space separated), ARGV[2] new
 # status or "", ARGV[3] TTL to set or 0, ARGV[4] job id when this finishes the job, else "",
-# ARGV[5] field to increment or "", ARGV[6] now, ARGV[7] a field that must be absent or "",
-# ARGV[8] job id, ARGV[9..] field/value pairs to set.
+# ARGV[5] now, ARGV[6] a field that must be absent or "", ARGV[7] job id, ARGV[8..]
+# field/value pairs to set.
 # A finishing step publishes the id (for waiters) and, when the job has a webhook, puts it
 # in the outbox in the same step, so the event cannot be lost between the two.
-# Returns {1, new counter} when applied, {0, current status} when refused, nil when missing.
+# Returns 1 when applied, {0, current status} when refused, nil when missing.
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return nil end
 if not string.find(' ' .. ARGV[1] .. ' ', ' ' .. cur .. ' ', 1, true) then return {0, cur} end
-if ARGV[7] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[7]) == 1 then return {0, cur} end
+if ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[6]) == 1 then return {0, cur} end
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
-if #ARGV > 8 then redis.call('HSET', KEYS[1], unpack(ARGV, 9)) end
-local counter = 0
-if ARGV[5] ~= '' then counter = redis.call('HINCRBY', KEYS[1], ARGV[5], 1) end
+if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
 if tonumber(ARGV[3]) > 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[3])
-  redis.call('ZADD', KEYS[5], tonumber(ARGV[6]) + tonumber(ARGV[3]), ARGV[8])
+  redis.call('ZADD', KEYS[5], tonumber(ARGV[5]) + tonumber(ARGV[3]), ARGV[7])
 end
 if ARGV[4] ~= '' then
   redis.call('PUBLISH', KEYS[2], ARGV[4])
   redis.call('ZREM', KEYS[4], ARGV[4])
   local webhook = redis.call('HGET', KEYS[1], 'webhook')
-  if webhook and webhook ~= 'null' then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[4]) end
+  if webhook and webhook ~= 'null' then redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4]) end
 end
-return {1, counter}
+return 1
 """
 
 # A new job, whole or not at all, in one command: one small reply to parse where a MULTI
@@ -557,17 +557,15 @@ class JobStore:
         allowed: tuple[str, ...],
         status: str = "",
         fields: dict[str, Any] | None = None,
-        increment: str = "",
         unless: str = "",
-    ) -> int | None:
-        """Run the guarded transition; the counter's new value when applied, else None."""
+    ) -> bool:
+        """Run the guarded transition; whether it was applied."""
         terminal = status in TERMINAL_STATUSES
         args: list[Any] = [
             " ".join(allowed),
             status,
             self._ttl if terminal else 0,
             job_id if terminal else "",
-            increment,
             time.time(),
             unless,
             job_id,
@@ -579,9 +577,7 @@ class JobStore:
                 keys=[job_key(job_id), DONE_CHANNEL, OUTBOX_KEY, LEASES_KEY, EXPIRY_KEY],
                 args=args,
             )
-        if reply is None or reply[0] == 0:
-            return None
-        return int(reply[1])
+        return reply == 1
 
     def save_images(self, job_id: str, images: list[dict[str, Any]], *, input_tokens: int) -> bool:
         """Record the prepared images and the input's token estimate, once: only the first
@@ -597,13 +593,12 @@ class JobStore:
                 self._add_blobs(
                     keys=[job_key(job_id), _job_blobs_key(job_id)], args=[job_id, *shas]
                 )
-        applied = self._apply(
+        return self._apply(
             job_id,
             allowed=("running",),
             fields={"images": images, "input_tokens": input_tokens, "prepared": 1},
             unless="prepared",
         )
-        return applied is not None
 
     def succeed(self, job_id: str, result: dict[str, Any]) -> bool:
         return self._finish(job_id, "succeeded", {"result": result})
@@ -628,8 +623,7 @@ class JobStore:
 
     def _finish(self, job_id: str, status: str, fields: dict[str, Any]) -> bool:
         fields = {**fields, "completed_at": round(time.time(), 3)}
-        applied = self._apply(job_id, allowed=("queued", "running"), status=status, fields=fields)
-        return applied is not None
+        return self._apply(job_id, allowed=("queued", "running"), status=status, fields=fields)
 
     def wait(self, job_id: str, *, tenant: str, timeout: float) -> JobRecord:
         """The job, once finished or after `timeout` seconds, whichever comes first."""
