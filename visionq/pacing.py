@@ -82,10 +82,10 @@ redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
 return 1
 """
 
-# KEYS[1] tenants, KEYS[2] served counter, KEYS[3] last turn, KEYS[4] ready since, KEYS[5]
-# tickets; ARGV[1] now, ARGV[2] queue key prefix, ARGV[3] tenants to look through, ARGV[4]
-# the ticket. The due head of the tenant served longest ago, and since when it has been
-# ready; the ticket that took it no longer waits (the job's lease covers it from here).
+# KEYS[1] tenants, KEYS[2] served counter, KEYS[3] ready since, KEYS[4] tickets; ARGV[1]
+# now, ARGV[2] queue key prefix, ARGV[3] tenants to look through, ARGV[4] the ticket. The due
+# head of the tenant served longest ago, and since when it has been ready; the ticket that
+# took it no longer waits (the job's lease covers it from here).
 _NEXT = """
 local tenants = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)
 for _, tenant in ipairs(tenants) do
@@ -93,15 +93,14 @@ for _, tenant in ipairs(tenants) do
   local head = redis.call('ZRANGEBYSCORE', queue, '-inf', ARGV[1], 'LIMIT', 0, 1)
   if #head == 1 then
     redis.call('ZREM', queue, head[1])
-    redis.call('ZREM', KEYS[5], ARGV[4])
+    redis.call('ZREM', KEYS[4], ARGV[4])
     if redis.call('EXISTS', queue) == 0 then
       redis.call('ZREM', KEYS[1], tenant)
     else
       redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[2]), tenant)
     end
-    redis.call('SET', KEYS[3], ARGV[1])
-    local since = redis.call('HGET', KEYS[4], head[1]) or ARGV[1]
-    redis.call('HDEL', KEYS[4], head[1])
+    local since = redis.call('HGET', KEYS[3], head[1]) or ARGV[1]
+    redis.call('HDEL', KEYS[3], head[1])
     return {head[1], since}
   elseif redis.call('EXISTS', queue) == 0 then
     redis.call('ZREM', KEYS[1], tenant)
@@ -373,7 +372,6 @@ class Pacer:
         keys = [
             _key(model, "tenants"),
             _key(model, "served"),
-            _key(model, "last_turn"),
             _key(model, "since"),
             _key(model, "tickets"),
         ]
