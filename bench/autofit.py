@@ -21,7 +21,8 @@ import requests
 from bench.images import photo
 from bench.report import Check
 from bench.stack import running
-from visionq import images, tokens
+from visionq import tokens
+from visionq.media import images
 
 KEY = "key-big"
 

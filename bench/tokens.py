@@ -1,6 +1,6 @@
 """B6 token counting: the count alone, and `POST /v1/tokens` under the production server.
 
-The count is `visionq.images.probe` (format and size from the header, no pixel decoded)
+The count is `visionq.media.images.probe` (format and size from the header, no pixel decoded)
 plus `visionq.tokens.image_tokens`, on 12-megapixel photo-like JPEG (with an Exif block,
 as a camera writes it) and PNG files held in memory, in this one process and thread. For
 scale, the same count by a full decode (what it would cost without the header read) is
@@ -29,7 +29,8 @@ from bench import wrk
 from bench.images import photo
 from bench.report import Check
 from bench.stack import running
-from visionq import images, tokens
+from visionq import tokens
+from visionq.media import images
 
 TARGET_PER_SECOND = 20_000
 CONNECTIONS = 10

@@ -5,7 +5,7 @@ image byte is touched), so a fault directive can fail a request before any decod
 overloaded upstream refuses work early. `load_image` then does what MiMo does to each image:
 decode base64 or fetch the URL, sniff the format from the bytes, and read the header for the
 size that the token bill is computed from. The image helpers are the service's own
-(`visionq.images`), so the simulator and the service can never disagree on what an image is.
+(`visionq.media.images`), so the simulator and the service can never disagree on what an image is.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Any, Literal
 
 import requests
 
-from visionq import images, tokens
+from visionq import tokens
 from visionq.errors import VisionqError
+from visionq.media import images
 from visionq.settings import MIMO_MAX_IMAGE_BYTES, MODELS
 
 Api = Literal["openai", "anthropic"]

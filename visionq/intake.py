@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from visionq import images, tokens
+from visionq import tokens
 from visionq.errors import (
     ContextLengthExceeded,
     InvalidRequest,
@@ -25,12 +25,13 @@ from visionq.errors import (
     VisionqError,
 )
 from visionq.jobs import REQUEST_INLINE_BYTES, JobRecord, JobStore, new_job_id, request_body_name
+from visionq.media import images
+from visionq.media.urlfetch import check_public, check_url_syntax
 from visionq.models import JobRequest, whole_number
 from visionq.queues import prepare_message
 from visionq.settings import Settings
 from visionq.storage import ImageStore, Spool, read_chunks
 from visionq.upstream import image_ref
-from visionq.urlfetch import check_public, check_url_syntax
 
 UPLOAD_PREFIX = "upload:"
 #: Far above what fits MiMo's context at a useful size, and it bounds the worker's time.

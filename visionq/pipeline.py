@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 import redis
 
-from visionq import images, logs, metrics, tokens, webhooks
+from visionq import logs, metrics, tokens, webhooks
 from visionq.errors import (
     ContextLengthExceeded,
     Internal,
@@ -32,13 +32,14 @@ from visionq.errors import (
 )
 from visionq.jobs import JobRecord, JobStore, request_body_name
 from visionq.leases import LeaseKeeper, Leases
+from visionq.media import fit, guards, images
+from visionq.media.urlfetch import UrlFetcher
 from visionq.outbox import Outbox
 from visionq.pacing import Pacer
 from visionq.queues import MAX_RETRY_DELAY
 from visionq.settings import Settings
 from visionq.storage import ImageStore, open_store
 from visionq.upstream import UpstreamClient, parse_result, write_body
-from visionq.urlfetch import UrlFetcher
 from visionq.webhooks import Signer
 
 log = logging.getLogger(__name__)
@@ -236,17 +237,17 @@ def _prepare_image(rt: Runtime, record: JobRecord, image: dict[str, Any]) -> dic
     blob = original
     with (
         rt.store.open_image(blob) as fp,
-        images.decode_deadline(settings.image_decode_timeout),
+        guards.decode_deadline(settings.image_decode_timeout),
     ):
         # The header decides whether auto-fit applies; then one full decode either way:
         # fitting decodes the whole image too, so it is the validation as well.
         info = images.probe(fp, max_pixels=settings.max_image_pixels)
         size = fp.seek(0, 2)
         resized = False
-        if record.request.get("resize", "auto") == "auto" and images.fit_plan(
+        if record.request.get("resize", "auto") == "auto" and fit.fit_plan(
             info, byte_size=size, max_base64=settings.max_image_bytes
         ):
-            data, info = images.fit(
+            data, info = fit.fit(
                 fp,
                 info,
                 max_pixels=settings.max_image_pixels,

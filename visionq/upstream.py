@@ -19,7 +19,6 @@ from typing import Any, BinaryIO
 import requests
 from requests.adapters import HTTPAdapter
 
-from visionq import images
 from visionq.errors import (
     ContentFilter,
     ContextLengthExceeded,
@@ -29,6 +28,7 @@ from visionq.errors import (
     UpstreamError,
     UpstreamRetryable,
 )
+from visionq.media import images
 from visionq.settings import Settings
 
 #: How an image part points at job image n inside a stored request.

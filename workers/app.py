@@ -14,8 +14,9 @@ from typing import Any
 import redis
 from celery import Celery, Task, signals
 
-from visionq import images, logs, pipeline
+from visionq import logs, pipeline
 from visionq.errors import Unavailable
+from visionq.media import guards
 from visionq.queues import (
     PREPARE_TASK,
     UPSTREAM_QUEUE,
@@ -81,7 +82,7 @@ def create_celery(settings: Settings) -> Celery:
     @signals.worker_process_init.connect(weak=False)
     def _bound_memory(**_: Any) -> None:
         # In each prefork child (the prepare queue's): one image cannot take the host down.
-        images.limit_memory(settings.prepare_memory_limit)
+        guards.limit_memory(settings.prepare_memory_limit)
 
     @signals.task_received.connect(weak=False)
     def _received(request: Any = None, **_: Any) -> None:

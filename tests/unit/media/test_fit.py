@@ -14,9 +14,10 @@ import pytest
 from PIL import Image
 
 from tests.conftest import SIM_KEY
-from visionq import images, pipeline, tokens
+from visionq import pipeline, tokens
 from visionq.errors import InvalidImage
 from visionq.intake import Intake
+from visionq.media import fit, images
 from visionq.models import JobRequest
 from visionq.redisserver import RedisServer
 from visionq.settings import MIMO_MAX_IMAGE_BYTES, Settings
@@ -42,7 +43,7 @@ def _sizes(n: int, seed: int) -> Iterator[tuple[int, int]]:
 
 def _plan(width: int, height: int, byte_size: int) -> tuple[int, int] | None:
     info = images.ImageInfo("png", width, height)
-    return images.fit_plan(info, byte_size=byte_size, max_base64=MIMO_MAX_IMAGE_BYTES)
+    return fit.fit_plan(info, byte_size=byte_size, max_base64=MIMO_MAX_IMAGE_BYTES)
 
 
 def test_a_thousand_sizes_keep_their_token_count() -> None:
@@ -78,7 +79,7 @@ def _encoded(image: Image.Image, fmt: str, **params: object) -> io.BytesIO:
 def _fitted(fp: io.BytesIO) -> tuple[images.ImageInfo, images.ImageInfo]:
     """(the original's header, the fitted image's header read back from its bytes)."""
     info = images.probe(fp)
-    data, fitted = images.fit(fp, info, max_pixels=MAX_PIXELS)
+    data, fitted = fit.fit(fp, info, max_pixels=MAX_PIXELS)
     assert images.probe(io.BytesIO(data)) == fitted
     return info, fitted
 
@@ -114,7 +115,7 @@ def test_lossless_webp_stays_lossless_and_lossy_webp_becomes_jpeg() -> None:
 def test_alpha_is_kept() -> None:
     image = Image.new("RGBA", (4000, 3000), (10, 120, 40, 100))
     fp = _encoded(image, "WEBP", quality=80)
-    data, fitted = images.fit(fp, images.probe(fp), max_pixels=MAX_PIXELS)
+    data, fitted = fit.fit(fp, images.probe(fp), max_pixels=MAX_PIXELS)
     assert fitted.format == "png"
     assert Image.open(io.BytesIO(data)).getpixel((5, 5))[3] == 100
 
@@ -123,7 +124,7 @@ def test_a_lossless_image_whose_png_is_too_big_is_sent_as_jpeg() -> None:
     noise = Image.frombytes("RGB", (3000, 3000), random.Random(3).randbytes(3000 * 3000 * 3))
     fp = _encoded(noise, "PNG", compress_level=1)
     info = images.probe(fp)
-    data, fitted = images.fit(fp, info, max_pixels=MAX_PIXELS, max_base64=10 * 1024**2)
+    data, fitted = fit.fit(fp, info, max_pixels=MAX_PIXELS, max_base64=10 * 1024**2)
     assert fitted.format == "jpeg"
     assert images.base64_length(len(data)) <= 10 * 1024**2
     assert fitted.tokens == info.tokens
@@ -138,7 +139,7 @@ def test_exif_orientation_is_applied() -> None:
     info, fitted = _fitted(fp := _encoded(image, "JPEG", quality=90, exif=exif))
     assert (fitted.width, fitted.height) == tokens.fitted_size(3000, 4000)
     assert fitted.tokens == info.tokens
-    data, _ = images.fit(fp, info, max_pixels=MAX_PIXELS)
+    data, _ = fit.fit(fp, info, max_pixels=MAX_PIXELS)
     shown = Image.open(io.BytesIO(data)).convert("RGB")
     red, _, blue = shown.getpixel((shown.width // 2, 10))
     assert red > 200 and blue < 60  # the stored left half is now the top
@@ -256,7 +257,7 @@ def test_a_drafted_jpeg_is_fitted_to_the_size_of_its_header(size: tuple[int, int
     Image.linear_gradient("L").resize(size).convert("RGB").save(out, "JPEG", quality=50)
     fp = io.BytesIO(out.getvalue())
     info = images.probe(fp)
-    data, fitted = images.fit(fp, info, max_pixels=10**9)
+    data, fitted = fit.fit(fp, info, max_pixels=10**9)
     assert (fitted.width, fitted.height) == tokens.fitted_size(*size)
     assert Image.open(io.BytesIO(data)).size == tokens.fitted_size(*size)
     assert fitted.tokens == tokens.image_tokens(*size)

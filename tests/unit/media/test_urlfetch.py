@@ -1,4 +1,4 @@
-"""The one URL fetcher against hostile URLs and hostile servers (visionq.urlfetch).
+"""The one URL fetcher against hostile URLs and hostile servers (visionq.media.urlfetch).
 
 Every hostile URL points at a canary: a TCP listener on loopback (IPv4, and IPv6 where the
 machine has it) that counts the connections it accepts. Each URL must be refused, with the
@@ -36,7 +36,7 @@ import urllib3.util.connection
 
 from tests.brokenserver import Server
 from visionq.errors import InvalidImageUrl, PayloadTooLarge, UrlRefused
-from visionq.urlfetch import UrlFetcher, check_public
+from visionq.media.urlfetch import UrlFetcher, check_public
 
 NOT_PUBLIC = "not public"
 NOT_HTTP = "only http and https"

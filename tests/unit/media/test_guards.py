@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from visionq import images
 from visionq.errors import InvalidImage
+from visionq.media import guards, images
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +24,12 @@ def noisy_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_decode_past_its_deadline_is_an_invalid_image(noisy_png: Path) -> None:
     handler = signal.getsignal(signal.SIGALRM)
-    with noisy_png.open("rb") as fp, images.decode_deadline(60):
+    with noisy_png.open("rb") as fp, guards.decode_deadline(60):
         assert images.validate(fp, max_pixels=10**8).width == 2500
     with (
         pytest.raises(InvalidImage, match=r"takes over 0\.005 s"),
         noisy_png.open("rb") as fp,
-        images.decode_deadline(0.005),
+        guards.decode_deadline(0.005),
     ):
         images.validate(fp, max_pixels=10**8)
     # Nothing of ours is left to fire later, and the previous handler is back.
@@ -38,10 +38,10 @@ def test_a_decode_past_its_deadline_is_an_invalid_image(noisy_png: Path) -> None
 
 _UNDER_A_CAP = """
 import sys
-from visionq import images
 from visionq.errors import InvalidImage
+from visionq.media import guards, images
 size = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1])
-images.limit_memory(size * 1024 + 64 * 1024**2)  # 64 MiB above what this process has now
+guards.limit_memory(size * 1024 + 64 * 1024**2)  # 64 MiB above what this process has now
 try:
     with open(sys.argv[1], "rb") as fp:
         images.validate(fp, max_pixels=10**9)

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import CORPUS
-from visionq import images
 from visionq.errors import InvalidImage
+from visionq.media import images
 
 
 def _jpeg(mode: str, **params: object) -> bytes:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from visionq import images, tokens
+from visionq import tokens
+from visionq.media import fit, images
 from visionq.settings import MIMO_MAX_IMAGE_BYTES
 
 MAX_PIXELS = 178_956_970
@@ -200,8 +201,8 @@ def test_a_fitted_image_keeps_the_pixels_of_the_original(case: Case) -> None:
         truth = case.truth() if case.truth else original.convert("RGBA")
     fp = io.BytesIO(data)
     info = images.probe(fp)
-    assert images.fit_plan(info, byte_size=len(data), max_base64=MIMO_MAX_IMAGE_BYTES)
-    fitted, fitted_info = images.fit(fp, info, max_pixels=MAX_PIXELS)
+    assert fit.fit_plan(info, byte_size=len(data), max_base64=MIMO_MAX_IMAGE_BYTES)
+    fitted, fitted_info = fit.fit(fp, info, max_pixels=MAX_PIXELS)
     assert fitted_info.tokens == tokens.image_tokens(*SIZE)
     with Image.open(io.BytesIO(fitted)) as got:
         assert got.size == tokens.fitted_size(*SIZE)
@@ -230,7 +231,7 @@ def test_resampling_scales_wide_samples_to_eight_bits(
 ) -> None:
     """No accepted format decodes to I in Pillow 13, so that mode is built in memory."""
     size = tokens.fitted_size(*SIZE)
-    got = images.resample(_wide_gradient(mode, top), size)
+    got = fit.resample(_wide_gradient(mode, top), size)
     assert got.mode == "L"
     errors = _errors(got, expected)
     assert max(errors) <= MAX_ERROR, errors

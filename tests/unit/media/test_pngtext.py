@@ -17,8 +17,8 @@ from PIL import Image
 
 from tests import pngcraft
 from tests.pngcraft import MB
-from visionq import images
-from visionq.pngtext import PngWithoutText
+from visionq.media import fit, images
+from visionq.media.pngtext import PngWithoutText
 
 MAX_PIXELS = 178_956_970
 PLAIN = pngcraft.small_png()
@@ -48,7 +48,7 @@ def crafted() -> dict[tuple[str, str], bytes]:
 def _outcome(data: bytes) -> tuple[images.ImageInfo, images.ImageInfo, bytes]:
     probed = images.probe(io.BytesIO(data), max_pixels=MAX_PIXELS)
     validated = images.validate(io.BytesIO(data), max_pixels=MAX_PIXELS)
-    fitted, _ = images.fit(io.BytesIO(data), probed, max_pixels=MAX_PIXELS)
+    fitted, _ = fit.fit(io.BytesIO(data), probed, max_pixels=MAX_PIXELS)
     return probed, validated, fitted
 
 
@@ -63,15 +63,15 @@ def test_a_png_is_judged_as_if_it_had_no_text(
 
 _PEAK = """
 import json, sys
-from visionq import images
-from visionq.pngtext import PngWithoutText
+from visionq.media import fit, images
+from visionq.media.pngtext import PngWithoutText
 
 def judge(path):
     with open(path, "rb") as fp:
         info = images.probe(fp, max_pixels=10**8)
         fp.seek(0)
         images.validate(fp, max_pixels=10**8)
-        images.fit(fp, info, max_pixels=10**8)
+        fit.fit(fp, info, max_pixels=10**8)
 
 def status(field):
     line = next(l for l in open("/proc/self/status") if l.startswith(field + ":"))

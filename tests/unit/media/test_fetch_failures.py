@@ -29,11 +29,11 @@ from visionq import pipeline
 from visionq.errors import InvalidImageUrl, Unavailable
 from visionq.intake import Intake
 from visionq.jobs import job_key
+from visionq.media.urlfetch import UrlFetcher
 from visionq.models import JobRequest
 from visionq.redisserver import RedisServer, free_port
 from visionq.settings import Settings
 from visionq.storage import FileStore, ImageStore
-from visionq.urlfetch import UrlFetcher
 
 REDIS_DB = 4
 DEADLINE = 2.0

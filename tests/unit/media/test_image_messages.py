@@ -14,8 +14,8 @@ import pytest
 from tests import pngcraft
 from tests.conftest import CORPUS
 from tests.pngcraft import MB
-from visionq import images
 from visionq.errors import VisionqError
+from visionq.media import fit, images
 
 MAX_PIXELS = 178_956_970
 INTERNALS = re.compile(
@@ -49,7 +49,7 @@ def _refusals(open_fp: Callable[[], BinaryIO]) -> list[str]:
     for step in (
         lambda fp: images.probe(fp, max_pixels=MAX_PIXELS),
         lambda fp: images.validate(fp, max_pixels=MAX_PIXELS),
-        lambda fp: images.fit(fp, images.probe(fp), max_pixels=MAX_PIXELS),
+        lambda fp: fit.fit(fp, images.probe(fp), max_pixels=MAX_PIXELS),
     ):
         with open_fp() as fp:
             try:
