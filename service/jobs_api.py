@@ -16,7 +16,7 @@ from visionq import metrics, retention
 from visionq.errors import InvalidRequest, PayloadTooLarge
 from visionq.jobs import JobRecord
 from visionq.models import JobForm, JobRequest, JobStatus, whole_number
-from visionq.storage import Spool
+from visionq.storage.spool import sha256_of
 
 blueprint = Blueprint("jobs", __name__)
 log = logging.getLogger(__name__)
@@ -156,13 +156,8 @@ def _fingerprint(job_request: JobRequest, uploads: list[Any]) -> str:
     # must fingerprint like any other character rather than fail to encode.
     canonical = json.dumps(job_request.model_dump(mode="json", exclude_none=True), sort_keys=True)
     digest = hashlib.sha256(canonical.encode())
-    for stream in uploads:
-        if isinstance(stream, Spool):  # hashed already, while it was received
-            digest.update(bytes.fromhex(stream.sha256))
-            continue
-        stream.seek(0)
-        digest.update(hashlib.file_digest(stream, "sha256").digest())
-        stream.seek(0)
+    for stream in uploads:  # a spool was hashed already, while it was received
+        digest.update(bytes.fromhex(sha256_of(stream)))
     return digest.hexdigest()
 
 

@@ -1,6 +1,6 @@
 """Multipart uploads received straight into the image store, in large reads.
 
-Each file part is written once, into the store's own spool (`ImageStore.spool`), and hashed
+Each file part is written once, into the store's own spool (`BlobStore.spool`), and hashed
 on the way, so storing it is a rename rather than a second copy (bench/intake.py, B2). The
 size cap holds while the part streams in: a part over `max_image_bytes` is refused (413)
 as soon as it crosses the cap, with what it wrote removed.
@@ -41,7 +41,7 @@ from werkzeug.utils import cached_property
 from werkzeug.wsgi import ClosingIterator
 
 from visionq import metrics
-from visionq.storage import Spool
+from visionq.storage.spool import Spool
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

@@ -22,7 +22,8 @@ import pytest
 
 from visionq import devstack
 from visionq.redisserver import free_port
-from visionq.storage import FileStore, ImageStore, open_store
+from visionq.storage import BlobStore, open_store
+from visionq.storage.file import FileStore
 
 
 class S3Server:
@@ -97,7 +98,7 @@ class Backend:
     """A store under test and a listing of what it holds, as names relative to its root
     (`images/ab/<sha256>`, `bodies/<name>`), the same for every backend."""
 
-    store: ImageStore
+    store: BlobStore
     stored: Callable[[], list[str]]
 
 

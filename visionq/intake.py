@@ -30,7 +30,7 @@ from visionq.media.urlfetch import check_public, check_url_syntax
 from visionq.models import JobRequest, whole_number
 from visionq.queues import prepare_message
 from visionq.settings import Settings
-from visionq.storage import ImageStore, Spool, read_chunks
+from visionq.storage import BlobStore
 from visionq.upstream import image_ref
 
 UPLOAD_PREFIX = "upload:"
@@ -145,7 +145,7 @@ def _part_fields(where: str, part: dict[str, Any]) -> Iterator[tuple[str, Any]]:
 
 
 class Intake:
-    def __init__(self, settings: Settings, store: ImageStore, jobs: JobStore) -> None:
+    def __init__(self, settings: Settings, store: BlobStore, jobs: JobStore) -> None:
         self._settings = settings
         self._store = store
         self._jobs = jobs
@@ -292,18 +292,12 @@ class Intake:
             raise
 
     def _put(self, item: _Pending) -> str:
-        """An upload received into the store's spool is stored by a rename, not copied."""
-        if isinstance(item.upload, Spool):
-            return self._store.put_spool(item.upload).sha256
-        return self._put_copy(item)
-
-    def _put_copy(self, item: _Pending) -> str:
+        """An upload received into the store's spool is stored by a rename, not copied (and
+        copied from the open spool when its file has been deleted since)."""
+        limit = self._settings.max_image_bytes
         if item.upload is not None:
-            item.upload.seek(0)
-            chunks = read_chunks(item.upload)
-        else:
-            chunks = [item.data or b""]
-        return self._store.put_image(chunks, max_bytes=self._settings.max_image_bytes).sha256
+            return self._store.put_upload(item.upload, max_bytes=limit).sha256
+        return self._store.put_image([item.data or b""], max_bytes=limit).sha256
 
     def store(self, pending: list[_Pending]) -> list[dict[str, Any]]:
         """Store uploaded and inline images content-addressed; URLs are fetched by workers."""
@@ -332,7 +326,7 @@ class Intake:
             while self._jobs.blob_being_deleted(sha) and time.monotonic() < deadline:
                 time.sleep(0.01)
             if not self._store.has_image(sha):
-                self._put_copy(item)
+                self._put(item)
 
     def submit(
         self,

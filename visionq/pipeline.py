@@ -38,7 +38,7 @@ from visionq.outbox import Outbox
 from visionq.pacing import Pacer
 from visionq.queues import MAX_RETRY_DELAY
 from visionq.settings import Settings
-from visionq.storage import ImageStore, open_store
+from visionq.storage import BlobStore, open_store
 from visionq.upstream import UpstreamClient, parse_result, write_body
 from visionq.webhooks import Signer
 
@@ -52,7 +52,7 @@ class Runtime:
 
     settings: Settings
     jobs: JobStore
-    store: ImageStore
+    store: BlobStore
     upstream: UpstreamClient
     fetcher: UrlFetcher
     outbox: Outbox

@@ -9,13 +9,13 @@ sweeper (`remove_expired`, every round): Redis drops the job's hash by itself, a
 from __future__ import annotations
 
 from visionq.jobs import JobStore, request_body_name
-from visionq.storage import ImageStore
+from visionq.storage import BlobStore
 
 #: Expired jobs handled in one call; the rest wait for the next round.
 EXPIRED_PER_CALL = 100
 
 
-def _remove_images(jobs: JobStore, store: ImageStore, orphans: list[str], *, job_id: str) -> None:
+def _remove_images(jobs: JobStore, store: BlobStore, orphans: list[str], *, job_id: str) -> None:
     """Delete the images `jobs` handed over locked for `job_id`, each only if still nobody
     else's just before, releasing each lock once its file is gone."""
     for sha in orphans:
@@ -26,20 +26,20 @@ def _remove_images(jobs: JobStore, store: ImageStore, orphans: list[str], *, job
             jobs.release_blob(sha, holder=job_id)
 
 
-def _remove_bodies(store: ImageStore, job_id: str) -> None:
+def _remove_bodies(store: BlobStore, job_id: str) -> None:
     """The upstream body and, for a large request, the request kept beside it."""
     store.delete_body(job_id)
     store.delete_body(request_body_name(job_id))
 
 
-def delete_job(jobs: JobStore, store: ImageStore, job_id: str, *, tenant: str) -> None:
+def delete_job(jobs: JobStore, store: BlobStore, job_id: str, *, tenant: str) -> None:
     """The record first (a later GET is 404 at once), then the files no other job uses."""
     _remove_images(jobs, store, jobs.delete(job_id, tenant=tenant), job_id=job_id)
     _remove_bodies(store, job_id)
 
 
 def remove_expired(
-    jobs: JobStore, store: ImageStore, *, now: float, limit: int = EXPIRED_PER_CALL
+    jobs: JobStore, store: BlobStore, *, now: float, limit: int = EXPIRED_PER_CALL
 ) -> list[str]:
     """Remove the files of up to `limit` jobs whose record has expired; their ids.
 

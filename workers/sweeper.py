@@ -34,7 +34,7 @@ from visionq.queues import (
     WEBHOOK_TASK,
 )
 from visionq.settings import Settings
-from visionq.storage import ImageStore, open_store
+from visionq.storage import BlobStore, open_store
 from workers.app import create_celery
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def run(settings: Settings) -> None:
         stop.wait(settings.sweep_interval)
 
 
-def _remove_expired(jobs: JobStore, store: ImageStore) -> None:
+def _remove_expired(jobs: JobStore, store: BlobStore) -> None:
     """Apart from the round above: an image storage outage must neither hold up webhooks
     and leases nor count as Redis being unreachable."""
     try:

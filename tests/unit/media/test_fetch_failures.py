@@ -33,7 +33,8 @@ from visionq.media.urlfetch import UrlFetcher
 from visionq.models import JobRequest
 from visionq.redisserver import RedisServer, free_port
 from visionq.settings import Settings
-from visionq.storage import FileStore, ImageStore
+from visionq.storage import BlobStore
+from visionq.storage.file import FileStore
 
 REDIS_DB = 4
 DEADLINE = 2.0
@@ -88,7 +89,7 @@ def fetcher() -> Iterator[UrlFetcher]:
     made._session.close()
 
 
-def _store_from(fetcher: UrlFetcher, store: ImageStore, url: str) -> object:
+def _store_from(fetcher: UrlFetcher, store: BlobStore, url: str) -> object:
     return fetcher.fetch(url, lambda chunks: store.put_image(chunks, max_bytes=1 << 20))
 
 

@@ -4,6 +4,7 @@ file backend and on S3 (a real moto server process)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from tests.s3server import Backend, file_backend
 from visionq.errors import PayloadTooLarge
+from visionq.storage.spool import sha256_of
 
 
 def _spooled(backend: Backend, data: bytes, *, max_bytes: int) -> object:
@@ -96,3 +98,34 @@ def test_a_spool_stored_twice_after_its_file_was_deleted_is_stored_again(
     with backend.store.open_image(sha) as fp:
         assert fp.read() == data
     spool.close()
+
+
+def test_an_upload_is_stored_by_its_spool_or_else_copied(backend: Backend) -> None:
+    """`put_upload` takes what the intake is handed: a spool of the store's own, stored
+    without a copy, or any other file (a test's, the SDK's), read from its start."""
+    data = os.urandom(70 * 1024)
+    spool = _spooled(backend, data, max_bytes=len(data))
+    sha = hashlib.sha256(data).hexdigest()
+    assert sha256_of(spool) == sha  # the spool's own hash, nothing read again
+    assert backend.store.put_upload(spool, max_bytes=len(data)).sha256 == sha
+    spool.close()
+    other = os.urandom(5000)
+    plain = io.BytesIO(other)
+    plain.seek(100)
+    assert sha256_of(plain) == hashlib.sha256(other).hexdigest()
+    assert plain.tell() == 0
+    plain.seek(100)
+    stored = backend.store.put_upload(plain, max_bytes=len(other))
+    assert (stored.sha256, stored.size) == (hashlib.sha256(other).hexdigest(), len(other))
+    with pytest.raises(PayloadTooLarge):
+        backend.store.put_upload(io.BytesIO(other), max_bytes=len(other) - 1)
+
+
+def test_a_spool_cannot_be_changed_behind_its_hash(tmp_path: Path) -> None:
+    spool = file_backend(tmp_path).store.spool(max_bytes=100)
+    spool.writelines([b"one ", b"two"])  # through `write`, so hashed and counted
+    assert (spool.size, spool.sha256) == (7, hashlib.sha256(b"one two").hexdigest())
+    with pytest.raises(io.UnsupportedOperation):
+        spool.truncate(3)
+    spool.close()
+    assert spool.closed

@@ -14,7 +14,9 @@ import pytest
 from tests.s3server import Backend, S3Server, s3_backend
 from visionq.errors import PayloadTooLarge, Unavailable
 from visionq.redisserver import free_port
-from visionq.storage import FileStore, S3Store, open_store
+from visionq.storage import open_store
+from visionq.storage.file import FileStore
+from visionq.storage.s3 import S3Store
 
 
 def test_images_are_stored_once_by_content(backend: Backend) -> None:
