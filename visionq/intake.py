@@ -31,7 +31,7 @@ from visionq.models import JobRequest, whole_number
 from visionq.queues import prepare_message
 from visionq.settings import Settings
 from visionq.storage import BlobStore
-from visionq.upstream import image_ref
+from visionq.upstream.body import image_ref
 
 UPLOAD_PREFIX = "upload:"
 #: Far above what fits MiMo's context at a useful size, and it bounds the worker's time.

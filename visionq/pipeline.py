@@ -39,7 +39,9 @@ from visionq.pacing import Pacer
 from visionq.queues import MAX_RETRY_DELAY
 from visionq.settings import Settings
 from visionq.storage import BlobStore, open_store
-from visionq.upstream import UpstreamClient, parse_result, write_body
+from visionq.upstream.body import write_body
+from visionq.upstream.client import UpstreamClient
+from visionq.upstream.dialects import parse_result
 from visionq.webhooks import Signer
 
 log = logging.getLogger(__name__)

@@ -8,10 +8,11 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from visionq.errors import ContextLengthExceeded, UpstreamBadRequest, UpstreamRetryable
 from visionq.settings import Settings
-from visionq.upstream import UpstreamClient, retry_after_seconds
+from visionq.upstream.client import UpstreamClient, retry_after_seconds
 
 KEY = "sk-very-secret-upstream-key"
 
@@ -107,3 +108,60 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds(None) is None
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert retry_after_seconds("soon") is None
+
+
+class _Answering(requests.adapters.BaseAdapter):
+    """A transport that records each request and answers 200 with a JSON body."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[requests.PreparedRequest] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:
+        self.sent.append(request)
+        response = requests.Response()
+        response.status_code = 200
+        response._content = b'{"ok": true}'
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("api", "url", "extra"),
+    [
+        ("openai", "http://mimo.test/v1/chat/completions", {}),
+        (
+            "anthropic",
+            "http://mimo.test/anthropic/v1/messages",
+            {"x-api-key": KEY, "anthropic-version": "2023-06-01"},
+        ),
+    ],
+)
+def test_each_api_is_posted_to_its_endpoint_with_its_headers(
+    api: str, url: str, extra: dict[str, str]
+) -> None:
+    transport = _Answering()
+    session = requests.Session()
+    session.mount("http://", transport)
+    settings = Settings(
+        upstream_base_url="http://mimo.test/v1",
+        upstream_anthropic_base_url="http://mimo.test/anthropic",
+        mimo_api_key=KEY,
+    )
+    answer = UpstreamClient(settings, session=session).call(api, io.BytesIO(b"{}"), 2)
+    assert answer == {"ok": True}
+    [sent] = transport.sent
+    assert (sent.method, sent.url) == ("POST", url)
+    headers = {name.lower(): value for name, value in sent.headers.items()}
+    expected = {
+        "content-type": "application/json",
+        "content-length": "2",
+        "api-key": KEY,
+        "authorization": f"Bearer {KEY}",
+        **{name.lower(): value for name, value in extra.items()},
+    }
+    assert {name: headers.get(name) for name in expected} == expected
+    assert ("x-api-key" in headers) == (api == "anthropic")
