@@ -70,7 +70,7 @@ def test_upload_index_that_is_no_int_in_multipart_is_400(stack: Stack) -> None:
 
 # BUG-2 (fixed): an image or webhook URL that urllib.parse refuses ("http://[::1/x":
 # "Invalid IPv6 URL"; "http://[zzz]/": not an address) raised ValueError in
-# visionq/urlfetch.py `check_url_syntax`: 500.
+# visionq/media/urlfetch.py `check_url_syntax`: 500.
 @pytest.mark.parametrize("path", ["/v1/jobs", "/v1/tokens"])
 @pytest.mark.parametrize("url", ["http://[::1/x.png", "http://[zzz]/x.png"])
 def test_image_url_urllib_refuses_is_400(stack: Stack, path: str, url: str) -> None:
