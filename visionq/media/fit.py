@@ -1,8 +1,8 @@
 """Auto-fit (`resize: auto`): an image MiMo would shrink, or one too big to send, resized on
 the worker to exactly the size MiMo's formula gives it, so the token count never changes.
 
-Pure Pillow on one image already known to be safe to open (`opened` checks the
-bomb limit); nothing here touches storage or the network.
+Pure Pillow: the image is opened through `images.opened`, so it gets the same single
+decoder and bomb limit as a validation, and nothing here touches storage or the network.
 """
 
 from __future__ import annotations
