@@ -251,7 +251,7 @@ class UploadRequest(Request):
         content_length: int | None = None,
     ) -> IO[bytes]:
         services = current_app.extensions["visionq"]
-        spool = services.store.spool(max_bytes=services.settings.max_image_bytes)
+        spool: Spool = services.store.spool(max_bytes=services.settings.max_image_bytes)
         # Closed at the request's end even when parsing fails before Werkzeug lists it.
         self._spools.append(spool)
         return spool
