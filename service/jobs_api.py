@@ -14,8 +14,8 @@ from flask import Blueprint, g, jsonify, request
 from service.deps import services
 from visionq import metrics, retention
 from visionq.errors import InvalidRequest, PayloadTooLarge
-from visionq.jobs import JobRecord
 from visionq.models import JobForm, JobRequest, JobStatus, whole_number
+from visionq.state.jobs import JobRecord
 from visionq.storage import Spool
 
 blueprint = Blueprint("jobs", __name__)

@@ -8,7 +8,7 @@ sweeper (`remove_expired`, every round): Redis drops the job's hash by itself, a
 
 from __future__ import annotations
 
-from visionq.jobs import JobStore, request_body_name
+from visionq.state.jobs import JobStore, request_body_name
 from visionq.storage import ImageStore
 
 #: Expired jobs handled in one call; the rest wait for the next round.

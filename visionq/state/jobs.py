@@ -31,7 +31,7 @@ import redis
 from visionq import metrics
 from visionq.errors import Canceled, Conflict, NotFound, Unavailable, VisionqError
 from visionq.models import TERMINAL_STATUSES
-from visionq.waiting import DONE_CHANNEL, CompletionWaiter
+from visionq.state.completion import DONE_CHANNEL, CompletionWaiter
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ OUTBOX_KEY = "vq:webhooks:due"
 #: Unfinished jobs by when the sweeper should look at them (see `leases`); a job enters it
 #: when created and leaves it when finished or deleted.
 LEASES_KEY = "vq:leases"
-#: Prefix of the pacer's keys (visionq.pacing); a ready job waits in
+#: Prefix of the pacer's keys (visionq.state.pacing); a ready job waits in
 #: `<prefix><model>:q:<tenant>`, which the lease sweep looks at too.
 PACE_PREFIX = "vq:pace:"
 #: Jobs by when their hash expires; a job leaves it once its images are seen to.

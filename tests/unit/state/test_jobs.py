@@ -11,9 +11,9 @@ import redis
 
 from tests.conftest import bare_job
 from visionq.errors import InvalidImage, NotFound, Unavailable
-from visionq.jobs import MAX_LIST_SCAN, JobRecord, JobStore
-from visionq.leases import Leases
 from visionq.redisserver import RedisServer, durability_warnings, free_port
+from visionq.state.jobs import MAX_LIST_SCAN, JobRecord, JobStore
+from visionq.state.leases import Leases
 
 
 @pytest.fixture

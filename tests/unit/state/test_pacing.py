@@ -10,10 +10,10 @@ import pytest
 import redis
 
 from tests.conftest import bare_job
-from visionq.jobs import JobStore
-from visionq.leases import LeaseKeeper, Leases
-from visionq.pacing import Pacer, rpm_item
 from visionq.settings import Settings
+from visionq.state.jobs import JobStore
+from visionq.state.leases import LeaseKeeper, Leases
+from visionq.state.pacing import Pacer, rpm_item
 
 REDIS_DB = 10
 MODEL = "mimo-v2.5"

@@ -21,7 +21,7 @@ import time
 import redis
 
 from visionq import metrics
-from visionq.jobs import redis_errors
+from visionq.state.jobs import redis_errors
 
 log = logging.getLogger(__name__)
 

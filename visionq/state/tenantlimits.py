@@ -29,9 +29,9 @@ from limits.storage import RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from visionq.errors import RateLimited
-from visionq.jobs import redis_errors
 from visionq.settings import parse_limits
-from visionq.storewrites import WriteRefusals, refusal_reason
+from visionq.state.jobs import redis_errors
+from visionq.state.storewrites import WriteRefusals, refusal_reason
 
 #: How long a tenant at its upload cap is asked to wait: uploads end within seconds to the
 #: body-read deadline, and which one ends first is unknown.

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import redis
 
-from visionq.jobs import LEASES_KEY, PACE_PREFIX, job_key, redis_errors
+from visionq.state.jobs import LEASES_KEY, PACE_PREFIX, job_key, redis_errors
 
 log = logging.getLogger(__name__)
 

@@ -48,9 +48,9 @@ from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
 from visionq import metrics
-from visionq.jobs import PACE_PREFIX, redis_errors
-from visionq.leases import LeaseKeeper, Leases
 from visionq.settings import Settings
+from visionq.state.jobs import PACE_PREFIX, redis_errors
+from visionq.state.leases import LeaseKeeper, Leases
 
 log = logging.getLogger(__name__)
 

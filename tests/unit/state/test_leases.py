@@ -8,8 +8,8 @@ import redis
 
 from tests.conftest import bare_job
 from visionq.errors import InvalidImage
-from visionq.jobs import LEASES_KEY, PACE_PREFIX, JobRecord, JobStore
-from visionq.leases import Expired, LeaseKeeper, Leases
+from visionq.state.jobs import LEASES_KEY, PACE_PREFIX, JobRecord, JobStore
+from visionq.state.leases import Expired, LeaseKeeper, Leases
 
 REDIS_DB = 6
 

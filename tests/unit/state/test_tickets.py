@@ -11,9 +11,9 @@ import time
 import pytest
 import redis
 
-from tests.unit.test_pacing import MODEL, _pacer, _ready
-from visionq.pacing import Pacer, TicketAudit, Tickets
+from tests.unit.state.test_pacing import MODEL, _pacer, _ready
 from visionq.redisserver import RedisServer
+from visionq.state.pacing import Pacer, TicketAudit, Tickets
 
 REDIS_DB = 11
 BROKER_LIST = "upstream"
@@ -21,8 +21,8 @@ BROKER_LIST = "upstream"
 # A worker process whose one ticket waits for the only slot, its keeper renewing.
 _WAITING_WORKER = """
 import sys, redis
-from visionq.leases import LeaseKeeper, Leases
-from visionq.pacing import Pacer
+from visionq.state.leases import LeaseKeeper, Leases
+from visionq.state.pacing import Pacer
 from visionq.settings import Settings
 client = redis.Redis.from_url(sys.argv[1])
 settings = Settings(upstream_concurrency={"*": 1})

@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from visionq.errors import Conflict
-from visionq.jobs import OUTBOX_KEY, JobRecord, JobStore, job_key, redis_errors
+from visionq.state.jobs import OUTBOX_KEY, JobRecord, JobStore, job_key, redis_errors
 
 # KEYS[1] outbox; ARGV[1] now, ARGV[2] lease end, ARGV[3] how many.
 _CLAIM = """

@@ -8,8 +8,8 @@ import pytest
 import redis
 
 from tests.conftest import bare_job
-from visionq.jobs import JobRecord, JobStore
-from visionq.outbox import Outbox
+from visionq.state.jobs import JobRecord, JobStore
+from visionq.state.outbox import Outbox
 
 REDIS_DB = 7
 

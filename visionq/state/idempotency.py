@@ -17,7 +17,7 @@ from typing import cast
 import redis
 
 from visionq.errors import Conflict
-from visionq.jobs import redis_errors
+from visionq.state.jobs import redis_errors
 
 TTL_SECONDS = 24 * 3600
 #: A reservation whose request died before completing it frees the key this soon.

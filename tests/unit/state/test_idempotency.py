@@ -7,8 +7,8 @@ import redis
 
 from tests.conftest import bare_job
 from visionq.errors import Conflict
-from visionq.idempotency import IdempotencyKeys
-from visionq.jobs import JobStore
+from visionq.state.idempotency import IdempotencyKeys
+from visionq.state.jobs import JobStore
 
 REDIS_DB = 8
 

@@ -15,9 +15,9 @@ from tests.s3server import Backend
 from visionq import retention
 from visionq.errors import InvalidImage
 from visionq.intake import Intake
-from visionq.jobs import JobRecord, JobStore
 from visionq.models import JobRequest
 from visionq.settings import Settings
+from visionq.state.jobs import JobRecord, JobStore
 
 REDIS_DB = 13
 
