@@ -26,7 +26,7 @@ from visionq.errors import (
     VisionqError,
 )
 from visionq.settings import Settings
-from visionq.state.jobs import redis_errors
+from visionq.state.redis import redis_errors
 from visionq.state.storewrites import refusal_reason
 
 log = logging.getLogger(__name__)

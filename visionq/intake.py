@@ -27,6 +27,7 @@ from visionq.errors import (
 from visionq.models import JobRequest, whole_number
 from visionq.queues import prepare_message
 from visionq.settings import Settings
+from visionq.state.idempotency import IdempotencyRecord
 from visionq.state.jobs import (
     REQUEST_INLINE_BYTES,
     JobRecord,
@@ -334,7 +335,7 @@ class Intake:
             if sha is None:
                 continue
             deadline = time.monotonic() + 15
-            while self._jobs.blob_being_deleted(sha) and time.monotonic() < deadline:
+            while self._jobs.blobs.being_deleted(sha) and time.monotonic() < deadline:
                 time.sleep(0.01)
             if not self._store.has_image(sha):
                 self._put_copy(item)
@@ -345,7 +346,7 @@ class Intake:
         *,
         tenant: str,
         uploads: Sequence[BinaryIO] = (),
-        remember: tuple[str, str, int] | None = None,
+        remember: IdempotencyRecord | None = None,
         request_id: str | None = None,
     ) -> JobRecord:
         """Store the images and write the job with its prepare task's message, together."""

@@ -30,10 +30,11 @@ from visionq.queues import (
     WEBHOOK_TASK,
 )
 from visionq.settings import Settings
-from visionq.state.jobs import JobStore, redis_errors
+from visionq.state.jobs import JobStore
 from visionq.state.leases import LeaseKeeper, Leases
 from visionq.state.outbox import Outbox
 from visionq.state.pacing import Pacer, TicketAudit
+from visionq.state.redis import redis_errors
 from visionq.storage import ImageStore, open_store
 from workers.app import create_celery
 

@@ -19,7 +19,7 @@ import requests
 
 from tests.conftest import CORPUS, Stack, data_url, running_stack
 from visionq.redisserver import RedisServer
-from visionq.state.jobs import STORE_FULL_MESSAGE
+from visionq.state.redis import STORE_FULL_MESSAGE
 
 GOOD = CORPUS / "good"
 FILLER = "filler:"

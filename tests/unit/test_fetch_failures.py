@@ -31,7 +31,7 @@ from visionq.intake import Intake
 from visionq.models import JobRequest
 from visionq.redisserver import RedisServer, free_port
 from visionq.settings import Settings
-from visionq.state.jobs import job_key
+from visionq.state.keys import job as job_key
 from visionq.storage import FileStore, ImageStore
 from visionq.urlfetch import UrlFetcher
 

@@ -17,7 +17,8 @@ from visionq.errors import ContextLengthExceeded
 from visionq.intake import Intake
 from visionq.models import JobRequest
 from visionq.settings import Settings
-from visionq.state.jobs import job_key, request_body_name
+from visionq.state.jobs import request_body_name
+from visionq.state.keys import job as job_key
 from visionq.state.leases import Leases
 
 REDIS_DB = 3

@@ -1,18 +1,25 @@
-"""The job record in Redis: its key schema, its guarded transitions, and the references
-from jobs to the images they use. (`leases` also writes the lease fields of the hash and
-takes a queued job to `running`; `outbox` writes its `webhook` field.)
+"""The job record in Redis: a job's hash, its tenant's index, and its guarded transitions.
 
-A job is one hash, `vq:job:<id>`. Its status only moves forward,
-`queued -> running -> succeeded | failed | canceled`, and every change of status goes
-through one Lua script that compares and sets in a single step, so a task delivered twice
-(Celery's at-least-once delivery) can neither send a job back nor finish it twice. A
-terminal transition also publishes the id on `vq:done`, which is what `?wait=` blocks on.
+A job is one hash (`keys.job`). Its status only moves forward,
+`queued -> running -> succeeded | failed | canceled`, and every change of status but one
+goes through one Lua script (`jobs/transition`) that compares and sets in a single step,
+so a task delivered twice (Celery's at-least-once delivery) can neither send a job back
+nor finish it twice. The one other is the first prepare's `queued -> running`, made by
+`leases/take` in the same step as the lease it takes. A terminal transition also
+publishes the id on `keys.DONE_CHANNEL`, which is what `?wait=` blocks on (`completion`).
 
-A job's hash expires (a TTL from its creation, then `result_ttl` from its finish), but the
-images it used must not stay behind: each stored image has the set of jobs that use it
-(`vq:blob:<sha>`), each job the set of images it used (`vq:job-blobs:<id>`, which outlives
-its hash), and `EXPIRY_KEY` says when each hash expires, kept in step with every EXPIRE
-set here. `claim_expired` finds the jobs whose hash is gone and drops their references.
+The hash's fields have three owners: the record (status, request, images, result, error
+and the times) is this module's; the lease fields (`lease_until`, `received_until` and
+the attempt counters) are `leases`'; the `webhook` field's delivery state is `outbox`'s.
+This module writes the others' fields only where a new job starts them (`jobs/create`).
+
+A step that must change several families of keys at once is one script, kept by the
+owner of the family the step is about, and its header lists every family it writes:
+`jobs/create` also writes the lease index, the image references and the expiry index
+(`blobs`), the Idempotency-Key (`idempotency`) and the broker's list; `jobs/transition`
+also writes the expiry index, the lease index and the outbox. Outside its scripts this
+module writes only its own keys. A job's hash expires (a TTL from its creation, then
+`result_ttl` from its finish); `blobs` removes what it leaves behind.
 """
 
 from __future__ import annotations
@@ -21,83 +28,34 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
 
 from visionq import metrics
-from visionq.errors import Canceled, Conflict, NotFound, Unavailable, VisionqError
+from visionq.errors import Canceled, Conflict, NotFound, VisionqError
 from visionq.models import TERMINAL_STATUSES
-from visionq.state.completion import DONE_CHANNEL, CompletionWaiter
+from visionq.state import keys
+from visionq.state.blobs import Blobs
+from visionq.state.completion import CompletionWaiter
+from visionq.state.idempotency import IdempotencyRecord
+from visionq.state.redis import redis_errors, script
 
 log = logging.getLogger(__name__)
 
-#: The webhook outbox (see `outbox`): finishing a job with a webhook adds it here.
-OUTBOX_KEY = "vq:webhooks:due"
-#: Unfinished jobs by when the sweeper should look at them (see `leases`); a job enters it
-#: when created and leaves it when finished or deleted.
-LEASES_KEY = "vq:leases"
-#: Prefix of the pacer's keys (visionq.state.pacing); a ready job waits in
-#: `<prefix><model>:q:<tenant>`, which the lease sweep looks at too.
-PACE_PREFIX = "vq:pace:"
-#: Jobs by when their hash expires; a job leaves it once its images are seen to.
-EXPIRY_KEY = "vq:expiry"
 _JSON_FIELDS = ("images", "request", "result", "error", "webhook", "metadata")
 #: A request larger than this (as JSON) is kept in the image store, not in the job's hash:
 #: Redis holds every job for the result TTL, and one tenant's long prompts must not fill it.
 REQUEST_INLINE_BYTES = 16 * 1024
+#: Ids one list page may look at (see `JobStore.list_jobs`).
+MAX_LIST_SCAN = 1000
 
-# KEYS[1] job hash, KEYS[2] the done channel, KEYS[3] the webhook outbox, KEYS[4] leases,
-# KEYS[5] the expiry index. ARGV[1] statuses allowed now (space separated), ARGV[2] new
-# status or "", ARGV[3] TTL to set or 0, ARGV[4] job id when this finishes the job, else "",
-# ARGV[5] now, ARGV[6] a field that must be absent or "", ARGV[7] job id, ARGV[8..]
-# field/value pairs to set.
-# A finishing step publishes the id (for waiters) and, when the job has a webhook, puts it
-# in the outbox in the same step, so the event cannot be lost between the two.
-# Returns 1 when applied, {0, current status} when refused, nil when missing.
-_TRANSITION = """
-local cur = redis.call('HGET', KEYS[1], 'status')
-if not cur then return nil end
-if not string.find(' ' .. ARGV[1] .. ' ', ' ' .. cur .. ' ', 1, true) then return {0, cur} end
-if ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[6]) == 1 then return {0, cur} end
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
-if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
-if tonumber(ARGV[3]) > 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  redis.call('ZADD', KEYS[5], tonumber(ARGV[5]) + tonumber(ARGV[3]), ARGV[7])
-end
-if ARGV[4] ~= '' then
-  redis.call('PUBLISH', KEYS[2], ARGV[4])
-  redis.call('ZREM', KEYS[4], ARGV[4])
-  local webhook = redis.call('HGET', KEYS[1], 'webhook')
-  if webhook and webhook ~= 'null' then redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4]) end
-end
-return 1
-"""
-
-# A new job, whole or not at all, in one command: one small reply to parse where a MULTI
-# of seven commands had nine, a third of the submit's Redis client CPU (bench/intake.py).
-# KEYS[1] job hash, KEYS[2] the expiry index, KEYS[3] the tenant's index, KEYS[4] leases,
-# KEYS[5] the job's blob set, KEYS[6] the list its message goes to, KEYS[7] the key that
-# remembers it (an Idempotency-Key), KEYS[8..] the sets of the images it uses. ARGV[1]
-# job id, ARGV[2] TTL, ARGV[3] expiry score, ARGV[4] lease score, ARGV[5] message or "",
-# ARGV[6] the remembering key's value or "", ARGV[7] its TTL, ARGV[8] n images, then the
-# n image hashes, then the hash's field/value pairs.
-_CREATE = """
-local id, n = ARGV[1], tonumber(ARGV[8])
-redis.call('HSET', KEYS[1], unpack(ARGV, 9 + n))
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], id)
-redis.call('ZADD', KEYS[3], 0, id)
-redis.call('ZADD', KEYS[4], ARGV[4], id)
-if ARGV[6] ~= '' then redis.call('SET', KEYS[7], ARGV[6], 'EX', ARGV[7]) end
-for i = 1, n do redis.call('SADD', KEYS[7 + i], id) end
-if n > 0 then redis.call('SADD', KEYS[5], unpack(ARGV, 9, 8 + n)) end
-if ARGV[5] ~= '' then redis.call('LPUSH', KEYS[6], ARGV[5]) end
-"""
+#: Given a new job's id, its first broker message: the list it goes to and the payload
+#: (`visionq.queues.prepare_message`). `JobStore.create` pushes it in the same step as
+#: the job, so the job and its first task are queued together, in one round trip.
+FirstMessage = Callable[[str], tuple[str, str]]
 
 
 def new_job_id() -> str:
@@ -107,156 +65,10 @@ def new_job_id() -> str:
     return f"job_{time.time_ns() // 1000:014x}{secrets.token_hex(8)}"
 
 
-def job_key(job_id: str) -> str:
-    return f"vq:job:{job_id}"
-
-
 def request_body_name(job_id: str) -> str:
     """Where, in the image store, a job's request is kept when it is too large for Redis
     (`REQUEST_INLINE_BYTES`): beside the upstream body, which is named by the job id."""
     return f"{job_id}.request"
-
-
-def _tenant_key(tenant: str) -> str:
-    """A sorted set of the tenant's job ids, all at score 0, so it orders by id (= by time)."""
-    return f"vq:tenant:{tenant}:jobs"
-
-
-def _blob_key(sha256: str) -> str:
-    """The set of jobs that use a stored image; the image may go once it is empty."""
-    return f"vq:blob:{sha256}"
-
-
-def _blob_lock(sha256: str) -> str:
-    return f"vq:blob:{sha256}:lock"
-
-
-def _job_blobs_key(job_id: str) -> str:
-    """The images a job uses, kept until its references are dropped (after its hash)."""
-    return f"vq:job-blobs:{job_id}"
-
-
-# Drops job ARGV[1]'s references to the images listed in KEYS[1] (its job-blobs set, kept:
-# its caller deletes it once done); returns the images no job uses any more, each locked
-# in the same step, so an intake adding a reference right after sees the lock and waits
-# until the file is gone before it puts it back. The blob keys are derived here, which
-# needs a single Redis (not a cluster), as every multi-key script of visionq does.
-_DROP_REFERENCES = """
-local function drop_references(blobs_key, job_id, lock_ms)
-  local orphans = {}
-  for _, sha in ipairs(redis.call('SMEMBERS', blobs_key)) do
-    local users = 'vq:blob:' .. sha
-    redis.call('SREM', users, job_id)
-    if redis.call('SCARD', users) == 0 and
-       redis.call('SET', users .. ':lock', job_id, 'NX', 'PX', lock_ms) then
-      table.insert(orphans, sha)
-    end
-  end
-  return orphans
-end
-"""
-
-# KEYS[1] job, KEYS[2] tenant index, KEYS[3] leases, KEYS[4] expiry index, KEYS[5] the
-# job's blobs; ARGV[1] job id, ARGV[2] lock time (ms), ARGV[3..] the images its record
-# names (a job stored before its blobs were kept beside it has only those). Deletes the
-# job and its references.
-_DELETE = (
-    _DROP_REFERENCES
-    + """
-if #ARGV > 2 then redis.call('SADD', KEYS[5], unpack(ARGV, 3)) end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-local orphans = drop_references(KEYS[5], ARGV[1], ARGV[2])
-redis.call('DEL', KEYS[5])
-return orphans
-"""
-)
-
-# KEYS[1] expiry index; ARGV[1] now, ARGV[2] how many, ARGV[3] claim time (s), ARGV[4] lock
-# time (ms). For each job due: a hash still there (its host's clock ran ahead of Redis's)
-# is looked at again when Redis expires it; a gone one is claimed for a while (another
-# sweeper leaves it alone meanwhile, and takes it over should this one die) and comes back
-# with its orphaned images: {id, n, sha1..shan, id, ...}.
-_CLAIM_EXPIRED = (
-    _DROP_REFERENCES
-    + """
-local now = tonumber(ARGV[1])
-local out = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[2])) do
-  local left = redis.call('PTTL', 'vq:job:' .. id)
-  if left > 0 then
-    redis.call('ZADD', KEYS[1], now + left / 1000, id)
-  elseif left == -1 then
-    redis.call('ZREM', KEYS[1], id)
-  else
-    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
-    local orphans = drop_references('vq:job-blobs:' .. id, id, ARGV[4])
-    table.insert(out, id)
-    table.insert(out, #orphans)
-    for _, sha in ipairs(orphans) do table.insert(out, sha) end
-  end
-end
-return out
-"""
-)
-
-# KEYS[1] job, KEYS[2] its blobs; ARGV[1] job id, ARGV[2..] images. Records that the job
-# uses them, unless the job is gone (then nothing would ever drop the references).
-_ADD_BLOBS = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for i = 2, #ARGV do redis.call('SADD', 'vq:blob:' .. ARGV[i], ARGV[1]) end
-redis.call('SADD', KEYS[2], unpack(ARGV, 2))
-return 1
-"""
-_LOCK_MS = 10_000
-
-# KEYS[1] an image's users, KEYS[2] its lock; ARGV[1] the holder, ARGV[2] lock time (ms).
-# Just before the file goes: still ours, and still nobody's image? Then hold it a while
-# more. An image a new job took up meanwhile is kept, and its lock let go.
-_CONFIRM_ORPHAN = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-if redis.call('SCARD', KEYS[1]) > 0 then
-  redis.call('DEL', KEYS[2])
-  return 0
-end
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return 1
-"""
-
-# KEYS[1] an image's lock; ARGV[1] the holder. A lock that ran out and was taken by
-# another remover is not ours to release.
-_RELEASE_BLOB = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-#: What a refused write says (Redis at `maxmemory`), for clients and operators alike.
-STORE_FULL_MESSAGE = "the job store (Redis) is full and refuses writes; try again later"
-#: How long a sweeper has to remove an expired job's files before another may take it over.
-EXPIRY_CLAIM_SECONDS = 30
-#: Ids one list page may look at (see `JobStore.list_jobs`).
-MAX_LIST_SCAN = 1000
-
-
-@contextmanager
-def redis_errors() -> Iterator[None]:
-    """Map a Redis outage to `Unavailable` at the boundary, never a traceback.
-
-    A Redis at `maxmemory` (noeviction) refuses writes with OOM, and a replica promoted
-    away from during a failover refuses them with READONLY: both pass once memory is
-    freed or the failover ends, so both are outages too, not bugs.
-    """
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise Unavailable("the job store (Redis) is unreachable", retry_after=5) from exc
-    except redis.exceptions.OutOfMemoryError as exc:
-        raise Unavailable(STORE_FULL_MESSAGE, retry_after=5) from exc
-    except redis.exceptions.ReadOnlyError as exc:
-        raise Unavailable(
-            "the job store (Redis) accepts no writes (read-only)", retry_after=5
-        ) from exc
 
 
 @dataclass(frozen=True)
@@ -336,14 +148,11 @@ class JobStore:
         self._redis = client
         self._ttl = ttl
         self._queued_grace = queued_grace
-        self._transition = client.register_script(_TRANSITION)
-        self._delete = client.register_script(_DELETE)
-        self._claim_expired = client.register_script(_CLAIM_EXPIRED)
-        self._add_blobs = client.register_script(_ADD_BLOBS)
-        self._create = client.register_script(_CREATE)
-        self._confirm_orphan = client.register_script(_CONFIRM_ORPHAN)
-        self._release_blob = client.register_script(_RELEASE_BLOB)
+        self._transition = script(client, "jobs/transition")
+        self._create = script(client, "jobs/create")
         self._waiter = CompletionWaiter(client)
+        #: The references from this store's jobs to their images.
+        self.blobs = Blobs(client)
 
     def create(
         self,
@@ -355,23 +164,22 @@ class JobStore:
         images: list[dict[str, Any]],
         webhook_url: str | None,
         metadata: dict[str, str] | None,
-        remember: tuple[str, str, int] | None = None,
+        remember: IdempotencyRecord | None = None,
         request_id: str | None = None,
-        message: Callable[[str], tuple[str, str]] | None = None,
+        message: FirstMessage | None = None,
         job_id: str | None = None,
     ) -> JobRecord:
-        """Write a queued job. `remember` = (key, prefix, ttl): also set key to prefix + id,
-        in the same transaction (how an Idempotency-Key comes to name its job).
+        """Write a queued job, and in the same step `remember` (how an Idempotency-Key
+        comes to name its job) and `message(job_id)`, its first broker message.
         `request_id` is the API request's, kept so that every task's logs can name it.
-        `message(job_id)` = (list, payload): a broker message LPUSHed in the same
-        step, so the job and its first task are queued together, in one round trip.
         `request` None: it is too large to keep here, and the caller has stored it under
         `request_body_name(job_id)` (with the `job_id` it made for that)."""
         job_id = job_id or new_job_id()
+        now = time.time()
         fields: dict[str, Any] = {
             "model": model,
             "api": api,
-            "created_at": round(time.time(), 3),
+            "created_at": round(now, 3),
             **({"request": request} if request is not None else {"request_body": 1}),
             "images": images,
             "attempts": 0,
@@ -391,20 +199,23 @@ class JobStore:
         }
         mapping = {"status": "queued", "tenant": tenant, **_encode(fields)}
         blobs = sorted({image["blob"] for image in images if image.get("blob")})
-        queue, payload = message(job_id) if message is not None else (job_key(job_id), "")
-        key, prefix, ttl = remember if remember is not None else (job_key(job_id), None, 0)
-        now = time.time()
+        queue, payload = message(job_id) if message is not None else (keys.job(job_id), "")
+        remembered = (
+            (remember.key, remember.value_prefix + job_id, remember.ttl)
+            if remember is not None
+            else (keys.job(job_id), "", 0)
+        )
         with redis_errors():
             self._create(
                 keys=[
-                    job_key(job_id),
-                    EXPIRY_KEY,
-                    _tenant_key(tenant),
-                    LEASES_KEY,
-                    _job_blobs_key(job_id),
+                    keys.job(job_id),
+                    keys.EXPIRY,
+                    keys.tenant_jobs(tenant),
+                    keys.LEASES,
+                    keys.job_blobs(job_id),
                     queue,
-                    key,
-                    *(_blob_key(sha) for sha in blobs),
+                    remembered[0],
+                    *(keys.blob(sha) for sha in blobs),
                 ],
                 args=[
                     job_id,
@@ -413,18 +224,14 @@ class JobStore:
                     # Should its message be lost, the sweeper queues it again after the grace.
                     repr(now + self._queued_grace),
                     payload,
-                    "" if prefix is None else prefix + job_id,
-                    ttl,
+                    remembered[1],
+                    remembered[2],
                     len(blobs),
                     *blobs,
                     *(item for pair in mapping.items() for item in pair),
                 ],
             )
         return JobRecord(job_id, tenant, "queued", fields)
-
-    def blob_being_deleted(self, sha256: str) -> bool:
-        with redis_errors():
-            return bool(self._redis.exists(_blob_lock(sha256)))
 
     def list_jobs(
         self, *, tenant: str, status: str | None, limit: int, after: str | None
@@ -438,7 +245,7 @@ class JobStore:
         whole history: such a page may hold fewer than `limit` jobs and still have a next.
         Ids of expired jobs are dropped as they are met.
         """
-        index = _tenant_key(tenant)
+        index = keys.tenant_jobs(tenant)
         found: list[JobRecord] = []
         upper = f"({after}" if after else "+"
         scanned = 0
@@ -452,7 +259,7 @@ class JobStore:
                     return found, None
                 pipe = self._redis.pipeline(transaction=False)
                 for job_id in ids:
-                    pipe.hgetall(job_key(job_id))
+                    pipe.hgetall(keys.job(job_id))
                 for job_id, raw in zip(ids, pipe.execute(), strict=True):
                     scanned += 1
                     last_seen = job_id
@@ -468,70 +275,15 @@ class JobStore:
         return found, (last_seen if more else None)
 
     def delete(self, job_id: str, *, tenant: str) -> list[str]:
-        """Remove the job; returns the stored images that no other job uses, now locked.
-
-        The caller deletes those images and then calls `release_blob`; an intake that
-        stores the same bytes meanwhile sees the lock and stores them again afterwards.
-        """
+        """Remove the job if `tenant` owns it; returns the stored images that no other
+        job uses, now locked for the caller to remove (`Blobs.delete_job`)."""
         record = self.get(job_id, tenant=tenant)
-        blobs = {i[k] for i in record.images for k in ("blob", "sha256") if i.get(k)}
-        keys = [
-            job_key(job_id),
-            _tenant_key(tenant),
-            LEASES_KEY,
-            EXPIRY_KEY,
-            _job_blobs_key(job_id),
-        ]
-        with redis_errors():
-            orphans = self._delete(keys=keys, args=[job_id, _LOCK_MS, *sorted(blobs)])
-        return [sha.decode() for sha in orphans]
-
-    def claim_expired(self, *, now: float, limit: int) -> list[tuple[str, list[str]]]:
-        """Up to `limit` jobs whose hash has expired, each with the images no job uses any
-        more (locked, as for `delete`), claimed for `EXPIRY_CLAIM_SECONDS`.
-
-        One Redis call, whatever is due. The caller removes the files, calls
-        `release_blob` for each image, then `forget_expired`; should it die before, the
-        job comes due again once the claim and the locks have run out.
-        """
-        with redis_errors():
-            reply = self._claim_expired(
-                keys=[EXPIRY_KEY], args=[now, limit, EXPIRY_CLAIM_SECONDS, _LOCK_MS]
-            )
-        claimed: list[tuple[str, list[str]]] = []
-        at = 0
-        while at < len(reply):
-            count = int(reply[at + 1])
-            shas = [sha.decode() for sha in reply[at + 2 : at + 2 + count]]
-            claimed.append((reply[at].decode(), shas))
-            at += 2 + count
-        return claimed
-
-    def forget_expired(self, job_ids: list[str]) -> None:
-        """The expired jobs' files are gone: drop what was kept to find them."""
-        if not job_ids:
-            return
-        with redis_errors():
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.zrem(EXPIRY_KEY, *job_ids)
-            pipe.delete(*(_job_blobs_key(job_id) for job_id in job_ids))
-            pipe.execute()
-
-    def confirm_orphan(self, sha256: str, *, holder: str) -> bool:
-        """Whether the image may go now: `holder` (the job whose references were dropped)
-        still holds its lock, renewed for the delete, and no job has taken it up since.
-        Deleting many images takes a while, longer than a lock taken for all at once."""
-        with redis_errors():
-            keys = [_blob_key(sha256), _blob_lock(sha256)]
-            return bool(self._confirm_orphan(keys=keys, args=[holder, _LOCK_MS]))
-
-    def release_blob(self, sha256: str, *, holder: str) -> None:
-        with redis_errors():
-            self._release_blob(keys=[_blob_lock(sha256)], args=[holder])
+        named = {i[k] for i in record.images for k in ("blob", "sha256") if i.get(k)}
+        return self.blobs.delete_job(job_id, tenant=tenant, named=named)
 
     def load(self, job_id: str) -> JobRecord | None:
         with redis_errors():
-            raw = self._redis.hgetall(job_key(job_id))
+            raw = self._redis.hgetall(keys.job(job_id))
         return self._record(job_id, cast(dict[bytes, bytes], raw))
 
     @staticmethod
@@ -574,7 +326,7 @@ class JobStore:
             args += [name, value]
         with redis_errors():
             reply = self._transition(
-                keys=[job_key(job_id), DONE_CHANNEL, OUTBOX_KEY, LEASES_KEY, EXPIRY_KEY],
+                keys=[keys.job(job_id), keys.DONE_CHANNEL, keys.OUTBOX, keys.LEASES, keys.EXPIRY],
                 args=args,
             )
         return reply == 1
@@ -589,10 +341,7 @@ class JobStore:
         """
         shas = sorted({image[k] for image in images for k in ("blob", "sha256") if image.get(k)})
         if shas:
-            with redis_errors():
-                self._add_blobs(
-                    keys=[job_key(job_id), _job_blobs_key(job_id)], args=[job_id, *shas]
-                )
+            self.blobs.add(job_id, shas)
         return self._apply(
             job_id,
             allowed=("running",),

@@ -8,7 +8,8 @@ import redis
 
 from tests.conftest import bare_job
 from visionq.errors import InvalidImage
-from visionq.state.jobs import LEASES_KEY, PACE_PREFIX, JobRecord, JobStore
+from visionq.state import keys
+from visionq.state.jobs import JobRecord, JobStore
 from visionq.state.leases import Expired, LeaseKeeper, Leases
 
 REDIS_DB = 6
@@ -92,8 +93,8 @@ def test_a_job_waiting_its_turn_in_the_pacer_is_not_queued_again(redis_db) -> No
     leases.take(waiting.id, "prepare")
     jobs.save_images(waiting.id, [], input_tokens=0)
     leases.release(waiting.id, look_in=0)
-    redis_db.zadd(f"{PACE_PREFIX}mimo-v2.5:q:t", {waiting.id: 0})
+    redis_db.zadd(keys.pace_queue("mimo-v2.5", "t"), {waiting.id: 0})
     assert leases.expired(queued_grace=60) == []
-    redis_db.delete(f"{PACE_PREFIX}mimo-v2.5:q:t")  # taken, and its worker died
-    redis_db.zadd(LEASES_KEY, {waiting.id: 0})
+    redis_db.delete(keys.pace_queue("mimo-v2.5", "t"))  # taken, and its worker died
+    redis_db.zadd(keys.LEASES, {waiting.id: 0})
     assert leases.expired(queued_grace=60) == [Expired(waiting.id, "upstream", "mimo-v2.5", "t")]

@@ -13,6 +13,7 @@ import redis
 
 from tests.unit.state.test_pacing import MODEL, _pacer, _ready
 from visionq.redisserver import RedisServer
+from visionq.state import keys
 from visionq.state.pacing import Pacer, TicketAudit, Tickets
 
 REDIS_DB = 11
@@ -65,7 +66,7 @@ def test_a_waiting_ticket_is_live_until_it_takes_a_job(redis_db: redis.Redis, ur
     finally:
         worker.kill()
         worker.wait()
-    assert redis_db.hget(f"vq:job:{second}", "attempts") == b"1"
+    assert redis_db.hget(keys.job(second), "attempts") == b"1"
     assert pacer.tickets(broker_list=BROKER_LIST) == []  # no job waits: nothing to count
 
 
