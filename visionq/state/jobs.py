@@ -144,10 +144,21 @@ def _unvalidated_defaults(image: dict[str, Any]) -> dict[str, Any]:
 
 
 class JobStore:
-    def __init__(self, client: redis.Redis, *, ttl: int, queued_grace: float) -> None:
+    """The job records of one Redis. `clock` gives Unix time now: the times recorded and
+    the scores of the lease and expiry indexes come from it (tests move it ahead)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        ttl: int,
+        queued_grace: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._redis = client
         self._ttl = ttl
         self._queued_grace = queued_grace
+        self._clock = clock
         self._transition = script(client, "jobs/transition")
         self._create = script(client, "jobs/create")
         self._waiter = CompletionWaiter(client)
@@ -175,7 +186,7 @@ class JobStore:
         `request` None: it is too large to keep here, and the caller has stored it under
         `request_body_name(job_id)` (with the `job_id` it made for that)."""
         job_id = job_id or new_job_id()
-        now = time.time()
+        now = self._clock()
         fields: dict[str, Any] = {
             "model": model,
             "api": api,
@@ -318,7 +329,7 @@ class JobStore:
             status,
             self._ttl if terminal else 0,
             job_id if terminal else "",
-            time.time(),
+            self._clock(),
             unless,
             job_id,
         ]
@@ -371,7 +382,7 @@ class JobStore:
         return record
 
     def _finish(self, job_id: str, status: str, fields: dict[str, Any]) -> bool:
-        fields = {**fields, "completed_at": round(time.time(), 3)}
+        fields = {**fields, "completed_at": round(self._clock(), 3)}
         return self._apply(job_id, allowed=("queued", "running"), status=status, fields=fields)
 
     def wait(self, job_id: str, *, tenant: str, timeout: float) -> JobRecord:

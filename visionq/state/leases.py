@@ -49,9 +49,15 @@ class Expired:
 
 
 class Leases:
-    def __init__(self, client: redis.Redis, *, lease: float) -> None:
+    """Takes, renews and hands on leases, and finds the expired. `clock` gives Unix time
+    now, for every lease end and every look of the sweep (tests move it ahead)."""
+
+    def __init__(
+        self, client: redis.Redis, *, lease: float, clock: Callable[[], float] = time.time
+    ) -> None:
         self._redis = client
         self.lease = lease
+        self._clock = clock
         self._take = script(client, "leases/take")
         self._sweep = script(client, "leases/sweep")
         self._renew = script(client, "leases/renew")
@@ -60,7 +66,7 @@ class Leases:
 
     def take(self, job_id: str, stage: str) -> int | None:
         """Hold the job for `stage`; the stage's attempt number, or None: leave it alone."""
-        now = time.time()
+        now = self._clock()
         with redis_errors():
             reply = self._take(
                 keys=[keys.job(job_id), keys.LEASES], args=[now, now + self.lease, job_id, stage]
@@ -73,14 +79,14 @@ class Leases:
         with redis_errors():
             return bool(
                 self._received(
-                    keys=[keys.job(job_id), keys.LEASES], args=[time.time() + self.lease, job_id]
+                    keys=[keys.job(job_id), keys.LEASES], args=[self._clock() + self.lease, job_id]
                 )
             )
 
     def renew(self, job_id: str) -> None:
         with redis_errors():
             self._renew(
-                keys=[keys.job(job_id), keys.LEASES], args=[time.time() + self.lease, job_id]
+                keys=[keys.job(job_id), keys.LEASES], args=[self._clock() + self.lease, job_id]
             )
 
     def release(self, job_id: str, *, look_in: float, uncount: str | None = None) -> None:
@@ -92,7 +98,8 @@ class Leases:
         counter = {None: "", "prepare": "prepare_attempts"}[uncount]
         with redis_errors():
             self._release(
-                keys=[keys.job(job_id), keys.LEASES], args=[time.time() + look_in, job_id, counter]
+                keys=[keys.job(job_id), keys.LEASES],
+                args=[self._clock() + look_in, job_id, counter],
             )
 
     def expired(self, *, queued_grace: float, limit: int = 200) -> list[Expired]:
@@ -100,7 +107,7 @@ class Leases:
             flat = self._sweep(
                 keys=[keys.LEASES],
                 args=[
-                    time.time(),
+                    self._clock(),
                     self.lease,
                     limit,
                     queued_grace,

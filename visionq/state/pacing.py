@@ -34,6 +34,8 @@ This module owns every key under `keys.PACE_PREFIX` and the `limits` library's w
 (`keys.PACE_LIMITS_PREFIX`); nothing else writes them. The lease sweep (`leases/sweep`)
 reads a model's queues, to leave a job waiting its turn to its ticket. A turn takes its
 job through `Leases.take`, whose script writes the job's lease, not this module.
+The request and token windows keep the `limits` library's own clock (the host's); the
+rest reads `clock`, which tests replace (give the `Leases` the same one).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -115,13 +117,14 @@ class TicketAudit:
     show late; a lost registration never does.
     """
 
-    def __init__(self, *, hold: float) -> None:
+    def __init__(self, *, hold: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._hold = hold
+        self._clock = clock
         #: Per model short of tickets: since when, continuously, and the fewest missing.
         self._short: dict[str, tuple[float, int]] = {}
 
     def missing(self, counts: list[Tickets]) -> dict[str, int]:
-        now = time.monotonic()
+        now = self._clock()
         out: dict[str, int] = {}
         for c in counts:
             since, fewest = self._short.get(c.model, (now, c.short))
@@ -145,9 +148,16 @@ class Pacer:
     """The shared budget and the tenants' turns, for one process."""
 
     def __init__(
-        self, client: redis.Redis, settings: Settings, leases: Leases, keeper: LeaseKeeper
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        leases: Leases,
+        keeper: LeaseKeeper,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = client
+        self._clock = clock
         self._settings = settings
         self._leases = leases
         self._keeper = keeper
@@ -175,13 +185,13 @@ class Pacer:
             keys.PACE_MODELS,
             keys.pace(model, keys.PACE_SINCE),
         ]
-        args: list[str | float] = [job_id, due, tenant, model, max(due, time.time())]
+        args: list[str | float] = [job_id, due, tenant, model, max(due, self._clock())]
         with redis_errors():
             self._offer(keys=offer_keys, args=args)
 
     def pause(self, model: str, seconds: float) -> None:
         """A 429 came anyway (another client on the account?): nobody calls for a while."""
-        until = time.time() + seconds
+        until = self._clock() + seconds
         with redis_errors():
             current = float(self._redis.get(keys.pace(model, keys.PACE_PAUSED)) or 0)
             if until > current:
@@ -203,7 +213,7 @@ class Pacer:
         with redis_errors():
             anything_ready = self._enter(
                 keys=[keys.pace(model, keys.PACE_TENANTS), keys.pace(model, keys.PACE_TICKETS)],
-                args=[ticket, time.time() + self._leases.lease],
+                args=[ticket, self._clock() + self._leases.lease],
             )
         if not anything_ready:
             yield None
@@ -244,7 +254,7 @@ class Pacer:
             flat = self._tickets_script(
                 keys=[keys.PACE_MODELS, broker_list],
                 args=[
-                    time.time(),
+                    self._clock(),
                     keys.PACE_PREFIX,
                     keys.PACE_TICKETS,
                     keys.PACE_TENANTS,
@@ -265,7 +275,7 @@ class Pacer:
         slot = f"slot_{uuid.uuid4().hex}"
         waits = _Waits(model)
         while True:
-            now = time.time()
+            now = self._clock()
             until = now + self._leases.lease
             with redis_errors():
                 if self._acquire_slot(keys=[slots], args=[now, until, limit, slot]):
@@ -275,7 +285,7 @@ class Pacer:
 
     def _renew_slot(self, slots: str, slot: str) -> None:
         with redis_errors():
-            self._redis.zadd(slots, {slot: time.time() + self._leases.lease}, xx=True)
+            self._redis.zadd(slots, {slot: self._clock() + self._leases.lease}, xx=True)
 
     def _hold_ticket(self, model: str, ticket: str) -> None:
         with self._tickets_lock:
@@ -292,7 +302,7 @@ class Pacer:
         with self._tickets_lock:
             held = list(self._tickets.get(model, ()))
         if held:
-            until = time.time() + self._leases.lease
+            until = self._clock() + self._leases.lease
             with redis_errors():
                 self._redis.zadd(
                     keys.pace(model, keys.PACE_TICKETS), dict.fromkeys(held, until), xx=True
@@ -310,7 +320,7 @@ class Pacer:
                 head = self._next(
                     keys=next_keys,
                     args=[
-                        time.time(),
+                        self._clock(),
                         keys.pace(model, keys.PACE_QUEUE),
                         _TENANTS_PER_TURN,
                         ticket,
@@ -331,7 +341,7 @@ class Pacer:
         while True:
             with redis_errors():
                 paused_until = float(self._redis.get(keys.pace(model, keys.PACE_PAUSED)) or 0)
-                paused = paused_until - time.time()
+                paused = paused_until - self._clock()
                 if paused <= 0 and self._requests.hit(item, model):
                     return
                 wait = paused

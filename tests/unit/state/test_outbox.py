@@ -24,9 +24,10 @@ def _finished_job(redis_db: redis.Redis) -> tuple[JobStore, JobRecord]:
 def test_a_task_with_a_stale_token_does_nothing(redis_db: redis.Redis) -> None:
     _, record = _finished_job(redis_db)
     outbox = Outbox(redis_db)
-    [(job_id, first)] = outbox.claim_due(now=time.time(), lease=0.05)
-    time.sleep(0.1)  # the first task waited in the queue past its lease
-    [(_, second)] = outbox.claim_due(now=time.time(), lease=60)
+    now = time.time()
+    [(job_id, first)] = outbox.claim_due(now=now, lease=0.05)
+    # The first task waited in the queue past its lease.
+    [(_, second)] = outbox.claim_due(now=now + 0.1, lease=60)
     assert job_id == record.id
     assert not outbox.begin(record.id, first, lease=60)
     assert outbox.begin(record.id, second, lease=60)
