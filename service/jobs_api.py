@@ -15,7 +15,7 @@ from service.deps import services
 from visionq import metrics, retention
 from visionq.errors import InvalidRequest, PayloadTooLarge
 from visionq.models import JobForm, JobRequest, JobStatus, whole_number
-from visionq.state.jobs import JobRecord
+from visionq.state.records import JobRecord
 from visionq.storage import Spool
 
 blueprint = Blueprint("jobs", __name__)

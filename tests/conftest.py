@@ -32,7 +32,8 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from visionq import devstack
 from visionq.models import Job
 from visionq.redisserver import RedisServer, free_port
-from visionq.state.jobs import JobRecord, JobStore
+from visionq.state.jobs import JobStore
+from visionq.state.records import JobRecord
 
 
 def _find_corpus() -> Path:

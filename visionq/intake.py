@@ -28,13 +28,8 @@ from visionq.models import JobRequest, whole_number
 from visionq.queues import prepare_message
 from visionq.settings import Settings
 from visionq.state.idempotency import IdempotencyRecord
-from visionq.state.jobs import (
-    REQUEST_INLINE_BYTES,
-    JobRecord,
-    JobStore,
-    new_job_id,
-    request_body_name,
-)
+from visionq.state.jobs import REQUEST_INLINE_BYTES, JobStore, new_job_id, request_body_name
+from visionq.state.records import JobRecord
 from visionq.storage import ImageStore, Spool, read_chunks
 from visionq.upstream import image_ref
 from visionq.urlfetch import check_public, check_url_syntax

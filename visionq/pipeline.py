@@ -32,10 +32,11 @@ from visionq.errors import (
 )
 from visionq.queues import MAX_RETRY_DELAY
 from visionq.settings import Settings
-from visionq.state.jobs import JobRecord, JobStore, request_body_name
+from visionq.state.jobs import JobStore, request_body_name
 from visionq.state.leases import LeaseKeeper, Leases
 from visionq.state.outbox import Outbox
 from visionq.state.pacing import Pacer
+from visionq.state.records import JobRecord
 from visionq.storage import ImageStore, open_store
 from visionq.upstream import UpstreamClient, parse_result, write_body
 from visionq.urlfetch import UrlFetcher

@@ -17,19 +17,19 @@ A step that must change several families of keys at once is one script, kept by 
 owner of the family the step is about, and its header lists every family it writes:
 `jobs/create` also writes the lease index, the image references and the expiry index
 (`blobs`), the Idempotency-Key (`idempotency`) and the broker's list; `jobs/transition`
-also writes the expiry index, the lease index and the outbox. Outside its scripts this
-module writes only its own keys. A job's hash expires (a TTL from its creation, then
-`result_ttl` from its finish); `blobs` removes what it leaves behind.
+also writes the expiry index, the lease index and the outbox. Two scripts of others
+write this module's keys in turn: `leases/take` (above) and `blobs/delete_job`, which
+removes a deleted job's hash and its tenant index entry with its image references.
+Outside scripts, each module writes only its own keys. A job's hash expires (a TTL from
+its creation, then `result_ttl` from its finish); `blobs` removes what it leaves behind.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -41,11 +41,11 @@ from visionq.state import keys
 from visionq.state.blobs import Blobs
 from visionq.state.completion import CompletionWaiter
 from visionq.state.idempotency import IdempotencyRecord
+from visionq.state.records import JobRecord, decode_fields, encode_fields
 from visionq.state.redis import redis_errors, script
 
 log = logging.getLogger(__name__)
 
-_JSON_FIELDS = ("images", "request", "result", "error", "webhook", "metadata")
 #: A request larger than this (as JSON) is kept in the image store, not in the job's hash:
 #: Redis holds every job for the result TTL, and one tenant's long prompts must not fill it.
 REQUEST_INLINE_BYTES = 16 * 1024
@@ -69,78 +69,6 @@ def request_body_name(job_id: str) -> str:
     """Where, in the image store, a job's request is kept when it is too large for Redis
     (`REQUEST_INLINE_BYTES`): beside the upstream body, which is named by the job id."""
     return f"{job_id}.request"
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    """A job as stored: the public fields plus what only workers need (`request`, `tenant`)."""
-
-    id: str
-    tenant: str
-    status: str
-    fields: dict[str, Any]
-
-    @property
-    def request(self) -> dict[str, Any]:
-        return self.fields["request"]
-
-    @property
-    def request_in_store(self) -> bool:
-        """The request is kept in the image store (`request_body_name`), not here."""
-        return "request" not in self.fields
-
-    def with_request(self, request: dict[str, Any]) -> JobRecord:
-        return JobRecord(self.id, self.tenant, self.status, {**self.fields, "request": request})
-
-    @property
-    def images(self) -> list[dict[str, Any]]:
-        return self.fields["images"]
-
-    @property
-    def finished(self) -> bool:
-        return self.status in TERMINAL_STATUSES
-
-    def public(self) -> dict[str, Any]:
-        """The job object of API.md."""
-        f = self.fields
-        images = [
-            {k: v for k, v in image.items() if k != "blob"} | _unvalidated_defaults(image)
-            for image in f["images"]
-        ]
-        tokens = [image.get("image_tokens") for image in images]
-        return {
-            "id": self.id,
-            "object": "job",
-            "status": self.status,
-            "model": f["model"],
-            "api": f["api"],
-            "created_at": f["created_at"],
-            "started_at": f.get("started_at"),
-            "completed_at": f.get("completed_at"),
-            "images": images,
-            "usage_estimate": {
-                "image_tokens": sum(tokens) if tokens and None not in tokens else None
-            },
-            "result": f.get("result"),
-            "error": f.get("error"),
-            "attempts": int(f.get("attempts") or 0),
-            "webhook": _public_webhook(f.get("webhook")),
-            "metadata": f.get("metadata") or {},
-        }
-
-
-def _public_webhook(state: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The delivery state without `generation`, which only the outbox uses."""
-    if state is None:
-        return None
-    return {k: v for k, v in state.items() if k != "generation"}
-
-
-_IMAGE_FIELDS = ("format", "width", "height", "bytes", "sha256", "image_tokens")
-
-
-def _unvalidated_defaults(image: dict[str, Any]) -> dict[str, Any]:
-    return {name: image.get(name) for name in _IMAGE_FIELDS}
 
 
 class JobStore:
@@ -208,7 +136,7 @@ class JobStore:
             "metadata": metadata or {},
             "request_id": request_id,
         }
-        mapping = {"status": "queued", "tenant": tenant, **_encode(fields)}
+        mapping = {"status": "queued", "tenant": tenant, **encode_fields(fields)}
         blobs = sorted({image["blob"] for image in images if image.get("blob")})
         queue, payload = message(job_id) if message is not None else (keys.job(job_id), "")
         remembered = (
@@ -304,7 +232,7 @@ class JobStore:
         decoded = {k.decode(): v.decode() for k, v in raw.items()}
         status = decoded.pop("status")
         tenant = decoded.pop("tenant")
-        return JobRecord(job_id, tenant, status, _decode(decoded))
+        return JobRecord(job_id, tenant, status, decode_fields(decoded))
 
     def get(self, job_id: str, *, tenant: str) -> JobRecord:
         """The job if `tenant` owns it; another tenant's job is as unknown as a missing one."""
@@ -333,7 +261,7 @@ class JobStore:
             unless,
             job_id,
         ]
-        for name, value in _encode(fields or {}).items():
+        for name, value in encode_fields(fields or {}).items():
             args += [name, value]
         with redis_errors():
             reply = self._transition(
@@ -396,27 +324,3 @@ class JobStore:
     def ping(self) -> None:
         with redis_errors():
             self._redis.ping()
-
-
-def _encode(fields: dict[str, Any]) -> dict[str, str]:
-    out = {}
-    for name, value in fields.items():
-        if name in _JSON_FIELDS:
-            out[name] = json.dumps(value, separators=(",", ":"))
-        elif value is not None:
-            out[name] = str(value)
-    return out
-
-
-def _decode(raw: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in raw.items():
-        if name in _JSON_FIELDS:
-            out[name] = json.loads(value)
-        elif name in ("created_at", "started_at", "completed_at"):
-            out[name] = float(value)
-        elif name in ("attempts", "input_tokens"):
-            out[name] = int(value)
-        else:
-            out[name] = value
-    return out

@@ -27,7 +27,8 @@ import redis
 from visionq.errors import Conflict
 from visionq.models import TERMINAL_STATUSES
 from visionq.state import keys
-from visionq.state.jobs import JobRecord, JobStore
+from visionq.state.jobs import JobStore
+from visionq.state.records import JobRecord
 from visionq.state.redis import redis_errors, script
 
 #: What the redelivery script takes for finished.

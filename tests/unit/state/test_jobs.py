@@ -13,8 +13,9 @@ from tests.conftest import bare_job
 from visionq.errors import InvalidImage, NotFound, Unavailable
 from visionq.redisserver import RedisServer, durability_warnings, free_port
 from visionq.state import keys
-from visionq.state.jobs import MAX_LIST_SCAN, JobRecord, JobStore
+from visionq.state.jobs import MAX_LIST_SCAN, JobStore
 from visionq.state.leases import Leases
+from visionq.state.records import JobRecord
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ from tests.conftest import bare_job
 from tests.unit.state.clock import Clock
 from visionq.errors import InvalidImage
 from visionq.state import keys
-from visionq.state.jobs import JobRecord, JobStore
+from visionq.state.jobs import JobStore
 from visionq.state.leases import Expired, LeaseKeeper, Leases
+from visionq.state.records import JobRecord
 
 REDIS_DB = 6
 

@@ -8,8 +8,9 @@ import pytest
 import redis
 
 from tests.conftest import bare_job
-from visionq.state.jobs import JobRecord, JobStore
+from visionq.state.jobs import JobStore
 from visionq.state.outbox import Outbox
+from visionq.state.records import JobRecord
 
 REDIS_DB = 7
 

@@ -18,7 +18,8 @@ from visionq.intake import Intake
 from visionq.models import JobRequest
 from visionq.settings import Settings
 from visionq.state import keys
-from visionq.state.jobs import JobRecord, JobStore
+from visionq.state.jobs import JobStore
+from visionq.state.records import JobRecord
 
 REDIS_DB = 13
 
