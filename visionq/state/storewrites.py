@@ -2,9 +2,10 @@
 
 A Redis at `maxmemory` with `noeviction` refuses every command that may add data (OOM),
 and a replica left behind by a failover refuses every write (READONLY); reads go on
-working in both cases. `redis.redis_errors` turns both into `Unavailable`; this module
-says which of them an error was (`refusal_reason`), probes for it (`probe`, for
-`/readyz`), and makes it visible to an operator: each refusal counts in
+working in both cases. `state.redis.redis_errors` turns both into `Unavailable` (the two
+are listed once, in `state.redis.REFUSALS`); this module says which of them an error was
+(`refusal_reason`), probes for it (`probe`, for `/readyz`, on a key of its own:
+`keys.probe`), and makes it visible to an operator: each refusal counts in
 `visionq_redis_write_refusals_total{reason}`, and a warning is logged at most once a
 minute per process with the number refused since the last one, so a full store
 produces an alertable signal rather than one log line per request.
