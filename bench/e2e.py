@@ -36,6 +36,7 @@ from bench.e2e_latency import hundred_kb_png
 from bench.report import Check
 from bench.stack import BenchStack, running
 from visionq.queues import DEFAULT_CONCURRENCY, POOLS, UPSTREAM_QUEUE
+from visionq.state import keys
 
 NOOP_TASK = "bench.noop"
 NOOP_POOL = (
@@ -282,7 +283,7 @@ def _job_bytes(stack: BenchStack, image: bytes) -> dict[str, int]:
     with requests.Session() as http:
         http.headers["Authorization"] = "Bearer key-big"
         jobs = {chars: _one_job(http, stack.api_url, image, "p" * chars) for chars in PROMPT_CHARS}
-    sizes = {str(chars): int(client.memory_usage(f"vq:job:{s['id']}")) for chars, s in jobs.items()}
+    sizes = {str(chars): int(client.memory_usage(keys.job(s["id"]))) for chars, s in jobs.items()}
     client.close()
     return sizes
 

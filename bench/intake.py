@@ -43,6 +43,7 @@ from bench.stack import running
 from visionq.devstack import wait_for_http
 from visionq.queues import PREPARE_QUEUE
 from visionq.redisserver import free_port
+from visionq.state import keys
 
 BOUNDARY = "visionqbenchboundary"
 RSS_SAMPLE_SECONDS = 0.05
@@ -188,11 +189,11 @@ def _settled_counts(client: redis.Redis) -> tuple[int, int]:
     finished the requests wrk left in flight (read apart, a job created in between
     counted in one figure and not the other)."""
     last = -1
-    while (now := client.zcard("vq:tenant:big:jobs")) != last:
+    while (now := client.zcard(keys.tenant_jobs("big"))) != last:
         last = now
         time.sleep(0.5)
     with client.pipeline(transaction=True) as pipe:
-        jobs, raw = pipe.zcard("vq:tenant:big:jobs").lrange(PREPARE_QUEUE, 0, -1).execute()
+        jobs, raw = pipe.zcard(keys.tenant_jobs("big")).lrange(PREPARE_QUEUE, 0, -1).execute()
     return jobs, len(_job_ids(raw))
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import redis
 import requests
 
-from visionq.jobs import JobStore
 from visionq.redisserver import RedisServer, free_port
+from visionq.state.jobs import JobStore
 
 
 def _cpu_seconds(pid: int) -> float:

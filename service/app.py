@@ -25,9 +25,9 @@ from visionq.errors import (
     Unavailable,
     VisionqError,
 )
-from visionq.jobs import redis_errors
 from visionq.settings import Settings
-from visionq.storewrites import refusal_reason
+from visionq.state.redis import redis_errors
+from visionq.state.storewrites import refusal_reason
 
 log = logging.getLogger(__name__)
 

@@ -7,15 +7,16 @@ import functools
 import redis
 from flask import current_app
 
-from visionq import metrics, pacing
-from visionq.idempotency import IdempotencyKeys
+from visionq import metrics
 from visionq.intake import Intake
-from visionq.jobs import JobStore
-from visionq.outbox import Outbox
 from visionq.settings import Settings
+from visionq.state import pacing
+from visionq.state.idempotency import IdempotencyKeys
+from visionq.state.jobs import JobStore
+from visionq.state.outbox import Outbox
+from visionq.state.storewrites import WriteProbe, WriteRefusals
+from visionq.state.tenantlimits import UPLOAD_LEASE_MARGIN, TenantLimits, UploadSlots
 from visionq.storage import open_store
-from visionq.storewrites import WriteProbe, WriteRefusals
-from visionq.tenantlimits import UPLOAD_LEASE_MARGIN, TenantLimits, UploadSlots
 
 
 class Services:

@@ -14,8 +14,8 @@ from flask import Blueprint, g, jsonify, request
 from service.deps import services
 from visionq import metrics, retention
 from visionq.errors import InvalidRequest, PayloadTooLarge
-from visionq.jobs import JobRecord
 from visionq.models import JobForm, JobRequest, JobStatus, whole_number
+from visionq.state.records import JobRecord
 from visionq.storage.spool import sha256_of
 
 blueprint = Blueprint("jobs", __name__)

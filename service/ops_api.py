@@ -14,7 +14,7 @@ from prometheus_client.exposition import choose_encoder
 from service.deps import services
 from service.openapi import openapi_document
 from visionq.errors import Unavailable
-from visionq.storewrites import refusal_reason
+from visionq.state.storewrites import refusal_reason
 
 blueprint = Blueprint("ops", __name__)
 

@@ -30,9 +30,10 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from visionq import devstack
-from visionq.jobs import JobRecord, JobStore
 from visionq.models import Job
 from visionq.redisserver import RedisServer, free_port
+from visionq.state.jobs import JobStore
+from visionq.state.records import JobRecord
 
 
 def _find_corpus() -> Path:

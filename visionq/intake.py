@@ -24,12 +24,14 @@ from visionq.errors import (
     UrlRefused,
     VisionqError,
 )
-from visionq.jobs import REQUEST_INLINE_BYTES, JobRecord, JobStore, new_job_id, request_body_name
 from visionq.media import images
 from visionq.media.urlfetch import check_public, check_url_syntax
 from visionq.models import JobRequest, whole_number
 from visionq.queues import prepare_message
 from visionq.settings import Settings
+from visionq.state.idempotency import IdempotencyRecord
+from visionq.state.jobs import REQUEST_INLINE_BYTES, JobStore, new_job_id, request_body_name
+from visionq.state.records import JobRecord
 from visionq.storage import BlobStore
 from visionq.upstream.body import image_ref
 
@@ -323,7 +325,7 @@ class Intake:
             if sha is None:
                 continue
             deadline = time.monotonic() + 15
-            while self._jobs.blob_being_deleted(sha) and time.monotonic() < deadline:
+            while self._jobs.blobs.being_deleted(sha) and time.monotonic() < deadline:
                 time.sleep(0.01)
             if not self._store.has_image(sha):
                 self._put(item)
@@ -334,7 +336,7 @@ class Intake:
         *,
         tenant: str,
         uploads: Sequence[BinaryIO] = (),
-        remember: tuple[str, str, int] | None = None,
+        remember: IdempotencyRecord | None = None,
         request_id: str | None = None,
     ) -> JobRecord:
         """Store the images and write the job with its prepare task's message, together."""

@@ -30,14 +30,15 @@ from visionq.errors import (
     UrlRefused,
     VisionqError,
 )
-from visionq.jobs import JobRecord, JobStore, request_body_name
-from visionq.leases import LeaseKeeper, Leases
 from visionq.media import fit, guards, images
 from visionq.media.urlfetch import UrlFetcher
-from visionq.outbox import Outbox
-from visionq.pacing import Pacer
 from visionq.queues import MAX_RETRY_DELAY
 from visionq.settings import Settings
+from visionq.state.jobs import JobStore, request_body_name
+from visionq.state.leases import LeaseKeeper, Leases
+from visionq.state.outbox import Outbox
+from visionq.state.pacing import Pacer
+from visionq.state.records import JobRecord
 from visionq.storage import BlobStore, open_store
 from visionq.upstream.body import write_body
 from visionq.upstream.client import UpstreamClient

@@ -3,12 +3,15 @@ along, except the images another job still uses.
 
 A deleted job goes at once (`delete_job`, from the API). An expired one is noticed by the
 sweeper (`remove_expired`, every round): Redis drops the job's hash by itself, and what
-`jobs` kept beside it says which images the job used.
+`state.blobs` kept beside it says which images the job used.
+
+This is a flow over two stores, the job state in Redis and the files in the image store,
+so it sits above both rather than in `visionq.state`, which knows no files.
 """
 
 from __future__ import annotations
 
-from visionq.jobs import JobStore, request_body_name
+from visionq.state.jobs import JobStore, request_body_name
 from visionq.storage import BlobStore
 
 #: Expired jobs handled in one call; the rest wait for the next round.
@@ -20,10 +23,10 @@ def _remove_images(jobs: JobStore, store: BlobStore, orphans: list[str], *, job_
     else's just before, releasing each lock once its file is gone."""
     for sha in orphans:
         try:
-            if jobs.confirm_orphan(sha, holder=job_id):
+            if jobs.blobs.confirm_orphan(sha, holder=job_id):
                 store.delete_image(sha)
         finally:
-            jobs.release_blob(sha, holder=job_id)
+            jobs.blobs.release(sha, holder=job_id)
 
 
 def _remove_bodies(store: BlobStore, job_id: str) -> None:
@@ -46,11 +49,11 @@ def remove_expired(
     One Redis call when nothing is due. Several sweepers may run it at once: each job is
     claimed by one, and should that one die before the end, another takes it over later.
     """
-    claimed = jobs.claim_expired(now=now, limit=limit)
+    claimed = jobs.blobs.claim_expired(now=now, limit=limit)
     for job_id, orphans in claimed:
         _remove_images(jobs, store, orphans, job_id=job_id)
         # An unfinished job that expired may have left its prepared body behind.
         _remove_bodies(store, job_id)
     ids = [job_id for job_id, _ in claimed]
-    jobs.forget_expired(ids)
+    jobs.blobs.forget_expired(ids)
     return ids

@@ -2,7 +2,7 @@
 
 Each round it queues the webhook deliveries that are due (outbox), the stage of every
 unfinished job whose lease ran out (its worker died, or its message was lost) and the
-upstream tickets that died with a worker (`visionq.pacing.TicketAudit`), and removes the
+upstream tickets that died with a worker (`visionq.state.pacing.TicketAudit`), and removes the
 images and bodies of jobs that expired (retention). Any number may run, since claims
 are atomic, but one is enough: a few Redis calls a round.
 """
@@ -21,10 +21,6 @@ import redis
 
 from visionq import retention
 from visionq.errors import Unavailable
-from visionq.jobs import JobStore, redis_errors
-from visionq.leases import LeaseKeeper, Leases
-from visionq.outbox import Outbox
-from visionq.pacing import Pacer, TicketAudit
 from visionq.queues import (
     PREPARE_QUEUE,
     PREPARE_TASK,
@@ -34,6 +30,11 @@ from visionq.queues import (
     WEBHOOK_TASK,
 )
 from visionq.settings import Settings
+from visionq.state.jobs import JobStore
+from visionq.state.leases import LeaseKeeper, Leases
+from visionq.state.outbox import Outbox
+from visionq.state.pacing import Pacer, TicketAudit
+from visionq.state.redis import redis_errors
 from visionq.storage import BlobStore, open_store
 from workers.app import create_celery
 

@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from tests.conftest import Receiver, Stack
-from visionq.waiting import DONE_CHANNEL
+from visionq.state.keys import DONE_CHANNEL
 
 
 class Ledger:

@@ -18,8 +18,9 @@ from PIL import Image
 
 from tests.conftest import CORPUS, Stack, data_url
 from visionq.intake import MAX_MESSAGES_PER_JOB, MAX_PARTS_PER_JOB
-from visionq.jobs import job_key, request_body_name
 from visionq.settings import Settings
+from visionq.state.jobs import request_body_name
+from visionq.state.keys import job as job_key
 
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")
 MAX_TEXT = Settings().max_text_chars

@@ -15,7 +15,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from tests.conftest import CORPUS, WEBHOOK_SECRET, Receiver, Stack, bare_job, data_url
-from visionq.jobs import JobStore
+from visionq.state.jobs import JobStore
 
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")
 

@@ -15,10 +15,11 @@ from tests.conftest import CORPUS, SIM_KEY, Stack
 from visionq import pipeline
 from visionq.errors import ContextLengthExceeded
 from visionq.intake import Intake
-from visionq.jobs import job_key, request_body_name
-from visionq.leases import Leases
 from visionq.models import JobRequest
 from visionq.settings import Settings
+from visionq.state.jobs import request_body_name
+from visionq.state.keys import job as job_key
+from visionq.state.leases import Leases
 
 REDIS_DB = 3
 MODEL = "mimo-v2.5"

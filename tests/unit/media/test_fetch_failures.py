@@ -28,11 +28,11 @@ from tests.s3server import Backend, file_backend, s3_backend
 from visionq import pipeline
 from visionq.errors import InvalidImageUrl, Unavailable
 from visionq.intake import Intake
-from visionq.jobs import job_key
 from visionq.media.urlfetch import UrlFetcher
 from visionq.models import JobRequest
 from visionq.redisserver import RedisServer, free_port
 from visionq.settings import Settings
+from visionq.state.keys import job as job_key
 from visionq.storage import BlobStore
 from visionq.storage.file import FileStore
 

@@ -8,8 +8,9 @@ import pytest
 import redis
 
 from tests.conftest import bare_job
-from visionq.jobs import JobRecord, JobStore
-from visionq.outbox import Outbox
+from visionq.state.jobs import JobStore
+from visionq.state.outbox import Outbox
+from visionq.state.records import JobRecord
 
 REDIS_DB = 7
 
@@ -24,9 +25,10 @@ def _finished_job(redis_db: redis.Redis) -> tuple[JobStore, JobRecord]:
 def test_a_task_with_a_stale_token_does_nothing(redis_db: redis.Redis) -> None:
     _, record = _finished_job(redis_db)
     outbox = Outbox(redis_db)
-    [(job_id, first)] = outbox.claim_due(now=time.time(), lease=0.05)
-    time.sleep(0.1)  # the first task waited in the queue past its lease
-    [(_, second)] = outbox.claim_due(now=time.time(), lease=60)
+    now = time.time()
+    [(job_id, first)] = outbox.claim_due(now=now, lease=0.05)
+    # The first task waited in the queue past its lease.
+    [(_, second)] = outbox.claim_due(now=now + 0.1, lease=60)
     assert job_id == record.id
     assert not outbox.begin(record.id, first, lease=60)
     assert outbox.begin(record.id, second, lease=60)

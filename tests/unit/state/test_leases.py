@@ -3,29 +3,36 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import redis
 
 from tests.conftest import bare_job
+from tests.unit.state.clock import Clock
 from visionq.errors import InvalidImage
-from visionq.jobs import LEASES_KEY, PACE_PREFIX, JobRecord, JobStore
-from visionq.leases import Expired, LeaseKeeper, Leases
+from visionq.state import keys
+from visionq.state.jobs import JobStore
+from visionq.state.leases import Expired, LeaseKeeper, Leases
+from visionq.state.records import JobRecord
 
 REDIS_DB = 6
 
 
-def _job(redis_db: redis.Redis, grace: float = 600) -> tuple[JobStore, JobRecord]:
-    jobs = JobStore(redis_db, ttl=600, queued_grace=grace)
+def _job(
+    redis_db: redis.Redis, grace: float = 600, clock: Callable[[], float] = time.time
+) -> tuple[JobStore, JobRecord]:
+    jobs = JobStore(redis_db, ttl=600, queued_grace=grace, clock=clock)
     record = bare_job(jobs)
     return jobs, record
 
 
 def test_a_live_lease_keeps_others_out_and_an_expired_one_lets_them_in(redis_db) -> None:
     _, record = _job(redis_db)
-    short = Leases(redis_db, lease=0.2)
+    clock = Clock()
+    short = Leases(redis_db, lease=0.2, clock=clock)
     assert short.take(record.id, "prepare") == 1
     assert short.take(record.id, "prepare") is None  # a duplicate message: dropped
-    time.sleep(0.25)
+    clock.advance(0.25)
     assert short.take(record.id, "prepare") == 2  # the holder died: taken over, counted
 
 
@@ -65,18 +72,19 @@ def test_the_keeper_renews_while_held(redis_db) -> None:
 
 
 def test_expired_names_the_stage_to_queue_again(redis_db) -> None:
-    leases = Leases(redis_db, lease=0.1)
-    jobs, lost_message = _job(redis_db, grace=0)  # queued, its message lost
-    _, dead_preparer = _job(redis_db, grace=0)
+    clock = Clock()
+    leases = Leases(redis_db, lease=0.1, clock=clock)
+    jobs, lost_message = _job(redis_db, grace=0, clock=clock)  # queued, its message lost
+    _, dead_preparer = _job(redis_db, grace=0, clock=clock)
     leases.take(dead_preparer.id, "prepare")
-    _, dead_caller = _job(redis_db, grace=0)
+    _, dead_caller = _job(redis_db, grace=0, clock=clock)
     leases.take(dead_caller.id, "prepare")
     jobs.save_images(dead_caller.id, [], input_tokens=0)  # prepared; its upstream worker then died
-    _, alive = _job(redis_db, grace=0)
-    Leases(redis_db, lease=60).take(alive.id, "prepare")
-    _, finished = _job(redis_db, grace=0)
+    _, alive = _job(redis_db, grace=0, clock=clock)
+    Leases(redis_db, lease=60, clock=clock).take(alive.id, "prepare")
+    _, finished = _job(redis_db, grace=0, clock=clock)
     jobs.fail(finished.id, InvalidImage("x"))
-    time.sleep(0.15)
+    clock.advance(0.15)
     found = {e.job_id: e.stage for e in leases.expired(queued_grace=60)}
     assert found == {
         lost_message.id: "prepare",
@@ -92,8 +100,8 @@ def test_a_job_waiting_its_turn_in_the_pacer_is_not_queued_again(redis_db) -> No
     leases.take(waiting.id, "prepare")
     jobs.save_images(waiting.id, [], input_tokens=0)
     leases.release(waiting.id, look_in=0)
-    redis_db.zadd(f"{PACE_PREFIX}mimo-v2.5:q:t", {waiting.id: 0})
+    redis_db.zadd(keys.pace_queue("mimo-v2.5", "t"), {waiting.id: 0})
     assert leases.expired(queued_grace=60) == []
-    redis_db.delete(f"{PACE_PREFIX}mimo-v2.5:q:t")  # taken, and its worker died
-    redis_db.zadd(LEASES_KEY, {waiting.id: 0})
+    redis_db.delete(keys.pace_queue("mimo-v2.5", "t"))  # taken, and its worker died
+    redis_db.zadd(keys.LEASES, {waiting.id: 0})
     assert leases.expired(queued_grace=60) == [Expired(waiting.id, "upstream", "mimo-v2.5", "t")]

@@ -11,9 +11,11 @@ import time
 import pytest
 import redis
 
-from tests.unit.test_pacing import MODEL, _pacer, _ready
-from visionq.pacing import Pacer, TicketAudit, Tickets
+from tests.unit.state.clock import Clock
+from tests.unit.state.test_pacing import MODEL, _pacer, _ready
 from visionq.redisserver import RedisServer
+from visionq.state import keys
+from visionq.state.pacing import Pacer, TicketAudit, Tickets
 
 REDIS_DB = 11
 BROKER_LIST = "upstream"
@@ -21,8 +23,8 @@ BROKER_LIST = "upstream"
 # A worker process whose one ticket waits for the only slot, its keeper renewing.
 _WAITING_WORKER = """
 import sys, redis
-from visionq.leases import LeaseKeeper, Leases
-from visionq.pacing import Pacer
+from visionq.state.leases import LeaseKeeper, Leases
+from visionq.state.pacing import Pacer
 from visionq.settings import Settings
 client = redis.Redis.from_url(sys.argv[1])
 settings = Settings(upstream_concurrency={"*": 1})
@@ -65,14 +67,15 @@ def test_a_waiting_ticket_is_live_until_it_takes_a_job(redis_db: redis.Redis, ur
     finally:
         worker.kill()
         worker.wait()
-    assert redis_db.hget(f"vq:job:{second}", "attempts") == b"1"
+    assert redis_db.hget(keys.job(second), "attempts") == b"1"
     assert pacer.tickets(broker_list=BROKER_LIST) == []  # no job waits: nothing to count
 
 
 def test_the_ticket_of_a_killed_worker_is_reported_lost_once(
     redis_db: redis.Redis, url: str
 ) -> None:
-    pacer = _pacer(redis_db, concurrency=1)
+    clock = Clock()
+    pacer = _pacer(redis_db, clock=clock, concurrency=1)
     _ready(redis_db, pacer, "a")
     _ready(redis_db, pacer, "b")
     turn = pacer.turn(MODEL)
@@ -84,7 +87,7 @@ def test_the_ticket_of_a_killed_worker_is_reported_lost_once(
         assert audit.missing([_count(pacer)]) == {}
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
-        time.sleep(0.6)  # past its registration's lease
+        clock.advance(0.6)  # past its registration's lease
         assert audit.missing([_count(pacer)]) == {MODEL: 1}  # at once, not after a grace
         assert _count(pacer) == Tickets(MODEL, due=1, live=0, lost=0, queued=0)
     finally:
@@ -94,32 +97,34 @@ def test_the_ticket_of_a_killed_worker_is_reported_lost_once(
 
 
 def test_due_jobs_beyond_every_ticket_get_tickets_once_the_shortfall_lasts() -> None:
-    audit = TicketAudit(hold=0.3)
+    clock = Clock()
+    audit = TicketAudit(hold=0.3, clock=clock)
     # Due jobs whose tickets are nowhere (lost before they registered), one live ticket.
     short = [Tickets(MODEL, due=4, live=1, lost=0, queued=1)]
     enough = [Tickets(MODEL, due=4, live=1, lost=0, queued=3)]
     assert audit.missing(short) == {}  # could be tickets on their way
-    time.sleep(0.35)
+    clock.advance(0.35)
     assert audit.missing(enough) == {}  # they were: counted afresh
     assert audit.missing(short) == {}
-    time.sleep(0.2)
+    clock.advance(0.2)
     assert audit.missing([Tickets(MODEL, due=4, live=1, lost=0, queued=2)]) == {}
-    time.sleep(0.15)
+    clock.advance(0.15)
     assert audit.missing(short) == {MODEL: 1}  # short a hold long: the fewest missing meanwhile
     assert audit.missing(short) == {}  # sent: not again before another hold
 
 
 def test_tickets_count_only_due_jobs_and_the_broker_list(redis_db: redis.Redis) -> None:
-    pacer = _pacer(redis_db)
+    clock = Clock()
+    pacer = _pacer(redis_db, clock=clock)
     _ready(redis_db, pacer, "a")
-    _ready(redis_db, pacer, "b", due=time.time() + 60)  # a retry's countdown: not due yet
+    _ready(redis_db, pacer, "b", due=clock() + 60)  # a retry's countdown: not due yet
     redis_db.lpush(BROKER_LIST, "a ticket")
     assert _count(pacer) == Tickets(MODEL, due=1, live=0, lost=0, queued=1)
-    audit = TicketAudit(hold=0.3)
+    audit = TicketAudit(hold=0.3, clock=clock)
     for _ in range(4):  # a ticket for every due job: nothing to send, round after round
         assert audit.missing([_count(pacer)]) == {}
-        time.sleep(0.1)
+        clock.advance(0.1)
     redis_db.delete(BROKER_LIST)  # that ticket was lost
     assert audit.missing([_count(pacer)]) == {}
-    time.sleep(0.35)
+    clock.advance(0.35)
     assert audit.missing([_count(pacer)]) == {MODEL: 1}

@@ -5,24 +5,26 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
 
 from tests.conftest import bare_job
-from visionq.jobs import JobStore
-from visionq.leases import LeaseKeeper, Leases
-from visionq.pacing import Pacer, rpm_item
+from tests.unit.state.clock import Clock
 from visionq.settings import Settings
+from visionq.state.jobs import JobStore
+from visionq.state.leases import LeaseKeeper, Leases
+from visionq.state.pacing import Pacer, rpm_item
 
 REDIS_DB = 10
 MODEL = "mimo-v2.5"
 
 
-def _pacer(client: redis.Redis, **budget: int) -> Pacer:
+def _pacer(client: redis.Redis, *, clock: Callable[[], float] = time.time, **budget: int) -> Pacer:
     settings = Settings(**{f"upstream_{k}": {"*": v} for k, v in budget.items()})
-    leases = Leases(client, lease=5)
-    return Pacer(client, settings, leases, LeaseKeeper(interval=1))
+    leases = Leases(client, lease=5, clock=clock)
+    return Pacer(client, settings, leases, LeaseKeeper(interval=1), clock=clock)
 
 
 def _ready(client: redis.Redis, pacer: Pacer, tenant: str, due: float = 0.0) -> str:
@@ -70,12 +72,13 @@ def test_a_tenant_back_after_a_pause_is_served_next(redis_db) -> None:
 
 
 def test_a_job_not_yet_due_waits_and_others_go_first(redis_db) -> None:
-    pacer = _pacer(redis_db, rpm=6000)
-    later = _ready(redis_db, pacer, "a", due=time.time() + 0.5)
+    clock = Clock()
+    pacer = _pacer(redis_db, clock=clock, rpm=6000)
+    later = _ready(redis_db, pacer, "a", due=clock() + 0.5)
     now = _ready(redis_db, pacer, "b")
     assert _take(pacer) == now
     assert _take(pacer) is None
-    time.sleep(0.6)
+    clock.advance(0.6)
     assert _take(pacer) == later
 
 

@@ -11,9 +11,11 @@ import redis
 
 from tests.conftest import bare_job
 from visionq.errors import InvalidImage, NotFound, Unavailable
-from visionq.jobs import MAX_LIST_SCAN, JobRecord, JobStore
-from visionq.leases import Leases
 from visionq.redisserver import RedisServer, durability_warnings, free_port
+from visionq.state import keys
+from visionq.state.jobs import MAX_LIST_SCAN, JobStore
+from visionq.state.leases import Leases
+from visionq.state.records import JobRecord
 
 
 @pytest.fixture
@@ -114,7 +116,7 @@ def test_wait_times_out_on_an_unfinished_job(store: JobStore) -> None:
 def test_finished_job_gets_the_result_ttl(store: JobStore) -> None:
     record = _new(store)
     store.fail(record.id, InvalidImage("bad"))
-    ttl = store._redis.ttl(f"vq:job:{record.id}")
+    ttl = store._redis.ttl(keys.job(record.id))
     assert 0 < ttl <= 120
 
 

@@ -1,4 +1,7 @@
-"""Waiting for a job to finish without polling: one pub/sub subscription per process."""
+"""Waiting for a job to finish without polling: one pub/sub subscription per process.
+
+It only listens: `jobs/transition` publishes each finished job's id on `keys.DONE_CHANNEL`.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,7 @@ from collections.abc import Callable
 
 import redis
 
-#: Published with the job id on every terminal transition (by `jobs`' transition script).
-DONE_CHANNEL = "vq:done"
+from visionq.state.keys import DONE_CHANNEL
 
 
 class CompletionWaiter:

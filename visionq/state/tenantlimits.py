@@ -14,6 +14,8 @@ tenant over them while the others are not slowed:
 Counting a request is a write. A Redis that refuses writes (at maxmemory, or read-only)
 would refuse every request; a request that writes nothing (a GET) is let through instead,
 still refused when its tenant was already over a limit (a read of the counters).
+
+This module owns both families (`keys.TENANT_LIMITS_PREFIX`, `keys.uploads`).
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from limits.storage import RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from visionq.errors import RateLimited
-from visionq.jobs import redis_errors
 from visionq.settings import parse_limits
-from visionq.storewrites import WriteRefusals, refusal_reason
+from visionq.state import keys
+from visionq.state.redis import redis_errors, script
+from visionq.state.storewrites import WriteRefusals, refusal_reason
 
 #: How long a tenant at its upload cap is asked to wait: uploads end within seconds to the
 #: body-read deadline, and which one ends first is unknown.
@@ -39,20 +42,6 @@ UPLOAD_RETRY_AFTER = 5
 #: A slot's lease beyond the body-read deadline, for the time between taking it and the
 #: first read: a live upload never outlives its lease.
 UPLOAD_LEASE_MARGIN = 30.0
-
-#: KEYS[1] the tenant's slots; ARGV: slot, cap, lease (ms). Redis's clock, so API hosts
-#: whose clocks differ agree on which leases ended. 1 when taken, 0 at the cap.
-_TAKE_SLOT = """
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-    return 0
-end
-redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[3]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-"""
 
 
 def _seconds_until(moment: float) -> int:
@@ -67,7 +56,7 @@ class TenantLimits:
         refusals: WriteRefusals,
     ) -> None:
         storage = RedisStorage(
-            "redis://", connection_pool=client.connection_pool, key_prefix="vq:ratelimit"
+            "redis://", connection_pool=client.connection_pool, key_prefix=keys.TENANT_LIMITS_PREFIX
         )
         self._limiter = SlidingWindowCounterRateLimiter(storage)
         self._items = {tenant: parse_limits(spec) for tenant, spec in limits_by_tenant.items()}
@@ -124,14 +113,14 @@ class UploadSlots:
         self._redis = client
         self._caps = dict(caps_by_tenant)
         self._lease_ms = max(1, int(lease * 1000))
-        self._take = client.register_script(_TAKE_SLOT)
+        self._take = script(client, "tenantlimits/take_upload_slot")
 
     def take(self, tenant: str) -> UploadSlot | None:
         """A slot for one upload of `tenant` (None: no cap); `RateLimited` at the cap."""
         cap = self._caps.get(tenant, self._caps.get("*", 0))
         if cap <= 0:
             return None
-        key = f"vq:uploads:{tenant}"
+        key = keys.uploads(tenant)
         member = uuid.uuid4().hex
         with redis_errors():
             taken = self._take(keys=[key], args=[member, cap, self._lease_ms])

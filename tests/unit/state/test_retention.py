@@ -15,9 +15,11 @@ from tests.s3server import Backend
 from visionq import retention
 from visionq.errors import InvalidImage
 from visionq.intake import Intake
-from visionq.jobs import JobRecord, JobStore
 from visionq.models import JobRequest
 from visionq.settings import Settings
+from visionq.state import keys
+from visionq.state.jobs import JobStore
+from visionq.state.records import JobRecord
 
 REDIS_DB = 13
 
@@ -101,7 +103,7 @@ def _assert_nothing_kept(client: redis.Redis) -> None:
     """No reference, lock, or index entry is left (the tenant's list and the lease index
     drop a gone job themselves when they next meet it)."""
     left = {key.decode() for key in client.keys("*")}
-    assert left <= {"vq:tenant:t:jobs", "vq:leases"}
+    assert left <= {keys.tenant_jobs("t"), keys.LEASES}
 
 
 def _sha(backend: Backend, data: bytes) -> str:
@@ -118,8 +120,8 @@ def test_a_deleted_job_goes_at_once_and_is_not_swept_again(
     assert jobs.load(record.id) is None
     sha = kept.images[0]["blob"]
     assert backend.stored() == [f"bodies/{kept.id}", f"images/{sha[:2]}/{sha}"]
-    time.sleep(1.1)  # past the deleted job's TTL: nothing of it is left to sweep
-    assert retention.remove_expired(jobs, backend.store, now=time.time()) == []
+    # Past the deleted job's TTL: nothing of it is left to sweep.
+    assert retention.remove_expired(jobs, backend.store, now=time.time() + 1.1) == []
 
 
 def test_concurrent_sweeps_remove_each_job_once(redis_db: redis.Redis, backend: Backend) -> None:
@@ -156,7 +158,7 @@ def test_an_intake_reusing_an_image_being_removed_keeps_it(
     old = _job(jobs, backend, png.getvalue(), body=False)
     sha = old.images[0]["blob"]
     _wait_until_expired(jobs, old.id)
-    [(job_id, orphans)] = jobs.claim_expired(now=time.time(), limit=10)
+    [(job_id, orphans)] = jobs.blobs.claim_expired(now=time.time(), limit=10)
     assert (job_id, orphans) == (old.id, [sha])
 
     long = JobStore(redis_db, ttl=3600, queued_grace=300)
@@ -174,8 +176,8 @@ def test_an_intake_reusing_an_image_being_removed_keeps_it(
         time.sleep(0.01)
     # The new job is recorded and its intake waits on the lock: the sweep goes on.
     backend.store.delete_image(sha)
-    long.release_blob(sha, holder=old.id)
-    jobs.forget_expired([old.id])
+    long.blobs.release(sha, holder=old.id)
+    jobs.blobs.forget_expired([old.id])
     thread.join()
     assert submitted[0].images[0]["blob"] == sha
     assert backend.store.has_image(sha)
@@ -195,17 +197,17 @@ def test_an_image_taken_up_after_the_claim_is_kept_and_a_stale_lock_is_not_relea
     old = _job(jobs, backend, b"an image claimed, then used again", body=False)
     sha = old.images[0]["blob"]
     _wait_until_expired(jobs, old.id)
-    [(job_id, orphans)] = jobs.claim_expired(now=time.time(), limit=10)
+    [(job_id, orphans)] = jobs.blobs.claim_expired(now=time.time(), limit=10)
     assert (job_id, orphans) == (old.id, [sha])
     # Before the remover gets to it, a new job records that it uses the same image.
     new = bare_job(JobStore(redis_db, ttl=3600, queued_grace=300), images=old.images)
-    assert not jobs.confirm_orphan(sha, holder=old.id)  # the remover leaves the file
-    assert not jobs.blob_being_deleted(sha)  # and lets its lock go
+    assert not jobs.blobs.confirm_orphan(sha, holder=old.id)  # the remover leaves the file
+    assert not jobs.blobs.being_deleted(sha)  # and lets its lock go
     assert retention.remove_expired(jobs, backend.store, now=time.time() + 60) == [old.id]
     assert backend.store.has_image(sha)  # kept for the new job
 
-    redis_db.set(f"vq:blob:{sha}:lock", "another-remover")
-    jobs.release_blob(sha, holder=old.id)
-    assert jobs.blob_being_deleted(sha)  # not ours: still held
-    assert not jobs.confirm_orphan(sha, holder=old.id)
+    redis_db.set(keys.blob_lock(sha), "another-remover")
+    jobs.blobs.release(sha, holder=old.id)
+    assert jobs.blobs.being_deleted(sha)  # not ours: still held
+    assert not jobs.blobs.confirm_orphan(sha, holder=old.id)
     assert new.images[0]["blob"] == sha

@@ -2,22 +2,27 @@
 
 The first request reserves the key with SET NX before it creates anything; a concurrent
 twin finds the reservation and waits for the job id instead of creating a second job. The
-job and the key's final record are written in one Redis transaction, so a crash after it
-leaves a key that names the job, and a crash before it a reservation that expires in a
-minute. The fingerprint of the body travels with the key, so the same key on a different
-body is a conflict rather than a silent replay of the wrong job.
+key's final record is written with the job, in the same step (`jobs/create`, handed an
+`IdempotencyRecord`), so a crash after it leaves a key that names the job, and a crash
+before it a reservation that expires in a minute. The fingerprint of the body travels
+with the key, so the same key on a different body is a conflict rather than a silent
+replay of the wrong job.
+
+This module owns the keys (`keys.idempotency`); `jobs/create` is the one script of
+another module that writes them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
+from dataclasses import dataclass
 from typing import cast
 
 import redis
 
 from visionq.errors import Conflict
-from visionq.jobs import redis_errors
+from visionq.state import keys
+from visionq.state.redis import redis_errors, script
 
 TTL_SECONDS = 24 * 3600
 #: A reservation whose request died before completing it frees the key this soon.
@@ -25,21 +30,24 @@ PENDING_TTL_SECONDS = 60
 _WAIT_FOR_TWIN_SECONDS = 30.0
 
 
-def _key(tenant: str, key: str) -> str:
-    return f"vq:idem:{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    """What `JobStore.create` writes with the new job: `key` set to `value_prefix` plus
+    the job's id, for `ttl` seconds."""
+
+    key: str
+    value_prefix: str
+    ttl: int
 
 
 class IdempotencyKeys:
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._release = client.register_script(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
-            " return 0"
-        )
+        self._release = script(client, "release_if_holder")
 
     def reserve(self, tenant: str, key: str, fingerprint: str) -> str | None:
         """None when this request may create the job; else the id of the job already made."""
-        name = _key(tenant, key)
+        name = keys.idempotency(tenant, key)
         deadline = time.monotonic() + _WAIT_FOR_TWIN_SECONDS
         with redis_errors():
             while True:
@@ -63,10 +71,10 @@ class IdempotencyKeys:
                     )
                 time.sleep(0.02)
 
-    def remember(self, tenant: str, key: str, fingerprint: str) -> tuple[str, str, int]:
-        """What `JobStore.create` sets in the same transaction as the job: the key then
-        names the job exactly when the job exists, whatever crashes after."""
-        return _key(tenant, key), f"done|{fingerprint}|", TTL_SECONDS
+    def remember(self, tenant: str, key: str, fingerprint: str) -> IdempotencyRecord:
+        """What `JobStore.create` sets in the same step as the job: the key then names
+        the job exactly when the job exists, whatever crashes after."""
+        return IdempotencyRecord(keys.idempotency(tenant, key), f"done|{fingerprint}|", TTL_SECONDS)
 
     def release(self, tenant: str, key: str, fingerprint: str) -> None:
         """The first request failed before making a job: let a retry make it.
@@ -74,4 +82,4 @@ class IdempotencyKeys:
         Only our own reservation goes; a twin's, or a finished record, stays.
         """
         with redis_errors():
-            self._release(keys=[_key(tenant, key)], args=[f"pending|{fingerprint}"])
+            self._release(keys=[keys.idempotency(tenant, key)], args=[f"pending|{fingerprint}"])

@@ -11,10 +11,10 @@ from prometheus_client import REGISTRY
 
 from tests.e2e.test_store_full import fill_to_maxmemory, free_filler
 from visionq.errors import RateLimited, Unavailable
-from visionq.jobs import STORE_FULL_MESSAGE
 from visionq.redisserver import RedisServer
-from visionq.storewrites import WriteRefusals
-from visionq.tenantlimits import TenantLimits, UploadSlots
+from visionq.state.redis import STORE_FULL_MESSAGE
+from visionq.state.storewrites import WriteRefusals
+from visionq.state.tenantlimits import TenantLimits, UploadSlots
 
 
 @pytest.fixture(scope="module")

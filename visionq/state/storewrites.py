@@ -2,9 +2,10 @@
 
 A Redis at `maxmemory` with `noeviction` refuses every command that may add data (OOM),
 and a replica left behind by a failover refuses every write (READONLY); reads go on
-working in both cases. `jobs.redis_errors` turns both into `Unavailable`; this module
-says which of them an error was (`refusal_reason`), probes for it (`probe`, for
-`/readyz`), and makes it visible to an operator: each refusal counts in
+working in both cases. `state.redis.redis_errors` turns both into `Unavailable` (the two
+are listed once, in `state.redis.REFUSALS`); this module says which of them an error was
+(`refusal_reason`), probes for it (`probe`, for `/readyz`, on a key of its own:
+`keys.probe`), and makes it visible to an operator: each refusal counts in
 `visionq_redis_write_refusals_total{reason}`, and a warning is logged at most once a
 minute per process with the number refused since the last one, so a full store
 produces an alertable signal rather than one log line per request.
@@ -21,7 +22,8 @@ import time
 import redis
 
 from visionq import metrics
-from visionq.jobs import redis_errors
+from visionq.state import keys
+from visionq.state.redis import REFUSALS, redis_errors
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +32,15 @@ LOG_EVERY_SECONDS = 60.0
 #: The probe key outlives a few missed probes, then goes by itself.
 PROBE_TTL_SECONDS = 60
 
-_REASONS: tuple[tuple[type[redis.RedisError], str], ...] = (
-    (redis.exceptions.OutOfMemoryError, "maxmemory"),
-    (redis.exceptions.ReadOnlyError, "readonly"),
-)
-
 
 def refusal_reason(exc: BaseException) -> str | None:
     """`maxmemory` or `readonly` when `exc` (or what it was raised from) is a refused
     write; None for anything else, an unreachable Redis included."""
     seen: BaseException | None = exc
     while seen is not None:
-        for kind, reason in _REASONS:
-            if isinstance(seen, kind):
-                return reason
+        for refusal in REFUSALS:
+            if isinstance(seen, refusal.error):
+                return refusal.reason
         seen = seen.__cause__
     return None
 
@@ -79,7 +76,7 @@ class WriteProbe:
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._key = f"vq:probe:{socket.gethostname()}:{os.getpid()}"
+        self._key = keys.probe(socket.gethostname(), os.getpid())
 
     def probe(self) -> None:
         """Raise `Unavailable` when Redis cannot be reached or refuses writes."""

@@ -7,13 +7,13 @@ import redis
 
 from tests.conftest import bare_job
 from visionq.errors import Conflict
-from visionq.idempotency import IdempotencyKeys
-from visionq.jobs import JobStore
+from visionq.state.idempotency import IdempotencyKeys, IdempotencyRecord
+from visionq.state.jobs import JobStore
 
 REDIS_DB = 8
 
 
-def _create(jobs: JobStore, remember: tuple[str, str, int]) -> str:
+def _create(jobs: JobStore, remember: IdempotencyRecord) -> str:
     return bare_job(jobs, remember=remember).id
 
 

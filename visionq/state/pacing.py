@@ -29,6 +29,13 @@ turn makes anyway. A worker killed while its tickets wait leaves registrations t
 expire within a lease; the sweeper (`Pacer.tickets`, `TicketAudit`) then sends as many
 tickets again, and, as a net for tickets lost before they ever registered, tickets for
 any due jobs beyond the live tickets and those still in the broker's list.
+
+This module owns every key under `keys.PACE_PREFIX` and the `limits` library's windows
+(`keys.PACE_LIMITS_PREFIX`); nothing else writes them. The lease sweep (`leases/sweep`)
+reads a model's queues, to leave a job waiting its turn to its ticket. A turn takes its
+job through `Leases.take`, whose script writes the job's lease, not this module.
+The request and token windows keep the `limits` library's own clock (the host's); the
+rest reads `clock`, which tests replace (give the `Leases` the same one).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -48,114 +55,23 @@ from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
 from visionq import metrics
-from visionq.jobs import PACE_PREFIX, redis_errors
-from visionq.leases import LeaseKeeper, Leases
 from visionq.settings import Settings
+from visionq.state import keys
+from visionq.state.leases import LeaseKeeper, Leases
+from visionq.state.redis import redis_errors, script
 
 log = logging.getLogger(__name__)
 
-MODELS_KEY = f"{PACE_PREFIX}models"
 #: How often a waiting worker looks for a free slot again.
 SLOT_POLL_SECONDS = 0.05
 #: Tenants a turn looks through for one whose next job is due (the rest wait a backoff).
 _TENANTS_PER_TURN = 100
 
 
-def _key(model: str, part: str) -> str:
-    return f"{PACE_PREFIX}{model}:{part}"
-
-
-def queue_key(model: str, tenant: str) -> str:
-    return _key(model, f"q:{tenant}")
-
-
-# KEYS[1] tenants, KEYS[2] the tenant's queue, KEYS[3] models, KEYS[4] ready since;
-# ARGV[1] job, ARGV[2] due at, ARGV[3] tenant, ARGV[4] model, ARGV[5] ready since. A tenant
-# new to the rotation (score 0) goes first. When the job became ready is kept beside the
-# queue, not as its score: a score in the future would hide the job from a ticket whose
-# worker's clock is behind ours.
-_OFFER = """
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[1], 'NX', 0, ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[4])
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
-return 1
-"""
-
-# KEYS[1] tenants, KEYS[2] served counter, KEYS[3] ready since, KEYS[4] tickets; ARGV[1]
-# now, ARGV[2] queue key prefix, ARGV[3] tenants to look through, ARGV[4] the ticket. The due
-# head of the tenant served longest ago, and since when it has been ready; the ticket that
-# took it no longer waits (the job's lease covers it from here).
-_NEXT = """
-local tenants = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)
-for _, tenant in ipairs(tenants) do
-  local queue = ARGV[2] .. tenant
-  local head = redis.call('ZRANGEBYSCORE', queue, '-inf', ARGV[1], 'LIMIT', 0, 1)
-  if #head == 1 then
-    redis.call('ZREM', queue, head[1])
-    redis.call('ZREM', KEYS[4], ARGV[4])
-    if redis.call('EXISTS', queue) == 0 then
-      redis.call('ZREM', KEYS[1], tenant)
-    else
-      redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[2]), tenant)
-    end
-    local since = redis.call('HGET', KEYS[3], head[1]) or ARGV[1]
-    redis.call('HDEL', KEYS[3], head[1])
-    return {head[1], since}
-  elseif redis.call('EXISTS', queue) == 0 then
-    redis.call('ZREM', KEYS[1], tenant)
-  end
-end
-return nil
-"""
-
-# KEYS[1] tenants, KEYS[2] tickets; ARGV[1] ticket, ARGV[2] expiry. A ticket registers
-# only when there may be a job for it: one that finds none ends at once.
-_ENTER = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-return 1
-"""
-
-# KEYS[1] slots; ARGV[1] now, ARGV[2] expiry, ARGV[3] limit, ARGV[4] slot id.
-_ACQUIRE_SLOT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-return 1
-"""
-
-# KEYS[1] models, KEYS[2] the broker's list of tickets; ARGV[1] now, ARGV[2] key prefix.
-# The tickets in the broker's list (of every model: its messages are not read), then per
-# model with jobs waiting: due jobs, live tickets, and registrations that expired (their
-# worker died), which are removed so that each is reported once.
-_TICKETS = """
-local out = {redis.call('LLEN', KEYS[2])}
-for _, model in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local prefix = ARGV[2] .. model .. ':'
-  local lost = redis.call('ZREMRANGEBYSCORE', prefix .. 'tickets', '-inf', ARGV[1])
-  local tenants = redis.call('ZRANGE', prefix .. 'tenants', 0, -1)
-  if #tenants == 0 then
-    redis.call('SREM', KEYS[1], model)
-  else
-    local due = 0
-    for _, tenant in ipairs(tenants) do
-      due = due + redis.call('ZCOUNT', prefix .. 'q:' .. tenant, '-inf', ARGV[1])
-    end
-    table.insert(out, model)
-    table.insert(out, due)
-    table.insert(out, redis.call('ZCARD', prefix .. 'tickets'))
-    table.insert(out, lost)
-  end
-end
-return out
-"""
-
-
 def rpm_item(rpm: int) -> RateLimitItemPerSecond:
     """`rpm` per minute as the smallest whole-second window that divides the minute."""
     common = math.gcd(rpm, 60)
-    return RateLimitItemPerSecond(rpm // common, 60 // common, namespace="vq:rpm")
+    return RateLimitItemPerSecond(rpm // common, 60 // common, namespace=keys.RPM_NAMESPACE)
 
 
 @dataclass(frozen=True)
@@ -201,13 +117,14 @@ class TicketAudit:
     show late; a lost registration never does.
     """
 
-    def __init__(self, *, hold: float) -> None:
+    def __init__(self, *, hold: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._hold = hold
+        self._clock = clock
         #: Per model short of tickets: since when, continuously, and the fewest missing.
         self._short: dict[str, tuple[float, int]] = {}
 
     def missing(self, counts: list[Tickets]) -> dict[str, int]:
-        now = time.monotonic()
+        now = self._clock()
         out: dict[str, int] = {}
         for c in counts:
             since, fewest = self._short.get(c.model, (now, c.short))
@@ -231,22 +148,29 @@ class Pacer:
     """The shared budget and the tenants' turns, for one process."""
 
     def __init__(
-        self, client: redis.Redis, settings: Settings, leases: Leases, keeper: LeaseKeeper
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        leases: Leases,
+        keeper: LeaseKeeper,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = client
+        self._clock = clock
         self._settings = settings
         self._leases = leases
         self._keeper = keeper
         storage = RedisStorage(
-            "redis://", connection_pool=client.connection_pool, key_prefix="vq:limits"
+            "redis://", connection_pool=client.connection_pool, key_prefix=keys.PACE_LIMITS_PREFIX
         )
         self._requests = MovingWindowRateLimiter(storage)
         self._tokens = SlidingWindowCounterRateLimiter(storage)
-        self._enter = client.register_script(_ENTER)
-        self._offer = client.register_script(_OFFER)
-        self._next = client.register_script(_NEXT)
-        self._acquire_slot = client.register_script(_ACQUIRE_SLOT)
-        self._tickets_script = client.register_script(_TICKETS)
+        self._enter = script(client, "pacing/enter")
+        self._offer = script(client, "pacing/offer")
+        self._next = script(client, "pacing/next")
+        self._acquire_slot = script(client, "pacing/acquire_slot")
+        self._tickets_script = script(client, "pacing/tickets")
         self._gates: dict[str, threading.Lock] = {}
         self._gates_lock = threading.Lock()
         #: Per model, this process's tickets waiting for a turn (renewed together).
@@ -255,17 +179,23 @@ class Pacer:
 
     def offer(self, job_id: str, *, model: str, tenant: str, due: float = 0.0) -> None:
         """Put a ready job in its tenant's queue; the caller sends it a ticket."""
-        keys = [_key(model, "tenants"), queue_key(model, tenant), MODELS_KEY, _key(model, "since")]
+        offer_keys = [
+            keys.pace(model, keys.PACE_TENANTS),
+            keys.pace_queue(model, tenant),
+            keys.PACE_MODELS,
+            keys.pace(model, keys.PACE_SINCE),
+        ]
+        args: list[str | float] = [job_id, due, tenant, model, max(due, self._clock())]
         with redis_errors():
-            self._offer(keys=keys, args=[job_id, due, tenant, model, max(due, time.time())])
+            self._offer(keys=offer_keys, args=args)
 
     def pause(self, model: str, seconds: float) -> None:
         """A 429 came anyway (another client on the account?): nobody calls for a while."""
-        until = time.time() + seconds
+        until = self._clock() + seconds
         with redis_errors():
-            current = float(self._redis.get(_key(model, "paused_until")) or 0)
+            current = float(self._redis.get(keys.pace(model, keys.PACE_PAUSED)) or 0)
             if until > current:
-                self._redis.set(_key(model, "paused_until"), until, exat=int(until) + 1)
+                self._redis.set(keys.pace(model, keys.PACE_PAUSED), until, exat=int(until) + 1)
 
     @contextmanager
     def turn(self, model: str) -> Iterator[Turn | None]:
@@ -276,14 +206,14 @@ class Pacer:
         Until it takes a job the ticket is registered as waiting (see the module's doc).
         """
         budget = self._settings.budget(model)
-        slots = _key(model, "slots")
+        slots = keys.pace(model, keys.PACE_SLOTS)
         ticket = f"ticket_{uuid.uuid4().hex}"
         slot: str | None = None
         taken: Turn | None = None
         with redis_errors():
             anything_ready = self._enter(
-                keys=[_key(model, "tenants"), _key(model, "tickets")],
-                args=[ticket, time.time() + self._leases.lease],
+                keys=[keys.pace(model, keys.PACE_TENANTS), keys.pace(model, keys.PACE_TICKETS)],
+                args=[ticket, self._clock() + self._leases.lease],
             )
         if not anything_ready:
             yield None
@@ -305,7 +235,7 @@ class Pacer:
     def spend_tokens(self, model: str, tokens: int) -> None:
         """Wait until `model`'s tokens-per-minute budget has room for `tokens`, and take it."""
         tpm = self._settings.budget(model).tpm
-        item = RateLimitItemPerMinute(tpm, namespace="vq:tpm")
+        item = RateLimitItemPerMinute(tpm, namespace=keys.TPM_NAMESPACE)
         cost = max(1, min(tokens, tpm))  # a job bigger than the budget goes alone
         waits = _Waits(model)
         while True:
@@ -322,7 +252,14 @@ class Pacer:
         Expired registrations are removed, so each lost ticket is reported once."""
         with redis_errors():
             flat = self._tickets_script(
-                keys=[MODELS_KEY, broker_list], args=[time.time(), PACE_PREFIX]
+                keys=[keys.PACE_MODELS, broker_list],
+                args=[
+                    self._clock(),
+                    keys.PACE_PREFIX,
+                    keys.PACE_TICKETS,
+                    keys.PACE_TENANTS,
+                    keys.PACE_QUEUE,
+                ],
             )
         queued = int(flat[0])
         return [
@@ -338,7 +275,8 @@ class Pacer:
         slot = f"slot_{uuid.uuid4().hex}"
         waits = _Waits(model)
         while True:
-            now, until = time.time(), time.time() + self._leases.lease
+            now = self._clock()
+            until = now + self._leases.lease
             with redis_errors():
                 if self._acquire_slot(keys=[slots], args=[now, until, limit, slot]):
                     return slot
@@ -347,12 +285,12 @@ class Pacer:
 
     def _renew_slot(self, slots: str, slot: str) -> None:
         with redis_errors():
-            self._redis.zadd(slots, {slot: time.time() + self._leases.lease}, xx=True)
+            self._redis.zadd(slots, {slot: self._clock() + self._leases.lease}, xx=True)
 
     def _hold_ticket(self, model: str, ticket: str) -> None:
         with self._tickets_lock:
             self._tickets.setdefault(model, set()).add(ticket)
-        self._keeper.hold(_key(model, "tickets"), lambda: self._renew_tickets(model))
+        self._keeper.hold(keys.pace(model, keys.PACE_TICKETS), lambda: self._renew_tickets(model))
 
     def _drop_ticket(self, model: str, ticket: str) -> None:
         with self._tickets_lock:
@@ -364,21 +302,29 @@ class Pacer:
         with self._tickets_lock:
             held = list(self._tickets.get(model, ()))
         if held:
-            until = time.time() + self._leases.lease
+            until = self._clock() + self._leases.lease
             with redis_errors():
-                self._redis.zadd(_key(model, "tickets"), dict.fromkeys(held, until), xx=True)
+                self._redis.zadd(
+                    keys.pace(model, keys.PACE_TICKETS), dict.fromkeys(held, until), xx=True
+                )
 
     def _take_next(self, model: str, ticket: str) -> Turn | None:
-        keys = [
-            _key(model, "tenants"),
-            _key(model, "served"),
-            _key(model, "since"),
-            _key(model, "tickets"),
+        next_keys = [
+            keys.pace(model, keys.PACE_TENANTS),
+            keys.pace(model, keys.PACE_SERVED),
+            keys.pace(model, keys.PACE_SINCE),
+            keys.pace(model, keys.PACE_TICKETS),
         ]
         while True:
             with redis_errors():
                 head = self._next(
-                    keys=keys, args=[time.time(), _key(model, "q:"), _TENANTS_PER_TURN, ticket]
+                    keys=next_keys,
+                    args=[
+                        self._clock(),
+                        keys.pace(model, keys.PACE_QUEUE),
+                        _TENANTS_PER_TURN,
+                        ticket,
+                    ],
                 )
             if head is None:
                 return None
@@ -394,7 +340,8 @@ class Pacer:
         waits = _Waits(model)
         while True:
             with redis_errors():
-                paused = float(self._redis.get(_key(model, "paused_until")) or 0) - time.time()
+                paused_until = float(self._redis.get(keys.pace(model, keys.PACE_PAUSED)) or 0)
+                paused = paused_until - self._clock()
                 if paused <= 0 and self._requests.hit(item, model):
                     return
                 wait = paused
@@ -408,12 +355,12 @@ class Pacer:
         self._drop_ticket(model, ticket)
         pipe = self._redis.pipeline(transaction=False)
         if taken is None:
-            pipe.zrem(_key(model, "tickets"), ticket)
+            pipe.zrem(keys.pace(model, keys.PACE_TICKETS), ticket)
         else:
             self._keeper.drop(taken.job_id)
         if slot is not None:
             self._keeper.drop(slot)
-            pipe.zrem(_key(model, "slots"), slot)
+            pipe.zrem(keys.pace(model, keys.PACE_SLOTS), slot)
         try:
             with redis_errors():
                 pipe.execute()
@@ -434,24 +381,10 @@ class _Waits:
             metrics.PACING_WAITS.labels(self._model, limit).inc()
 
 
-# KEYS[1] models; ARGV[1] the pacer's key prefix. Per model: jobs waiting in its queues.
-_WAITING = """
-local out = {}
-for _, model in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local prefix = ARGV[1] .. model .. ':'
-  local waiting = 0
-  for _, tenant in ipairs(redis.call('ZRANGE', prefix .. 'tenants', 0, -1)) do
-    waiting = waiting + redis.call('ZCARD', prefix .. 'q:' .. tenant)
-  end
-  table.insert(out, model)
-  table.insert(out, waiting)
-end
-return out
-"""
-
-
 def waiting_jobs(client: redis.Redis) -> dict[str, int]:
     """Per model, the prepared jobs waiting in the pacer's queues (due now or later)."""
     with redis_errors():
-        flat = client.eval(_WAITING, 1, MODELS_KEY, PACE_PREFIX)
+        flat = script(client, "pacing/waiting")(
+            keys=[keys.PACE_MODELS], args=[keys.PACE_PREFIX, keys.PACE_TENANTS, keys.PACE_QUEUE]
+        )
     return {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}

@@ -1,0 +1,326 @@
+"""The job record in Redis: a job's hash, its tenant's index, and its guarded transitions.
+
+A job is one hash (`keys.job`). Its status only moves forward,
+`queued -> running -> succeeded | failed | canceled`, and every change of status but one
+goes through one Lua script (`jobs/transition`) that compares and sets in a single step,
+so a task delivered twice (Celery's at-least-once delivery) can neither send a job back
+nor finish it twice. The one other is the first prepare's `queued -> running`, made by
+`leases/take` in the same step as the lease it takes. A terminal transition also
+publishes the id on `keys.DONE_CHANNEL`, which is what `?wait=` blocks on (`completion`).
+
+The hash's fields have three owners: the record (status, request, images, result, error
+and the times) is this module's; the lease fields (`lease_until`, `received_until` and
+the attempt counters) are `leases`'; the `webhook` field's delivery state is `outbox`'s.
+This module writes the others' fields only where a new job starts them (`jobs/create`).
+
+A step that must change several families of keys at once is one script, kept by the
+owner of the family the step is about, and its header lists every family it writes:
+`jobs/create` also writes the lease index, the image references and the expiry index
+(`blobs`), the Idempotency-Key (`idempotency`) and the broker's list; `jobs/transition`
+also writes the expiry index, the lease index and the outbox. Two scripts of others
+write this module's keys in turn: `leases/take` (above) and `blobs/delete_job`, which
+removes a deleted job's hash and its tenant index entry with its image references.
+Outside scripts, each module writes only its own keys. A job's hash expires (a TTL from
+its creation, then `result_ttl` from its finish); `blobs` removes what it leaves behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import redis
+
+from visionq import metrics
+from visionq.errors import Canceled, Conflict, NotFound, VisionqError
+from visionq.models import TERMINAL_STATUSES
+from visionq.state import keys
+from visionq.state.blobs import Blobs
+from visionq.state.completion import CompletionWaiter
+from visionq.state.idempotency import IdempotencyRecord
+from visionq.state.records import JobRecord, decode_fields, encode_fields
+from visionq.state.redis import redis_errors, script
+
+log = logging.getLogger(__name__)
+
+#: A request larger than this (as JSON) is kept in the image store, not in the job's hash:
+#: Redis holds every job for the result TTL, and one tenant's long prompts must not fill it.
+REQUEST_INLINE_BYTES = 16 * 1024
+#: Ids one list page may look at (see `JobStore.list_jobs`).
+MAX_LIST_SCAN = 1000
+
+#: Given a new job's id, its first broker message: the list it goes to and the payload
+#: (`visionq.queues.prepare_message`). `JobStore.create` pushes it in the same step as
+#: the job, so the job and its first task are queued together, in one round trip.
+FirstMessage = Callable[[str], tuple[str, str]]
+
+
+def new_job_id() -> str:
+    """Ids sort by creation time (microseconds, then randomness), which is what lets a
+    tenant's list page newest-first with a cursor that new jobs never disturb. (Across
+    API hosts the order is as good as their clocks.)"""
+    return f"job_{time.time_ns() // 1000:014x}{secrets.token_hex(8)}"
+
+
+def request_body_name(job_id: str) -> str:
+    """Where, in the image store, a job's request is kept when it is too large for Redis
+    (`REQUEST_INLINE_BYTES`): beside the upstream body, which is named by the job id."""
+    return f"{job_id}.request"
+
+
+class JobStore:
+    """The job records of one Redis. `clock` gives Unix time now: the times recorded and
+    the scores of the lease and expiry indexes come from it (tests move it ahead)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        ttl: int,
+        queued_grace: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._redis = client
+        self._ttl = ttl
+        self._queued_grace = queued_grace
+        self._clock = clock
+        self._transition = script(client, "jobs/transition")
+        self._create = script(client, "jobs/create")
+        self._waiter = CompletionWaiter(client)
+        #: The references from this store's jobs to their images.
+        self.blobs = Blobs(client)
+
+    def create(
+        self,
+        *,
+        tenant: str,
+        model: str,
+        api: str,
+        request: dict[str, Any] | None,
+        images: list[dict[str, Any]],
+        webhook_url: str | None,
+        metadata: dict[str, str] | None,
+        remember: IdempotencyRecord | None = None,
+        request_id: str | None = None,
+        message: FirstMessage | None = None,
+        job_id: str | None = None,
+    ) -> JobRecord:
+        """Write a queued job, and in the same step `remember` (how an Idempotency-Key
+        comes to name its job) and `message(job_id)`, its first broker message.
+        `request_id` is the API request's, kept so that every task's logs can name it.
+        `request` None: it is too large to keep here, and the caller has stored it under
+        `request_body_name(job_id)` (with the `job_id` it made for that)."""
+        job_id = job_id or new_job_id()
+        now = self._clock()
+        fields: dict[str, Any] = {
+            "model": model,
+            "api": api,
+            "created_at": round(now, 3),
+            **({"request": request} if request is not None else {"request_body": 1}),
+            "images": images,
+            "attempts": 0,
+            "webhook": (
+                {
+                    "url": webhook_url,
+                    "status": "pending",
+                    "attempts": 0,
+                    "last_status_code": None,
+                    "generation": 0,
+                }
+                if webhook_url
+                else None
+            ),
+            "metadata": metadata or {},
+            "request_id": request_id,
+        }
+        mapping = {"status": "queued", "tenant": tenant, **encode_fields(fields)}
+        blobs = sorted({image["blob"] for image in images if image.get("blob")})
+        queue, payload = message(job_id) if message is not None else (keys.job(job_id), "")
+        remembered = (
+            (remember.key, remember.value_prefix + job_id, remember.ttl)
+            if remember is not None
+            else (keys.job(job_id), "", 0)
+        )
+        with redis_errors():
+            self._create(
+                keys=[
+                    keys.job(job_id),
+                    keys.EXPIRY,
+                    keys.tenant_jobs(tenant),
+                    keys.LEASES,
+                    keys.job_blobs(job_id),
+                    queue,
+                    remembered[0],
+                    *(keys.blob(sha) for sha in blobs),
+                ],
+                args=[
+                    job_id,
+                    self._ttl,
+                    repr(now + self._ttl),
+                    # Should its message be lost, the sweeper queues it again after the grace.
+                    repr(now + self._queued_grace),
+                    payload,
+                    remembered[1],
+                    remembered[2],
+                    len(blobs),
+                    *blobs,
+                    *(item for pair in mapping.items() for item in pair),
+                ],
+            )
+        return JobRecord(job_id, tenant, "queued", fields)
+
+    def list_jobs(
+        self, *, tenant: str, status: str | None, limit: int, after: str | None
+    ) -> tuple[list[JobRecord], str | None]:
+        """A page of the tenant's jobs, newest first, after the cursor `after` (a job id),
+        and the cursor of the next page (None at the end).
+
+        Ids order by creation time, so a job added while a client pages lands before its
+        cursor and never shifts a later page. One page looks at no more than
+        `MAX_LIST_SCAN` ids, so a rare status cannot make one request walk a tenant's
+        whole history: such a page may hold fewer than `limit` jobs and still have a next.
+        Ids of expired jobs are dropped as they are met.
+        """
+        index = keys.tenant_jobs(tenant)
+        found: list[JobRecord] = []
+        upper = f"({after}" if after else "+"
+        scanned = 0
+        last_seen: str | None = None
+        with redis_errors():
+            while len(found) < limit and scanned < MAX_LIST_SCAN:
+                batch = min(max(limit, 50), MAX_LIST_SCAN - scanned)
+                page = self._redis.zrevrangebylex(index, upper, "-", start=0, num=batch)
+                ids = [i.decode() for i in cast(list[bytes], page)]
+                if not ids:
+                    return found, None
+                pipe = self._redis.pipeline(transaction=False)
+                for job_id in ids:
+                    pipe.hgetall(keys.job(job_id))
+                for job_id, raw in zip(ids, pipe.execute(), strict=True):
+                    scanned += 1
+                    last_seen = job_id
+                    record = self._record(job_id, raw)
+                    if record is None:
+                        self._redis.zrem(index, job_id)
+                    elif status is None or record.status == status:
+                        found.append(record)
+                        if len(found) == limit:
+                            break
+                upper = f"({last_seen}"
+            more = self._redis.zrevrangebylex(index, upper, "-", start=0, num=1)
+        return found, (last_seen if more else None)
+
+    def delete(self, job_id: str, *, tenant: str) -> list[str]:
+        """Remove the job if `tenant` owns it; returns the stored images that no other
+        job uses, now locked for the caller to remove (`Blobs.delete_job`)."""
+        record = self.get(job_id, tenant=tenant)
+        named = {i[k] for i in record.images for k in ("blob", "sha256") if i.get(k)}
+        return self.blobs.delete_job(job_id, tenant=tenant, named=named)
+
+    def load(self, job_id: str) -> JobRecord | None:
+        with redis_errors():
+            raw = self._redis.hgetall(keys.job(job_id))
+        return self._record(job_id, cast(dict[bytes, bytes], raw))
+
+    @staticmethod
+    def _record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord | None:
+        if not raw:
+            return None
+        decoded = {k.decode(): v.decode() for k, v in raw.items()}
+        status = decoded.pop("status")
+        tenant = decoded.pop("tenant")
+        return JobRecord(job_id, tenant, status, decode_fields(decoded))
+
+    def get(self, job_id: str, *, tenant: str) -> JobRecord:
+        """The job if `tenant` owns it; another tenant's job is as unknown as a missing one."""
+        record = self.load(job_id) if job_id.startswith("job_") else None
+        if record is None or record.tenant != tenant:
+            raise NotFound(f"no job {job_id!r}", param="id")
+        return record
+
+    def _apply(
+        self,
+        job_id: str,
+        *,
+        allowed: tuple[str, ...],
+        status: str = "",
+        fields: dict[str, Any] | None = None,
+        unless: str = "",
+    ) -> bool:
+        """Run the guarded transition; whether it was applied."""
+        terminal = status in TERMINAL_STATUSES
+        args: list[Any] = [
+            " ".join(allowed),
+            status,
+            self._ttl if terminal else 0,
+            job_id if terminal else "",
+            self._clock(),
+            unless,
+            job_id,
+        ]
+        for name, value in encode_fields(fields or {}).items():
+            args += [name, value]
+        with redis_errors():
+            reply = self._transition(
+                keys=[keys.job(job_id), keys.DONE_CHANNEL, keys.OUTBOX, keys.LEASES, keys.EXPIRY],
+                args=args,
+            )
+        return reply == 1
+
+    def save_images(self, job_id: str, images: list[dict[str, Any]], *, input_tokens: int) -> bool:
+        """Record the prepared images and the input's token estimate, once: only the first
+        of two racing prepares wins. (The estimate is kept so that the upstream stage,
+        which charges it to the budget, never needs the request itself.)
+
+        The references come first: every image this prepare stored (a fetched original,
+        a resized copy) is then removed with the job even should the record be refused.
+        """
+        shas = sorted({image[k] for image in images for k in ("blob", "sha256") if image.get(k)})
+        if shas:
+            self.blobs.add(job_id, shas)
+        return self._apply(
+            job_id,
+            allowed=("running",),
+            fields={"images": images, "input_tokens": input_tokens, "prepared": 1},
+            unless="prepared",
+        )
+
+    def succeed(self, job_id: str, result: dict[str, Any]) -> bool:
+        return self._finish(job_id, "succeeded", {"result": result})
+
+    def fail(self, job_id: str, error: VisionqError) -> bool:
+        return self._finish(job_id, "failed", {"error": error.to_dict()})
+
+    def cancel(self, job_id: str, *, tenant: str) -> JobRecord:
+        """Cancel an unfinished job; a finished one is a conflict (API.md)."""
+        record = self.get(job_id, tenant=tenant)
+        if not record.finished:
+            error = Canceled("canceled by the client")
+            if self._finish(job_id, "canceled", {"error": error.to_dict()}):
+                # Counted where the transition is applied: of two racing cancels, only
+                # the one that made it counts.
+                metrics.JOBS_FINISHED.labels(record.fields["model"], "canceled", error.type).inc()
+                log.info("job canceled", extra={"job_id": job_id, "status": "canceled"})
+            record = self.get(job_id, tenant=tenant)
+        if record.status != "canceled":
+            raise Conflict(f"job {job_id} is already {record.status}", param="id")
+        return record
+
+    def _finish(self, job_id: str, status: str, fields: dict[str, Any]) -> bool:
+        fields = {**fields, "completed_at": round(self._clock(), 3)}
+        return self._apply(job_id, allowed=("queued", "running"), status=status, fields=fields)
+
+    def wait(self, job_id: str, *, tenant: str, timeout: float) -> JobRecord:
+        """The job, once finished or after `timeout` seconds, whichever comes first."""
+        record = self.get(job_id, tenant=tenant)
+        if record.finished or timeout <= 0:
+            return record
+        self._waiter.wait(job_id, timeout, lambda: self.get(job_id, tenant=tenant).finished)
+        return self.get(job_id, tenant=tenant)
+
+    def ping(self) -> None:
+        with redis_errors():
+            self._redis.ping()

@@ -1,0 +1,98 @@
+"""Every Redis key of ours, by name or by prefix: the one place a key is spelled.
+
+The modules of `visionq.state` build their keys here and hand them to their Lua scripts
+in KEYS[]. A script that reaches keys named by data it reads inside Redis (the lease
+sweep reads job ids, then their hashes) gets the prefix from here as an ARGV instead, so
+no name is spelled in Lua either. Which module owns which family is in each module's
+docstring and in docs/architecture.md.
+
+The broker's keys (kombu's lists and its `unacked` hash) are not ours and are not here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+#: A job's hash: `JOB_PREFIX + id`.
+JOB_PREFIX = "vq:job:"
+#: The images a job uses, kept until its references are dropped (after its hash).
+JOB_BLOBS_PREFIX = "vq:job-blobs:"
+#: The set of jobs that use a stored image: `BLOB_PREFIX + sha256`; the image may go once
+#: it is empty.
+BLOB_PREFIX = "vq:blob:"
+#: After an image's set: its lock, held while its file is being removed.
+BLOB_LOCK_SUFFIX = ":lock"
+#: Unfinished jobs by when the sweeper should look at them next.
+LEASES = "vq:leases"
+#: Jobs by when their hash expires; a job leaves it once its files are seen to.
+EXPIRY = "vq:expiry"
+#: The pub/sub channel every terminal transition publishes the job id on.
+DONE_CHANNEL = "vq:done"
+#: The webhook outbox: job ids by when their delivery is next due.
+OUTBOX = "vq:webhooks:due"
+IDEMPOTENCY_PREFIX = "vq:idem:"
+UPLOADS_PREFIX = "vq:uploads:"
+PROBE_PREFIX = "vq:probe:"
+
+#: The pacer's keys: `PACE_PREFIX + model + part`, one part of the list below per use.
+PACE_PREFIX = "vq:pace:"
+#: The models with jobs waiting in the pacer.
+PACE_MODELS = f"{PACE_PREFIX}models"
+#: Tenants in a model's rotation, scored by when each was last served.
+PACE_TENANTS = ":tenants"
+#: A ready job waits in `PACE_PREFIX + model + PACE_QUEUE + tenant`.
+PACE_QUEUE = ":q:"
+PACE_SERVED = ":served"
+PACE_SINCE = ":since"
+PACE_SLOTS = ":slots"
+PACE_TICKETS = ":tickets"
+PACE_PAUSED = ":paused_until"
+#: The `limits` library's storage prefix for the pacer's request and token windows, and
+#: the namespaces of its two items.
+PACE_LIMITS_PREFIX = "vq:limits"
+RPM_NAMESPACE = "vq:rpm"
+TPM_NAMESPACE = "vq:tpm"
+#: The `limits` library's storage prefix for the per-tenant API limits.
+TENANT_LIMITS_PREFIX = "vq:ratelimit"
+
+
+def job(job_id: str) -> str:
+    return f"{JOB_PREFIX}{job_id}"
+
+
+def tenant_jobs(tenant: str) -> str:
+    """A sorted set of the tenant's job ids, all at score 0, so it orders by id (= by time)."""
+    return f"vq:tenant:{tenant}:jobs"
+
+
+def job_blobs(job_id: str) -> str:
+    return f"{JOB_BLOBS_PREFIX}{job_id}"
+
+
+def blob(sha256: str) -> str:
+    return f"{BLOB_PREFIX}{sha256}"
+
+
+def blob_lock(sha256: str) -> str:
+    return f"{BLOB_PREFIX}{sha256}{BLOB_LOCK_SUFFIX}"
+
+
+def idempotency(tenant: str, key: str) -> str:
+    """The client's key is hashed: it is theirs to choose, and may be long."""
+    return f"{IDEMPOTENCY_PREFIX}{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def pace(model: str, part: str) -> str:
+    return f"{PACE_PREFIX}{model}{part}"
+
+
+def pace_queue(model: str, tenant: str) -> str:
+    return f"{PACE_PREFIX}{model}{PACE_QUEUE}{tenant}"
+
+
+def uploads(tenant: str) -> str:
+    return f"{UPLOADS_PREFIX}{tenant}"
+
+
+def probe(host: str, pid: int) -> str:
+    return f"{PROBE_PREFIX}{host}:{pid}"

@@ -1,0 +1,31 @@
+-- KEYS[1] = the models with jobs waiting (pacing)
+-- KEYS[2] = the broker's list of tickets (the broker's), read only
+-- ARGV[1] = now (Unix seconds)
+-- ARGV[2] = keys.PACE_PREFIX
+-- ARGV[3] = keys.PACE_TICKETS
+-- ARGV[4] = keys.PACE_TENANTS
+-- ARGV[5] = keys.PACE_QUEUE
+--
+-- The tickets in the broker's list (of every model: its messages are not read), then per
+-- model with jobs waiting: due jobs, live tickets, and registrations that expired (their
+-- worker died), which are removed so that each is reported once. A model with no tenant
+-- left leaves the set of models.
+local out = {redis.call('LLEN', KEYS[2])}
+for _, model in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local prefix = ARGV[2] .. model
+  local lost = redis.call('ZREMRANGEBYSCORE', prefix .. ARGV[3], '-inf', ARGV[1])
+  local tenants = redis.call('ZRANGE', prefix .. ARGV[4], 0, -1)
+  if #tenants == 0 then
+    redis.call('SREM', KEYS[1], model)
+  else
+    local due = 0
+    for _, tenant in ipairs(tenants) do
+      due = due + redis.call('ZCOUNT', prefix .. ARGV[5] .. tenant, '-inf', ARGV[1])
+    end
+    table.insert(out, model)
+    table.insert(out, due)
+    table.insert(out, redis.call('ZCARD', prefix .. ARGV[3]))
+    table.insert(out, lost)
+  end
+end
+return out
