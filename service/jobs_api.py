@@ -12,7 +12,7 @@ from typing import Any, get_args
 from flask import Blueprint, g, jsonify, request
 
 from service.deps import services
-from visionq import metrics, retention
+from visionq import metrics, responses, retention
 from visionq.errors import InvalidRequest, PayloadTooLarge
 from visionq.models import JobForm, JobRequest, JobStatus, whole_number
 from visionq.state.records import JobRecord
@@ -134,7 +134,7 @@ def create_job() -> Any:
     if wait > 0 and status == 202:
         record = svc.jobs.wait(record.id, tenant=g.tenant, timeout=wait)
         status = 201 if record.finished else 202
-    response = jsonify(record.public())
+    response = jsonify(responses.job_object(record))
     response.status_code = status
     response.headers["Location"] = f"/v1/jobs/{record.id}"
     return response
@@ -191,12 +191,12 @@ def _submit_once(key: str, job_request: JobRequest, uploads: list[Any]) -> tuple
 def get_job(job_id: str) -> Any:
     wait = _wait_seconds(request.args.get("wait"), param="wait")
     record = services().jobs.wait(job_id, tenant=g.tenant, timeout=wait)
-    return jsonify(record.public())
+    return jsonify(responses.job_object(record))
 
 
 @blueprint.post("/v1/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Any:
-    return jsonify(services().jobs.cancel(job_id, tenant=g.tenant).public())
+    return jsonify(responses.job_object(services().jobs.cancel(job_id, tenant=g.tenant)))
 
 
 @blueprint.post("/v1/tokens")
@@ -219,14 +219,7 @@ def list_jobs() -> Any:
     records, next_cursor = services().jobs.list_jobs(
         tenant=g.tenant, status=status, limit=limit, after=after
     )
-    return jsonify(
-        {
-            "object": "list",
-            "data": [r.public() for r in records],
-            "has_more": next_cursor is not None,
-            "next": next_cursor,
-        }
-    )
+    return jsonify(responses.job_page(records, next_cursor))
 
 
 @blueprint.delete("/v1/jobs/<job_id>")
@@ -239,6 +232,8 @@ def delete_job(job_id: str) -> Any:
 @blueprint.post("/v1/jobs/<job_id>/webhook/redeliver")
 def redeliver_webhook(job_id: str) -> Any:
     svc = services()
-    response = jsonify(svc.outbox.redeliver(svc.jobs, job_id, tenant=g.tenant).public())
+    response = jsonify(
+        responses.job_object(svc.outbox.redeliver(svc.jobs, job_id, tenant=g.tenant))
+    )
     response.status_code = 202
     return response

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 import redis
 
-from visionq import logs, metrics, tokens, webhooks
+from visionq import logs, metrics, responses, tokens, webhooks
 from visionq.errors import (
     ContextLengthExceeded,
     Internal,
@@ -493,7 +493,7 @@ def _deliver_webhook(job_id: str, token: str, rt: Runtime) -> None:
         # Left in the outbox: it comes due again once a worker with the secret takes it.
         log.error("cannot sign webhooks: VISIONQ_WEBHOOK_SECRET is not set on this worker")
         return
-    body = webhooks.event_body(record.public())
+    body = webhooks.event_body(responses.job_object(record))
     now = time.time()
     headers = rt.signer.headers(webhooks.event_id(job_id), body, now=now)
     attempts = int(state.get("attempts") or 0) + 1

@@ -159,7 +159,9 @@ def test_a_job_finished_by_anyone_is_delivered(stack: Stack, receiver: Receiver)
     """Finishing puts the event in the outbox in the same step: no task has to remember it."""
     jobs = JobStore(redis.Redis.from_url(stack.redis_url), ttl=600, queued_grace=300)
     record = bare_job(jobs, tenant="alice", webhook_url=receiver.url)
-    jobs.succeed(record.id, {"content": "finished outside the pipeline"})
+    jobs.succeed(
+        record.id, {"content": "finished outside the pipeline", "usage": {}, "response": {}}
+    )
     _webhook_state(stack, record.id, {"delivered"})
     assert (
         receiver.deliveries[0].verified["data"]["result"]["content"]

@@ -12,7 +12,7 @@ import redis
 import requests
 
 from tests.conftest import CORPUS, SIM_KEY, Stack
-from visionq import pipeline
+from visionq import pipeline, responses
 from visionq.errors import ContextLengthExceeded
 from visionq.intake import Intake
 from visionq.models import JobRequest
@@ -53,11 +53,11 @@ def _submit(rt: pipeline.Runtime, prompt: str, *paths: Path) -> str:
 def test_prepare_then_upstream(runtime: pipeline.Runtime) -> None:
     job_id = _submit(runtime, "two", CORPUS / "good/hopper.png", CORPUS / "good/hopper.jpg")
     assert pipeline.prepare(job_id, runtime) == MODEL
-    job = runtime.jobs.get(job_id, tenant="t").public()
+    job = responses.job_object(runtime.jobs.get(job_id, tenant="t"))
     assert job["status"] == "running"
     assert [i["format"] for i in job["images"]] == ["png", "jpeg"]
     pipeline.call_upstream(MODEL, runtime)
-    job = runtime.jobs.get(job_id, tenant="t").public()
+    job = responses.job_object(runtime.jobs.get(job_id, tenant="t"))
     assert job["status"] == "succeeded"
     assert job["result"]["content"].startswith("simulator saw 2 image(s)")
     with pytest.raises(FileNotFoundError):
@@ -71,7 +71,7 @@ def test_prepare_twice_is_harmless(runtime: pipeline.Runtime) -> None:
     assert not pipeline.prepare(job_id, runtime)
     pipeline.call_upstream(MODEL, runtime)
     pipeline.call_upstream(MODEL, runtime)  # and again: the job is finished, nothing happens
-    job = runtime.jobs.get(job_id, tenant="t").public()
+    job = responses.job_object(runtime.jobs.get(job_id, tenant="t"))
     assert job["status"] == "succeeded"
     assert job["attempts"] == 1
 
@@ -79,7 +79,7 @@ def test_prepare_twice_is_harmless(runtime: pipeline.Runtime) -> None:
 def test_undecodable_image_fails_in_prepare(runtime: pipeline.Runtime) -> None:
     job_id = _submit(runtime, "bad", CORPUS / "bad/truncated_jpeg.jpg")
     assert not pipeline.prepare(job_id, runtime)
-    job = runtime.jobs.get(job_id, tenant="t").public()
+    job = responses.job_object(runtime.jobs.get(job_id, tenant="t"))
     assert job["status"] == "failed"
     assert job["error"]["type"] == "invalid_image"
 
@@ -95,7 +95,7 @@ def test_a_retryable_error_brings_the_ticket_back_until_the_budget_is_spent(
     assert runtime.jobs.get(job_id, tenant="t").status == "running"
     time.sleep(retry_in)
     assert pipeline.call_upstream(MODEL, runtime) is None  # the second of two attempts gives up
-    job = runtime.jobs.get(job_id, tenant="t").public()
+    job = responses.job_object(runtime.jobs.get(job_id, tenant="t"))
     assert job["status"] == "failed"
     assert job["error"]["type"] == "upstream_unavailable"
 
@@ -108,13 +108,13 @@ def test_a_large_request_is_read_from_the_store_and_a_lost_one_fails_its_job(
     runtime.store.delete_body(request_body_name(lost))
     assert pipeline.prepare(kept, runtime) == MODEL
     assert not pipeline.prepare(lost, runtime)
-    error = runtime.jobs.get(lost, tenant="t").public()["error"]
+    error = responses.job_object(runtime.jobs.get(lost, tenant="t"))["error"]
     assert (error["type"], error["message"]) == (
         "internal",
         "the job's request is missing from the image store",
     )
     pipeline.call_upstream(MODEL, runtime)
-    job = runtime.jobs.get(kept, tenant="t").public()
+    job = responses.job_object(runtime.jobs.get(kept, tenant="t"))
     assert job["status"] == "succeeded"
     assert "k" * 100 in job["result"]["content"]
 
@@ -132,7 +132,7 @@ def test_a_job_whose_upstream_attempts_keep_dying_ends(stack: Stack, tmp_path: P
         rt.pacer.offer(job_id, model=MODEL, tenant="t")  # as the sweeper does
     calls = stack.upstream_calls()
     pipeline.call_upstream(MODEL, rt)
-    job = rt.jobs.get(job_id, tenant="t").public()
+    job = responses.job_object(rt.jobs.get(job_id, tenant="t"))
     assert (job["status"], job["error"]["type"]) == ("failed", "upstream_unavailable")
     assert stack.upstream_calls() == calls
 
@@ -148,7 +148,10 @@ def test_context_window_is_checked_before_the_call(
     big = Intake(rt.settings, rt.store, rt.jobs).submit(request, tenant="t").id
     assert pipeline.prepare(job_id, rt)
     assert not pipeline.prepare(big, rt)
-    assert rt.jobs.get(big, tenant="t").public()["error"]["type"] == "context_length_exceeded"
+    assert (
+        responses.job_object(rt.jobs.get(big, tenant="t"))["error"]["type"]
+        == "context_length_exceeded"
+    )
     # The same images uploaded are counted at submit: refused before anything is stored.
     with pytest.raises(ContextLengthExceeded) as refused:
         _submit(rt, "x", CORPUS / "good/hopper.png", *[CORPUS / "good/hopper.jpg"] * 6)
@@ -168,7 +171,7 @@ def test_a_canceled_queued_job_never_reaches_the_upstream(
     assert runtime.jobs.cancel(job_id, tenant="t").status == "canceled"
     assert not pipeline.prepare(job_id, runtime)  # the message arrives after the cancel
     pipeline.call_upstream(MODEL, runtime)
-    job = runtime.jobs.get(job_id, tenant="t").public()
+    job = responses.job_object(runtime.jobs.get(job_id, tenant="t"))
     assert job["status"] == "canceled"
     assert job["attempts"] == 0
     assert requests.get(f"{stack.simulator_url}/_sim/stats", timeout=5).json()["requests"] == calls
@@ -192,7 +195,7 @@ def test_a_job_whose_prepare_keeps_dying_fails_after_three_tries(
         assert short.take(job_id, "prepare") is not None  # its worker then dies
         time.sleep(0.02)  # and the lease runs out
     assert not pipeline.prepare(job_id, runtime)
-    job = runtime.jobs.get(job_id, tenant="t").public()
+    job = responses.job_object(runtime.jobs.get(job_id, tenant="t"))
     assert job["status"] == "failed"
     assert job["error"]["type"] == "internal"
 
@@ -228,6 +231,6 @@ def test_an_image_removed_during_prepare_is_tried_again_then_fails(
         )
         assert raw == [b"running", str(attempt).encode(), b"0"]  # handed back, counted
     assert pipeline.prepare(job_id, runtime) is None
-    job = runtime.jobs.get(job_id, tenant="t").public()
+    job = responses.job_object(runtime.jobs.get(job_id, tenant="t"))
     assert job["status"] == "failed"
     assert job["error"]["type"] == "internal"

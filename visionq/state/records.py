@@ -1,5 +1,6 @@
-"""A job as stored, and what its fields become: the API's job object (`JobRecord.public`)
-and the hash's values (`encode_fields`, `decode_fields`). Pure: no Redis here."""
+"""A job as stored, and how its fields are written to and read from the job's hash
+(`encode_fields`, `decode_fields`). Pure: no Redis here. The API's job object is built
+from a record by `visionq.responses`."""
 
 from __future__ import annotations
 
@@ -41,48 +42,6 @@ class JobRecord:
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL_STATUSES
-
-    def public(self) -> dict[str, Any]:
-        """The job object of API.md."""
-        f = self.fields
-        images = [
-            {k: v for k, v in image.items() if k != "blob"} | _unvalidated_defaults(image)
-            for image in f["images"]
-        ]
-        tokens = [image.get("image_tokens") for image in images]
-        return {
-            "id": self.id,
-            "object": "job",
-            "status": self.status,
-            "model": f["model"],
-            "api": f["api"],
-            "created_at": f["created_at"],
-            "started_at": f.get("started_at"),
-            "completed_at": f.get("completed_at"),
-            "images": images,
-            "usage_estimate": {
-                "image_tokens": sum(tokens) if tokens and None not in tokens else None
-            },
-            "result": f.get("result"),
-            "error": f.get("error"),
-            "attempts": int(f.get("attempts") or 0),
-            "webhook": _public_webhook(f.get("webhook")),
-            "metadata": f.get("metadata") or {},
-        }
-
-
-def _public_webhook(state: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The delivery state without `generation`, which only the outbox uses."""
-    if state is None:
-        return None
-    return {k: v for k, v in state.items() if k != "generation"}
-
-
-_IMAGE_FIELDS = ("format", "width", "height", "bytes", "sha256", "image_tokens")
-
-
-def _unvalidated_defaults(image: dict[str, Any]) -> dict[str, Any]:
-    return {name: image.get(name) for name in _IMAGE_FIELDS}
 
 
 def encode_fields(fields: dict[str, Any]) -> dict[str, str]:

@@ -25,7 +25,7 @@ import redis
 from tests.brokenserver import BrokenImageServer
 from tests.conftest import CORPUS
 from tests.s3server import Backend, file_backend, s3_backend
-from visionq import pipeline
+from visionq import pipeline, responses
 from visionq.errors import InvalidImageUrl, Unavailable
 from visionq.intake import Intake
 from visionq.media.urlfetch import UrlFetcher
@@ -201,7 +201,7 @@ def test_a_url_the_server_breaks_off_fails_its_job_on_the_first_try(
     started = time.monotonic()
     assert pipeline.prepare(job_id, rt) is None
     took = time.monotonic() - started
-    job = rt.jobs.get(job_id, tenant="t").public()
+    job = responses.job_object(rt.jobs.get(job_id, tenant="t"))
     error = job["error"] or {}
     assert (job["status"], error.get("type")) == ("failed", "invalid_image_url"), _state(rt, job_id)
     assert says in error["message"]

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import SIM_KEY
-from visionq import pipeline, tokens
+from visionq import pipeline, responses, tokens
 from visionq.errors import InvalidImage
 from visionq.intake import Intake
 from visionq.media import fit, images
@@ -212,7 +212,7 @@ def _prepared(rt: pipeline.Runtime, path: Path, resize: str) -> dict:
             Intake(rt.settings, rt.store, rt.jobs).submit(request, tenant="t", uploads=[upload]).id
         )
     pipeline.prepare(job_id, rt)
-    return rt.jobs.get(job_id, tenant="t").public()
+    return responses.job_object(rt.jobs.get(job_id, tenant="t"))
 
 
 def test_a_png_too_big_as_base64_fails_under_never_and_goes_through_under_auto(

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from tests.conftest import bare_job
+from visionq import responses
 from visionq.errors import InvalidImage, NotFound, Unavailable
 from visionq.redisserver import RedisServer, durability_warnings, free_port
 from visionq.state import keys
@@ -27,6 +28,11 @@ def store(redis_server: RedisServer) -> Iterator[JobStore]:
     client.close()
 
 
+def _result(content: str) -> dict[str, object]:
+    """A result in the shape the upstream step stores (models.Result)."""
+    return {"content": content, "usage": {}, "response": {}}
+
+
 def _new(store: JobStore, tenant: str = "t1") -> JobRecord:
     return bare_job(
         store,
@@ -37,7 +43,7 @@ def _new(store: JobStore, tenant: str = "t1") -> JobRecord:
 
 
 def test_public_job_hides_internal_fields(store: JobStore) -> None:
-    job = store.get(_new(store).id, tenant="t1").public()
+    job = responses.job_object(store.get(_new(store).id, tenant="t1"))
     assert job["status"] == "queued"
     assert job["images"] == [
         {
@@ -69,13 +75,13 @@ def test_transitions_only_forward_and_once(store: JobStore) -> None:
     leases = Leases(store._redis, lease=30)
     assert leases.take(record.id, "prepare") == 1
     assert store.get(record.id, tenant="t1").status == "running"
-    assert store.succeed(record.id, {"content": "first"})
-    assert not store.succeed(record.id, {"content": "second"})
+    assert store.succeed(record.id, _result("first"))
+    assert not store.succeed(record.id, _result("second"))
     assert not store.fail(record.id, InvalidImage("late"))
     assert leases.take(record.id, "prepare") is None
-    job = store.get(record.id, tenant="t1").public()
+    job = responses.job_object(store.get(record.id, tenant="t1"))
     assert job["status"] == "succeeded"
-    assert job["result"] == {"content": "first"}
+    assert job["result"] == _result("first")
     assert job["error"] is None
 
 
@@ -86,7 +92,7 @@ def test_concurrent_finishes_record_exactly_one(store: JobStore) -> None:
 
     def finish(n: int) -> None:
         barrier.wait()
-        outcomes.append(store.succeed(record.id, {"content": str(n)}))
+        outcomes.append(store.succeed(record.id, _result(str(n))))
 
     threads = [threading.Thread(target=finish, args=(n,)) for n in range(8)]
     for t in threads:
@@ -98,7 +104,7 @@ def test_concurrent_finishes_record_exactly_one(store: JobStore) -> None:
 
 def test_wait_returns_when_the_job_finishes(store: JobStore) -> None:
     record = _new(store)
-    threading.Timer(0.3, store.succeed, args=(record.id, {"content": "done"})).start()
+    threading.Timer(0.3, store.succeed, args=(record.id, _result("done"))).start()
     started = time.monotonic()
     waited = store.wait(record.id, tenant="t1", timeout=10)
     elapsed = time.monotonic() - started

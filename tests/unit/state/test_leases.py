@@ -9,6 +9,7 @@ import redis
 
 from tests.conftest import bare_job
 from tests.unit.state.clock import Clock
+from visionq import responses
 from visionq.errors import InvalidImage
 from visionq.state import keys
 from visionq.state.jobs import JobStore
@@ -45,7 +46,7 @@ def test_upstream_needs_a_prepared_job_handed_on(redis_db) -> None:
     assert leases.take(record.id, "upstream") is None  # prepare still holds it
     leases.release(record.id, look_in=30)
     assert leases.take(record.id, "upstream") == 1
-    assert jobs.get(record.id, tenant="t").public()["attempts"] == 1
+    assert responses.job_object(jobs.get(record.id, tenant="t"))["attempts"] == 1
 
 
 def test_a_late_renewal_does_not_take_back_a_handed_on_job(redis_db) -> None:

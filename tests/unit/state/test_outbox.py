@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from tests.conftest import bare_job
+from visionq import responses
 from visionq.state.jobs import JobStore
 from visionq.state.outbox import Outbox
 from visionq.state.records import JobRecord
@@ -15,10 +16,15 @@ from visionq.state.records import JobRecord
 REDIS_DB = 7
 
 
+def _result(content: str) -> dict[str, object]:
+    """A result in the shape the upstream step stores (models.Result)."""
+    return {"content": content, "usage": {}, "response": {}}
+
+
 def _finished_job(redis_db: redis.Redis) -> tuple[JobStore, JobRecord]:
     jobs = JobStore(redis_db, ttl=600, queued_grace=300)
     record = bare_job(jobs, webhook_url="http://127.0.0.1:9/hook")
-    jobs.succeed(record.id, {"content": "x"})  # puts it in the outbox, due now
+    jobs.succeed(record.id, _result("x"))  # puts it in the outbox, due now
     return jobs, record
 
 
@@ -46,7 +52,7 @@ def test_a_redelivery_during_an_attempt_is_not_lost(redis_db: redis.Redis) -> No
         record.id, {**state, "status": "delivered", "attempts": 1}, next_due=None
     )
     assert not settled
-    webhook = jobs.get(record.id, tenant="t").public()["webhook"]
+    webhook = responses.job_object(jobs.get(record.id, tenant="t"))["webhook"]
     assert webhook["status"] == "pending"
     assert webhook["attempts"] == 0
     assert outbox.due_at(record.id) is not None
@@ -59,6 +65,8 @@ def test_settle_writes_state_and_schedule_together(redis_db: redis.Redis) -> Non
     due = time.time() + 300
     assert outbox.settle(record.id, {**state, "attempts": 1, "last_status_code": 500}, next_due=due)
     assert outbox.due_at(record.id) == pytest.approx(due)
-    assert jobs.get(record.id, tenant="t").public()["webhook"]["last_status_code"] == 500
+    assert (
+        responses.job_object(jobs.get(record.id, tenant="t"))["webhook"]["last_status_code"] == 500
+    )
     assert outbox.settle(record.id, {**state, "status": "delivered", "attempts": 2}, next_due=None)
     assert outbox.due_at(record.id) is None
