@@ -12,7 +12,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,10 @@ import pytest
 import requests
 from flask import Flask
 from PIL import Image
-from werkzeug.serving import make_server
 
 from simulator import UNLIMITED, RateLimits, create_app
-from tests.conftest import CORPUS, data_url
+from tests.support import CORPUS, data_url
+from tests.support.servers import serving, wsgi_server
 from visionq import tokens
 from visionq.settings import MIMO_MAX_IMAGE_BYTES
 
@@ -36,18 +36,9 @@ OPENAI = "/v1/chat/completions"
 ANTHROPIC = "/anthropic/v1/messages"
 
 
-@contextmanager
-def running(app: Flask) -> Iterator[str]:
+def running(app: Flask) -> AbstractContextManager[str]:
     """The app on a free loopback port in a background thread; yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    return serving(wsgi_server(app))
 
 
 @pytest.fixture(scope="module")

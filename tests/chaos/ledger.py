@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from tests.conftest import Receiver, Stack
+from tests.support import Receiver, Stack
 from visionq.waiting import DONE_CHANNEL
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import CORPUS, Process, Stack, data_url, running_stack
+from tests.support import CORPUS, Process, Stack, data_url, running_stack
 from visionq.redisserver import RedisServer
 
 pytestmark = pytest.mark.chaos

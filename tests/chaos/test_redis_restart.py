@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from tests.chaos.ledger import Ledger
-from tests.conftest import CORPUS, Receiver, Stack, data_url
+from tests.support import CORPUS, Receiver, Stack, data_url
 from visionq.redisserver import RedisServer
 
 pytestmark = pytest.mark.chaos

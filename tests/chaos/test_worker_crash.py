@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.chaos.ledger import Ledger
-from tests.conftest import CORPUS, Process, Receiver, Stack, data_url
+from tests.support import CORPUS, Process, Receiver, Stack, data_url
 
 pytestmark = pytest.mark.chaos
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import CORPUS, KEYS, Receiver, Stack, data_url, stack_env, start_api
+from tests.support import CORPUS, KEYS, Receiver, Stack, data_url, stack_env, start_api
 from visionq.redisserver import free_port
 from visionq.settings import MIMO_MAX_IMAGE_BYTES
 

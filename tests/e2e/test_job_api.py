@@ -9,7 +9,7 @@ from pathlib import Path
 import requests
 from PIL import Image
 
-from tests.conftest import CORPUS, Stack, data_url
+from tests.support import CORPUS, Stack, data_url
 from visionq import tokens
 from visionq.settings import MIMO_MAX_IMAGE_BYTES
 

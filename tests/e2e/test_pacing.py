@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.conftest import CORPUS, Stack, data_url, running_stack
+from tests.support import CORPUS, Stack, data_url, running_stack
 from visionq.redisserver import RedisServer
 
 PNG = data_url(CORPUS / "good" / "hopper.png")

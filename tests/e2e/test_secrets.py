@@ -7,7 +7,7 @@ import base64
 import pytest
 import redis
 
-from tests.conftest import CORPUS, KEYS, SIM_KEY, WEBHOOK_BODIES, WEBHOOK_SECRET, Stack, data_url
+from tests.support import CORPUS, KEYS, SIM_KEY, WEBHOOK_BODIES, WEBHOOK_SECRET, Stack, data_url
 
 SECRETS = {
     "MIMO_API_KEY": SIM_KEY,

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.brokenserver import BrokenImageServer
-from tests.conftest import CORPUS, Stack, running_stack
+from tests.support import CORPUS, Stack, running_stack
+from tests.support.brokenserver import BrokenImageServer
 from visionq.pipeline import MAX_PREPARE_ATTEMPTS
 from visionq.redisserver import RedisServer
 

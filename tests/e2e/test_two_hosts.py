@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import (
+from tests.support import (
     CORPUS,
     SIM_KEY,
     Process,
@@ -24,7 +24,7 @@ from tests.conftest import (
     start_api,
     wait_for_http,
 )
-from tests.s3server import S3Server, running_s3
+from tests.support.s3server import S3Server, running_s3
 from visionq.redisserver import RedisServer, free_port
 
 REDIS_DB = 14

@@ -14,7 +14,7 @@ import redis
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from tests.conftest import CORPUS, WEBHOOK_SECRET, Receiver, Stack, bare_job, data_url
+from tests.support import CORPUS, WEBHOOK_SECRET, Receiver, Stack, bare_job, data_url
 from visionq.jobs import JobStore
 
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")

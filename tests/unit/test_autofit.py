@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import SIM_KEY
+from tests.support import SIM_KEY
 from visionq import images, pipeline, tokens
 from visionq.errors import InvalidImage
 from visionq.intake import Intake

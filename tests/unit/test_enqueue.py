@@ -10,7 +10,7 @@ from pathlib import Path
 import redis
 from celery import Celery
 
-from tests.conftest import CORPUS, Stack, bare_job, data_url
+from tests.support import CORPUS, Stack, bare_job, data_url
 from visionq.intake import Intake
 from visionq.jobs import JobStore
 from visionq.models import JobRequest

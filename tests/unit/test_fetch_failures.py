@@ -3,7 +3,7 @@
 A URL's body is read while it is written into the store, so both can fail in one loop.
 The server's failures (a deadline, a reset, a body cut short) must fail the job as
 `invalid_image_url`, counted, at once; only our storage's (a full disk) are an outage,
-handed back uncounted. Real servers on loopback (tests/brokenserver.py), a real full
+handed back uncounted. Real servers on loopback (tests/support/brokenserver.py), a real full
 filesystem (a 256 KiB tmpfs), real Redis, the real stores; nothing of visionq stood in for.
 """
 
@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.brokenserver import BrokenImageServer
-from tests.conftest import CORPUS
-from tests.s3server import Backend, file_backend, s3_backend
+from tests.support import CORPUS
+from tests.support.brokenserver import BrokenImageServer
+from tests.support.s3server import Backend, file_backend, s3_backend
 from visionq import pipeline
 from visionq.errors import InvalidImageUrl, Unavailable
 from visionq.intake import Intake
@@ -38,7 +38,7 @@ from visionq.urlfetch import UrlFetcher
 REDIS_DB = 4
 DEADLINE = 2.0
 IMAGE = (CORPUS / "good" / "hopper.png").read_bytes()
-#: What the server says, in our words, for each way it breaks off (tests/brokenserver.py).
+#: What the server says, in our words, for each way it breaks off (tests/support/brokenserver.py).
 BROKEN_OFF = [
     ("trickle", "timed out after 2 s"),
     ("short", "closed the connection before the whole image arrived"),

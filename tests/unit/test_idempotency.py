@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.conftest import bare_job
+from tests.support import bare_job
 from visionq.errors import Conflict
 from visionq.idempotency import IdempotencyKeys
 from visionq.jobs import JobStore

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.conftest import bare_job
+from tests.support import bare_job
 from visionq.errors import InvalidImage, NotFound, Unavailable
 from visionq.jobs import MAX_LIST_SCAN, JobRecord, JobStore
 from visionq.leases import Leases

@@ -6,7 +6,7 @@ import time
 
 import redis
 
-from tests.conftest import bare_job
+from tests.support import bare_job
 from visionq.errors import InvalidImage
 from visionq.jobs import LEASES_KEY, PACE_PREFIX, JobRecord, JobStore
 from visionq.leases import Expired, LeaseKeeper, Leases

@@ -7,7 +7,7 @@ import time
 import pytest
 import redis
 
-from tests.conftest import bare_job
+from tests.support import bare_job
 from visionq.jobs import JobRecord, JobStore
 from visionq.outbox import Outbox
 

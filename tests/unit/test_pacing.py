@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-from tests.conftest import bare_job
+from tests.support import bare_job
 from visionq.jobs import JobStore
 from visionq.leases import LeaseKeeper, Leases
 from visionq.pacing import Pacer, rpm_item

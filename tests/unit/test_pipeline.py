@@ -11,7 +11,7 @@ import pytest
 import redis
 import requests
 
-from tests.conftest import CORPUS, SIM_KEY, Stack
+from tests.support import CORPUS, SIM_KEY, Stack
 from visionq import pipeline
 from visionq.errors import ContextLengthExceeded
 from visionq.intake import Intake

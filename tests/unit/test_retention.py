@@ -10,8 +10,8 @@ import time
 import redis
 from PIL import Image
 
-from tests.conftest import bare_job
-from tests.s3server import Backend
+from tests.support import bare_job
+from tests.support.s3server import Backend
 from visionq import retention
 from visionq.errors import InvalidImage
 from visionq.intake import Intake

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.s3server import Backend, file_backend
+from tests.support.s3server import Backend, file_backend
 from visionq.errors import PayloadTooLarge
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import redis
 
-from tests.conftest import bare_job
+from tests.support import bare_job
 from visionq.jobs import JobStore, job_key
 from visionq.leases import Leases
 from visionq.queues import PREPARE_QUEUE, PREPARE_TASK, UPSTREAM_QUEUE, UPSTREAM_TASK
