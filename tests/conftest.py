@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from tests.support import CORPUS, Receiver, Stack, running_stack
+from tests.support.databases import Databases
 from tests.support.servers import http_server, serving
 from visionq.redisserver import RedisServer
 
@@ -52,12 +53,23 @@ def image_server() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def redis_databases(redis_server: RedisServer) -> Databases:
+    """The session Redis's spare databases; a module's own stack `take`s one."""
+    return Databases(redis_server.url)
+
+
 @pytest.fixture
-def redis_db(redis_server: RedisServer, request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
-    """A flushed database of the session's Redis, numbered by the module's `REDIS_DB`, so
-    modules whose keys are global (leases, outbox) never see each other's."""
-    conn = redis.Redis.from_url(redis_server.url.replace("/0", f"/{request.module.REDIS_DB}"))
-    conn.flushdb()
+def redis_url(redis_databases: Databases) -> Iterator[str]:
+    """A database of the session's Redis for this test alone, empty at its start and
+    flushed at its end; for tests that hand a URL to what they start (a runtime, Celery)."""
+    with redis_databases.lease() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_db(redis_url: str) -> Iterator[redis.Redis]:
+    """A client of this test's own database (the one `redis_url` names, if asked too)."""
+    conn = redis.Redis.from_url(redis_url)
     yield conn
-    conn.flushdb()
     conn.close()

@@ -10,8 +10,6 @@ from visionq.errors import Conflict
 from visionq.idempotency import IdempotencyKeys
 from visionq.jobs import JobStore
 
-REDIS_DB = 8
-
 
 def _create(jobs: JobStore, remember: tuple[str, str, int]) -> str:
     return bare_job(jobs, remember=remember).id

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -17,12 +16,8 @@ from visionq.redisserver import RedisServer, durability_warnings, free_port
 
 
 @pytest.fixture
-def store(redis_server: RedisServer) -> Iterator[JobStore]:
-    client = redis.Redis.from_url(redis_server.url.replace("/0", "/5"))
-    client.flushdb()
-    yield JobStore(client, ttl=120, queued_grace=300)
-    client.flushdb()
-    client.close()
+def store(redis_db: redis.Redis) -> JobStore:
+    return JobStore(redis_db, ttl=120, queued_grace=300)
 
 
 def _new(store: JobStore, tenant: str = "t1") -> JobRecord:

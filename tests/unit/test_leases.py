@@ -11,8 +11,6 @@ from visionq.errors import InvalidImage
 from visionq.jobs import LEASES_KEY, PACE_PREFIX, JobRecord, JobStore
 from visionq.leases import Expired, LeaseKeeper, Leases
 
-REDIS_DB = 6
-
 
 def _job(redis_db: redis.Redis, grace: float = 600) -> tuple[JobStore, JobRecord]:
     jobs = JobStore(redis_db, ttl=600, queued_grace=grace)

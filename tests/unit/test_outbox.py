@@ -11,8 +11,6 @@ from tests.support import bare_job
 from visionq.jobs import JobRecord, JobStore
 from visionq.outbox import Outbox
 
-REDIS_DB = 7
-
 
 def _finished_job(redis_db: redis.Redis) -> tuple[JobStore, JobRecord]:
     jobs = JobStore(redis_db, ttl=600, queued_grace=300)

@@ -15,7 +15,6 @@ from visionq.leases import LeaseKeeper, Leases
 from visionq.pacing import Pacer, rpm_item
 from visionq.settings import Settings
 
-REDIS_DB = 10
 MODEL = "mimo-v2.5"
 
 

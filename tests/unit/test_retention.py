@@ -19,8 +19,6 @@ from visionq.jobs import JobRecord, JobStore
 from visionq.models import JobRequest
 from visionq.settings import Settings
 
-REDIS_DB = 13
-
 
 def _job(jobs: JobStore, backend: Backend, image: bytes, *, body: bool = True) -> JobRecord:
     """A job with one stored image and, as after its prepare, a body."""
