@@ -8,7 +8,15 @@ helpers (`s3server`, `brokenserver`, `pngcraft`, `servers`) from their own modul
 from tests.support.corpus import CORPUS, data_url
 from tests.support.jobs import bare_job
 from tests.support.processes import Process, stop_process, wait_for_http
-from tests.support.stack import KEYS, SIM_KEY, Stack, running_stack, stack_env, start_api
+from tests.support.stack import (
+    KEYS,
+    SIM_KEY,
+    Stack,
+    bearer,
+    running_stack,
+    stack_env,
+    start_api,
+)
 from tests.support.webhooks import WEBHOOK_BODIES, WEBHOOK_SECRET, Delivery, Receiver
 
 __all__ = [
@@ -22,6 +30,7 @@ __all__ = [
     "Receiver",
     "Stack",
     "bare_job",
+    "bearer",
     "data_url",
     "running_stack",
     "stack_env",

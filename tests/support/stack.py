@@ -31,6 +31,11 @@ SIM_KEY = "sim-test-key"
 KEYS = {"alice": "key-alice", "bob": "key-bob", "carol": "key-carol"}
 
 
+def bearer(tenant: str) -> dict[str, str]:
+    """The headers of a request made with `tenant`'s key."""
+    return {"Authorization": f"Bearer {KEYS[tenant]}"}
+
+
 @dataclass
 class Stack:
     """The running stack: its URLs, its environment, and helpers to talk to it."""
@@ -44,7 +49,7 @@ class Stack:
 
     def session(self, tenant: str = "alice") -> requests.Session:
         http = requests.Session()
-        http.headers["Authorization"] = f"Bearer {KEYS[tenant]}"
+        http.headers.update(bearer(tenant))
         return http
 
     def submit(self, body: dict[str, Any], tenant: str = "alice") -> requests.Response:
