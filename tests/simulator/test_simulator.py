@@ -430,14 +430,26 @@ def test_tokens_per_minute_are_counted_from_the_images() -> None:
         _error(_post(url + OPENAI, _chat("x", data_url(PNG))), 429)
 
 
+def _admitted(url: str) -> bool:
+    """The simulator has let a call in (counted against its limits); it is in flight
+    until it answers, which `requests` only counts once it has."""
+    stats = requests.get(url + "/_sim/stats", timeout=10).json()
+    return stats["first_admitted"] is not None and stats["requests"] == 0
+
+
 def test_calls_in_flight_over_the_concurrency_cap_are_429() -> None:
     with running(create_app(api_key=KEY, limits=RateLimits(concurrency=1))) as url:
-        slow = threading.Thread(target=_post, args=(url + OPENAI, _chat("[sim:latency=1]")))
+        slow = threading.Thread(target=_post, args=(url + OPENAI, _chat("[sim:latency=2]")))
         slow.start()
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while not _admitted(url):
+            assert time.monotonic() < deadline, "the slow call was never let in"
+            time.sleep(0.01)
         refused = _post(url + OPENAI, _chat("meanwhile"))
+        in_flight_throughout = slow.is_alive()
         slow.join()
         after = _post(url + OPENAI, _chat("after"))
+    assert in_flight_throughout  # else the refusal below would not be about the slow call
     assert refused.status_code == 429
     assert after.status_code == 200
 
