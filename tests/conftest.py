@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import http.server
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -18,9 +19,19 @@ from tests.support.databases import Databases
 from tests.support.servers import http_server, serving
 from visionq.redisserver import RedisServer
 
+#: The folders of tests/ whose name is also the marker of every test in them (pyproject.toml
+#: lists them), so that `pytest -m "not chaos"` or `-m "unit or service"` picks by kind.
+KINDS = ("unit", "service", "simulator", "e2e", "chaos", "fuzz")
+TESTS = Path(__file__).resolve().parent
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `last` look at what the whole session produced: run them at the end."""
+    """Mark each test by the folder it is in; then run the tests marked `last`, which look
+    at what the whole session produced, at the end."""
+    for item in items:
+        folder = item.path.resolve().relative_to(TESTS).parts[0]
+        if folder in KINDS:
+            item.add_marker(folder)
     items.sort(key=lambda item: item.get_closest_marker("last") is not None)
 
 

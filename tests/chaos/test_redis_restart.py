@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import requests
 
 from tests.chaos.ledger import Ledger
 from tests.support import CORPUS, Receiver, Stack, data_url
 from visionq.redisserver import RedisServer
 
-pytestmark = pytest.mark.chaos
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")
 
 

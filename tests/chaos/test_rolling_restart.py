@@ -7,12 +7,9 @@ import threading
 import time
 from collections import Counter
 
-import pytest
-
 from tests.chaos.ledger import Ledger
 from tests.support import CORPUS, Receiver, Stack, data_url
 
-pytestmark = pytest.mark.chaos
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")
 
 
