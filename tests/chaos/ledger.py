@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from tests.conftest import Receiver, Stack
+from tests.support import Receiver, Stack
 from visionq.state.keys import DONE_CHANNEL
 
 
@@ -76,7 +76,8 @@ class Ledger:
         terminal = [j for j in jobs if j["status"] in ("succeeded", "failed", "canceled")]
         assert [j["status"] for j in jobs] == ["succeeded"] * n, jobs
         assert {i: self.writes[i] for i in self.ids} == dict.fromkeys(self.ids, 1)
-        assert self.stack.upstream_calls() - self.calls_before == calls
+        made = self.stack.upstream_calls() - self.calls_before
+        assert made == calls, f"{made} upstream calls, not {calls}:\n{self.stack.logs()}"
         for delivery in self.receiver.deliveries:
             event = delivery.verified
             assert not isinstance(event, Exception), event

@@ -1,6 +1,6 @@
 """A stack whose workers are one `visionq worker` for every queue, as on a single host.
 
-`running_stack` (tests/conftest.py) runs a worker per queue; the tests here are about the
+`running_stack` (tests/support/stack.py) runs a worker per queue; the tests here are about the
 all-queues command itself (its supervisor, its children), so they need it to be the only
 worker. Each such stack has a Redis of its own, which a test may stop or fill.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SIM_KEY, Process, Stack, stack_env, start_api, wait_for_http
+from tests.support import SIM_KEY, Process, Stack, stack_env, start_api, wait_for_http
 from visionq.redisserver import RedisServer, free_port
 
 

@@ -17,10 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import CORPUS, Process, Stack, data_url, running_stack
+from tests.support import CORPUS, Process, Stack, data_url, running_stack
 from visionq.redisserver import RedisServer
 
-pytestmark = pytest.mark.chaos
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")
 JOBS = 24
 LEASE, SWEEP = 3.0, 0.2

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import requests
 
 from tests.chaos.ledger import Ledger
-from tests.conftest import CORPUS, Receiver, Stack, data_url
+from tests.support import CORPUS, Receiver, Stack, data_url
 from visionq.redisserver import RedisServer
 
-pytestmark = pytest.mark.chaos
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")
 
 
 def test_a_redis_restart_loses_no_job(
-    stack: Stack, redis_server: RedisServer, receiver: Receiver
+    stack: Stack, chaos_redis: RedisServer, receiver: Receiver
 ) -> None:
     n = 10
     ledger = Ledger(stack, receiver)
     ids = [ledger.submit(f"r{i} [sim:latency=1]", JPEG) for i in range(n)]
-    redis_server.stop()
+    chaos_redis.stop()
     stopped_at = time.monotonic()
     with stack.session() as http:
         down = http.get(f"{stack.base_url}/v1/jobs/{ids[0]}", timeout=30)
@@ -31,7 +29,7 @@ def test_a_redis_restart_loses_no_job(
     assert int(down.headers["Retry-After"]) > 0
     assert ready.status_code == 503
     time.sleep(3)
-    redis_server.start()
+    chaos_redis.start()
     finished = ledger.settle(timeout=120)
     # Calls answered while Redis was down are recorded once it is back (their workers hold
     # the answers and the sweeper gives them a lease to do so), not made again.

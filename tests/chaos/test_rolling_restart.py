@@ -5,13 +5,11 @@ from __future__ import annotations
 import signal
 import threading
 import time
-
-import pytest
+from collections import Counter
 
 from tests.chaos.ledger import Ledger
-from tests.conftest import CORPUS, Receiver, Stack, data_url
+from tests.support import CORPUS, Receiver, Stack, data_url
 
-pytestmark = pytest.mark.chaos
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")
 
 
@@ -20,7 +18,15 @@ def test_sigterm_every_worker_during_load(stack: Stack, receiver: Receiver) -> N
     ledger = Ledger(stack, receiver)
     for i in range(n):
         ledger.submit(f"t{i} [sim:latency=1]", JPEG)
-    time.sleep(0.5)  # some preparing, some calling, most still queued
+    deadline = time.monotonic() + 30
+    with stack.session() as http:
+        while True:  # a call under way, which the SIGTERM must let finish rather than drop
+            jobs = [http.get(f"{stack.base_url}/v1/jobs/{i}").json() for i in ledger.ids]
+            if any(j["status"] == "running" and j["attempts"] >= 1 for j in jobs):
+                break
+            assert time.monotonic() < deadline, stack.logs()
+            time.sleep(0.05)
+    statuses = Counter(j["status"] for j in jobs)
     restarts = [
         threading.Thread(target=stack.kill_and_replace, args=(name, signal.SIGTERM))
         for name in ("worker-prepare", "worker-upstream", "worker-webhooks")
@@ -32,4 +38,5 @@ def test_sigterm_every_worker_during_load(stack: Stack, receiver: Receiver) -> N
         t.join()
     finished = ledger.settle(timeout=120)
     # Running calls were finished, not dropped and made again.
-    print("\n" + ledger.check(finished, calls=n, label="rolling restart", since=started))
+    summary = ledger.check(finished, calls=n, label="rolling restart", since=started)
+    print(f"\nSIGTERM with jobs {dict(statuses)}; {summary}")

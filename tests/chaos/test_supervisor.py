@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.chaos.onehost import log_lines, one_worker_stack, process, queue_child, zombies
-from tests.conftest import CORPUS, Stack, data_url
+from tests.support import CORPUS, Stack, data_url
 from visionq.redisserver import RedisServer
 
 pytestmark = pytest.mark.chaos

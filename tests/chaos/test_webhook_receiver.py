@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from tests.chaos.ledger import Ledger
-from tests.conftest import CORPUS, Receiver, Stack, data_url
+from tests.support import CORPUS, Receiver, Stack, data_url
 
-pytestmark = pytest.mark.chaos
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")
 
 

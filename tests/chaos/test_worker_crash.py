@@ -7,13 +7,11 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from tests.chaos.ledger import Ledger
-from tests.conftest import CORPUS, Process, Receiver, Stack, data_url
+from tests.support import CORPUS, Process, Receiver, Stack, data_url
 
-pytestmark = pytest.mark.chaos
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")
 
 

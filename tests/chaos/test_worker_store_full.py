@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from tests.chaos.onehost import log_lines, one_worker_stack, process, queue_child
-from tests.conftest import CORPUS, Stack, data_url
+from tests.support import CORPUS, Stack, data_url
 from visionq.queues import PREPARE_LIST, QUEUES
 from visionq.redisserver import RedisServer
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import CORPUS, KEYS, Stack, data_url
+from tests.support import CORPUS, KEYS, Stack, data_url
 from visionq.client import Client
 from visionq.redisserver import free_port
 

@@ -9,7 +9,7 @@ from itertools import islice
 
 import pytest
 
-from tests.conftest import CORPUS, KEYS, WEBHOOK_SECRET, Receiver, Stack, data_url
+from tests.support import CORPUS, KEYS, WEBHOOK_SECRET, Receiver, Stack, data_url
 from visionq import Client
 from visionq.client import (
     ApiError,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import CORPUS, KEYS, Receiver, Stack, data_url, stack_env, start_api
+from tests.support import CORPUS, KEYS, Receiver, Stack, data_url, stack_env, start_api
 from visionq.redisserver import free_port
 from visionq.settings import MIMO_MAX_IMAGE_BYTES
 
@@ -46,6 +46,11 @@ def test_api_key_header_is_accepted(stack: Stack) -> None:
         timeout=10,
     )
     assert response.status_code == 202
+    job_id = response.json()["id"]
+    # bob's job, the same as one made with bob's bearer key: his to read, not alice's.
+    assert stack.wait(job_id, tenant="bob")["status"] == "succeeded"
+    with stack.session("alice") as alice:
+        assert alice.get(f"{stack.base_url}/v1/jobs/{job_id}").status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -267,7 +272,10 @@ def test_a_lone_surrogate_in_the_prompt_does_not_break_the_job(stack: Stack) -> 
             f"{stack.base_url}/v1/jobs", data=body, headers={"Content-Type": "application/json"}
         )
     assert response.status_code == 202, response.text
-    assert stack.wait(response.json()["id"])["status"] in ("succeeded", "failed")
+    job = stack.wait(response.json()["id"])
+    assert job["status"] == "succeeded", job["error"]
+    # The text reached the upstream as it was sent, the lone surrogate included.
+    assert job["result"]["content"].endswith("text: x \ud800 y")
 
 
 @pytest.fixture(scope="module")

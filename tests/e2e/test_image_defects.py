@@ -15,9 +15,8 @@ import pytest
 import requests
 from PIL import Image, ImageChops, ImageStat
 
-from tests import pngcraft
-from tests.conftest import CORPUS, Process, Stack
-from tests.pngcraft import MB
+from tests.support import CORPUS, Process, Stack, pngcraft
+from tests.support.pngcraft import MB
 from visionq import tokens
 
 PARAM = "messages[0].content[0].image_url.url"

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import requests
 from PIL import Image
 
-from tests.conftest import CORPUS, Stack, data_url
+from tests.support import CORPUS, Stack, data_url
 from visionq import tokens
 from visionq.settings import MIMO_MAX_IMAGE_BYTES
 
@@ -23,13 +27,26 @@ def _slow_job(stack: Stack, seconds: float = 3, tenant: str = "alice") -> str:
     return response.json()["id"]
 
 
-def _wait_running(stack: Stack, job_id: str) -> None:
+def _poll(what: str, done: Callable[[], bool], stack: Stack, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"{what}:\n{stack.logs()}"
+        time.sleep(0.02)
+
+
+def _job(stack: Stack, job_id: str) -> dict[str, Any]:
     with stack.session() as http:
-        for _ in range(200):
-            if http.get(f"{stack.base_url}/v1/jobs/{job_id}").json()["status"] == "running":
-                return
-            threading.Event().wait(0.02)
-    raise AssertionError("the job never started")
+        return http.get(f"{stack.base_url}/v1/jobs/{job_id}").json()
+
+
+def _upstream_answered(stack: Stack, job_id: str) -> bool:
+    """The upstream worker logged the answer to this job's call."""
+    worker = next(p for p in stack.processes if p.name == "worker-upstream")
+    lines = worker.log_path.read_text(errors="replace").splitlines()
+    return any(
+        line.get("job_id") == job_id and line["message"].startswith("upstream answered")
+        for line in (json.loads(text) for text in lines if text.startswith("{"))
+    )
 
 
 # --- cancel -------------------------------------------------------------------------------
@@ -37,13 +54,17 @@ def _wait_running(stack: Stack, job_id: str) -> None:
 
 def test_cancel_a_running_job_discards_its_answer(stack: Stack) -> None:
     job_id = _slow_job(stack, 2)
-    _wait_running(stack, job_id)
+    _poll("the job in its upstream call", lambda: _job(stack, job_id)["attempts"] >= 1, stack)
     with stack.session() as http:
         response = http.post(f"{stack.base_url}/v1/jobs/{job_id}/cancel")
     assert response.status_code == 200
     assert response.json()["status"] == "canceled"
     assert response.json()["error"]["type"] == "canceled"
-    threading.Event().wait(3)  # the upstream answers meanwhile; it must be thrown away
+    # The upstream answers meanwhile; it must be thrown away. The worker is done with the
+    # job once it has deleted the prepared body, right after it tried to record the answer.
+    _poll("the upstream's answer", lambda: _upstream_answered(stack, job_id), stack)
+    body = stack.storage_root / "bodies" / job_id
+    _poll("the worker done with the job", lambda: not body.exists(), stack)
     job = stack.wait(job_id)
     assert job["status"] == "canceled"
     assert job["result"] is None
@@ -331,5 +352,8 @@ def test_tokens_refuses_urls_and_non_images(stack: Stack) -> None:
             f"{stack.base_url}/v1/tokens",
             json={"prompt": "x", "images": [data_url(CORPUS / "other/hopper.tif", "image/png")]},
         )
-    assert url.status_code == 400
-    assert tif.status_code == 415
+    image = "messages[0].content[0].image_url.url"  # the shorthand's one image, named
+    assert (url.status_code, url.json()["error"]["type"]) == (400, "invalid_request")
+    assert url.json()["error"]["param"] == image
+    assert (tif.status_code, tif.json()["error"]["type"]) == (415, "unsupported_media_type")
+    assert tif.json()["error"]["param"] == image

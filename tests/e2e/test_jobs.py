@@ -10,7 +10,7 @@ from pathlib import Path
 import requests
 from PIL import Image
 
-from tests.conftest import CORPUS, Stack, data_url
+from tests.support import CORPUS, Stack, data_url
 from visionq import tokens
 
 GOOD = CORPUS / "good"

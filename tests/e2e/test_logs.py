@@ -11,7 +11,7 @@ from typing import Any
 
 import requests
 
-from tests.conftest import CORPUS, Receiver, Stack, data_url
+from tests.support import CORPUS, Receiver, Stack, data_url
 
 #: The stack's processes whose output is ours from the first line (the simulator's is not).
 OURS = ("api", "worker-prepare", "worker-upstream", "worker-webhooks", "sweeper")

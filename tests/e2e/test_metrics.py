@@ -21,7 +21,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import (
+from tests.support import (
     CORPUS,
     KEYS,
     SIM_KEY,

@@ -8,17 +8,17 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.conftest import CORPUS, Stack, data_url, running_stack
-from visionq.redisserver import RedisServer
+from tests.support import CORPUS, Stack, data_url, running_stack
+from tests.support.databases import Databases
 
 PNG = data_url(CORPUS / "good" / "hopper.png")
 RPM = 120  # 2 calls a second
 
 
 @pytest.fixture(scope="module")
-def paced(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def paced(redis_databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(
-        redis_server.url.replace("/0", "/9"),
+        redis_databases.take(),
         tmp_path_factory,
         simulator_args=("--rpm", str(RPM)),
         upstream_workers=2,

@@ -7,7 +7,8 @@ import base64
 import pytest
 import redis
 
-from tests.conftest import CORPUS, KEYS, SIM_KEY, WEBHOOK_BODIES, WEBHOOK_SECRET, Stack, data_url
+from tests.support import CORPUS, KEYS, SIM_KEY, WEBHOOK_BODIES, WEBHOOK_SECRET, Stack, data_url
+from tests.support.databases import Databases
 
 SECRETS = {
     "MIMO_API_KEY": SIM_KEY,
@@ -33,12 +34,12 @@ def test_an_upstream_error_that_echoes_our_key_is_scrubbed(stack: Stack) -> None
 
 @pytest.mark.last
 def test_no_secret_in_any_log_redis_value_or_webhook_body(
-    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+    stack: Stack, redis_databases: Databases, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     logs = sorted(tmp_path_factory.getbasetemp().rglob("*.log"))
     places: dict[str, bytes] = {str(path): path.read_bytes() for path in logs}
-    for db in range(16):
-        client = redis.Redis.from_url(stack.redis_url.replace("/0", f"/{db}"))
+    for db in range(redis_databases.count):
+        client = redis.Redis.from_url(redis_databases.url(db))
         for key in client.scan_iter(count=1000):
             kind = client.type(key)
             if kind == b"string":

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from tests.conftest import CORPUS, KEYS, Process, Stack, data_url, wait_for_http
+from tests.support import CORPUS, KEYS, Process, Stack, data_url, wait_for_http
 from visionq.redisserver import free_port
 
 THREADS = 16

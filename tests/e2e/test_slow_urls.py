@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.brokenserver import BrokenImageServer
-from tests.conftest import CORPUS, Stack, running_stack
+from tests.support import CORPUS, Stack, running_stack
+from tests.support.brokenserver import BrokenImageServer
+from tests.support.databases import Databases
 from visionq.pipeline import MAX_PREPARE_ATTEMPTS
-from visionq.redisserver import RedisServer
 
 FETCH_TIMEOUT = 3.0
 LEASE = 3.0  # VISIONQ_JOB_LEASE in the test stack
@@ -37,10 +37,10 @@ def broken() -> Iterator[BrokenImageServer]:
 
 @pytest.fixture(scope="module")
 def slow_stack(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    redis_databases: Databases, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     with running_stack(
-        redis_server.url.replace("/0", "/11"),
+        redis_databases.take(),
         tmp_path_factory,
         VISIONQ_URL_FETCH_TIMEOUT=str(FETCH_TIMEOUT),
     ) as stack:

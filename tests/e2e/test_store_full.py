@@ -17,7 +17,7 @@ import pytest
 import redis
 import requests
 
-from tests.conftest import CORPUS, Stack, data_url, running_stack
+from tests.support import CORPUS, Stack, data_url, running_stack
 from visionq.redisserver import RedisServer
 from visionq.state.redis import STORE_FULL_MESSAGE
 

@@ -16,7 +16,7 @@ import redis
 import requests
 from PIL import Image
 
-from tests.conftest import CORPUS, Stack, data_url
+from tests.support import CORPUS, Stack, data_url
 from visionq.intake import MAX_MESSAGES_PER_JOB, MAX_PARTS_PER_JOB
 from visionq.settings import Settings
 from visionq.state.jobs import request_body_name

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import redis
 
-from tests.conftest import (
+from tests.support import (
     CORPUS,
     SIM_KEY,
     Process,
@@ -24,10 +23,10 @@ from tests.conftest import (
     start_api,
     wait_for_http,
 )
-from tests.s3server import S3Server, running_s3
-from visionq.redisserver import RedisServer, free_port
+from tests.support.databases import Databases
+from tests.support.s3server import S3Server, running_s3
+from visionq.redisserver import free_port
 
-REDIS_DB = 14
 BUCKET = "visionq-shared"
 PREFIX = "site"
 #: Short, so that a finished job expires within the test; long enough for a job to finish.
@@ -46,10 +45,9 @@ class TwoHosts:
 
 @pytest.fixture(scope="module")
 def hosts(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    redis_databases: Databases, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TwoHosts]:
-    redis_url = redis_server.url.replace("/0", f"/{REDIS_DB}")
-    redis.Redis.from_url(redis_url).flushdb()
+    redis_url = redis_databases.take()
     with running_s3(tmp_path_factory.mktemp("s3")) as s3:
         s3.client().create_bucket(Bucket=BUCKET)
         sim_port = free_port()

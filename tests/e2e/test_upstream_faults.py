@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import CORPUS, Stack, data_url
+from tests.support import CORPUS, Stack, data_url
 
 IMAGE = data_url(CORPUS / "good" / "hopper.jpg")
 

@@ -14,7 +14,7 @@ import redis
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from tests.conftest import CORPUS, WEBHOOK_SECRET, Receiver, Stack, bare_job, data_url
+from tests.support import CORPUS, WEBHOOK_SECRET, Receiver, Stack, bare_job, data_url
 from visionq.state.jobs import JobStore
 
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")
@@ -143,8 +143,15 @@ def test_redeliver_needs_a_finished_job_with_a_webhook(stack: Stack, receiver: R
     with stack.session() as http:
         no_hook = http.post(f"{stack.base_url}/v1/jobs/{plain['id']}/webhook/redeliver")
         unfinished = http.post(f"{stack.base_url}/v1/jobs/{running}/webhook/redeliver")
-    assert no_hook.status_code == 409
-    assert unfinished.status_code == 409
+    # Two different refusals, each saying which it is.
+    for response in (no_hook, unfinished):
+        assert response.status_code == 409
+        assert (response.json()["error"]["type"], response.json()["error"]["param"]) == (
+            "conflict",
+            "id",
+        )
+    assert "has no webhook" in no_hook.json()["error"]["message"]
+    assert "is not finished" in unfinished.json()["error"]["message"]
     _webhook_state(stack, running, {"delivered"})
 
 

@@ -17,8 +17,8 @@ import requests
 from PIL import Image
 from urllib3 import encode_multipart_formdata
 
-from tests.conftest import KEYS, Stack
 from tests.fuzz.contract import error_problems
+from tests.support import KEYS, Stack
 
 AUTH = {"Authorization": f"Bearer {KEYS['alice']}"}
 

@@ -34,8 +34,8 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from service.openapi import openapi_document
-from tests.conftest import KEYS, Stack
 from tests.fuzz.contract import DERANDOMIZE, Tally
+from tests.support import KEYS, Stack
 
 #: Its own tenant, so the jobs it makes do not crowd alice's lists in the other tests.
 AUTH = {"Authorization": f"Bearer {KEYS['bob']}"}

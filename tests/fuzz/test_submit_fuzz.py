@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from urllib3 import encode_multipart_formdata
 
-from tests.conftest import KEYS, Stack
 from tests.fuzz.contract import DERANDOMIZE, Tally
+from tests.support import KEYS, Stack
 from visionq.models import Job, TokenCount
 
 JOBS = "/v1/jobs"

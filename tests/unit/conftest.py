@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.s3server import Backend, S3Server, file_backend, running_s3, s3_backend
+from tests.support.s3server import Backend, S3Server, file_backend, running_s3, s3_backend
 
 
 @pytest.fixture(scope="session")

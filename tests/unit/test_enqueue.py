@@ -10,18 +10,16 @@ from pathlib import Path
 import redis
 from celery import Celery
 
-from tests.conftest import CORPUS, Stack, bare_job, data_url
+from tests.support import CORPUS, Stack, bare_job, data_url
 from visionq.intake import Intake
 from visionq.models import JobRequest
 from visionq.queues import PREPARE_QUEUE, PREPARE_TASK, prepare_message
-from visionq.redisserver import RedisServer
 from visionq.settings import Settings
 from visionq.state.jobs import JobStore
 from visionq.storage import open_store
 from workers.app import create_celery
 from workers.sweeper import claim_stranded_prepares
 
-REDIS_DB = 13
 #: Per message: its own ids, and where it was made; Celery adds a reply queue nobody reads.
 _OWN = {"id", "root_id", "origin", "argsrepr", "correlation_id", "delivery_tag", "reply_to"}
 
@@ -35,15 +33,14 @@ def _without_own(message: dict) -> dict:
     }
 
 
-def _app(redis_server: RedisServer, tmp_path: Path) -> Celery:
-    url = redis_server.url.replace("/0", f"/{REDIS_DB}")
-    return create_celery(Settings(redis_url=url, storage_url=f"file://{tmp_path}"))
+def _app(redis_url: str, tmp_path: Path) -> Celery:
+    return create_celery(Settings(redis_url=redis_url, storage_url=f"file://{tmp_path}"))
 
 
 def test_the_message_is_the_one_celery_sends(
-    redis_server: RedisServer, redis_db: redis.Redis, tmp_path: Path
+    redis_url: str, redis_db: redis.Redis, tmp_path: Path
 ) -> None:
-    _app(redis_server, tmp_path).send_task(PREPARE_TASK, args=["job_x"], queue=PREPARE_QUEUE)
+    _app(redis_url, tmp_path).send_task(PREPARE_TASK, args=["job_x"], queue=PREPARE_QUEUE)
     celerys = json.loads(redis_db.rpop(PREPARE_QUEUE))
     queue, payload = prepare_message("job_x")
     ours = json.loads(payload)
@@ -62,12 +59,12 @@ def test_the_message_is_the_one_celery_sends(
 
 
 def test_a_stranded_fast_path_message_is_claimed_by_the_sweeper(
-    redis_server: RedisServer, redis_db: redis.Redis, tmp_path: Path
+    redis_url: str, redis_db: redis.Redis, tmp_path: Path
 ) -> None:
     job = bare_job(JobStore(redis_db, ttl=600, queued_grace=300), message=prepare_message)
     assert redis_db.llen(PREPARE_QUEUE) == 1  # written with the job, in its transaction
 
-    with _app(redis_server, tmp_path).connection_for_read() as connection:
+    with _app(redis_url, tmp_path).connection_for_read() as connection:
         prepare = connection.SimpleQueue(PREPARE_QUEUE)
         message = prepare.get(timeout=5)  # taken by a kombu consumer and never acknowledged
         assert message.headers["task"] == PREPARE_TASK

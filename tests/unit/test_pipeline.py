@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import requests
 
-from tests.conftest import CORPUS, SIM_KEY, Stack
+from tests.support import CORPUS, SIM_KEY, Stack
 from visionq import pipeline, responses
 from visionq.errors import ContextLengthExceeded
 from visionq.intake import Intake
@@ -21,15 +20,14 @@ from visionq.state.jobs import request_body_name
 from visionq.state.keys import job as job_key
 from visionq.state.leases import Leases
 
-REDIS_DB = 3
 MODEL = "mimo-v2.5"
 
 
-def _runtime(stack: Stack, tmp_path: Path, **settings: Any) -> pipeline.Runtime:
-    """A worker process's runtime on the session's Redis (this module's database) and
+def _runtime(stack: Stack, redis_url: str, tmp_path: Path, **settings: Any) -> pipeline.Runtime:
+    """A worker process's runtime on a database of the session's Redis and the stack's
     simulator, with two upstream attempts, and `settings` on top."""
     defaults: dict[str, Any] = {
-        "redis_url": stack.redis_url.replace("/0", f"/{REDIS_DB}"),
+        "redis_url": redis_url,
         "storage_url": f"file://{tmp_path}",
         "upstream_base_url": f"{stack.simulator_url}/v1",
         "mimo_api_key": SIM_KEY,
@@ -40,8 +38,8 @@ def _runtime(stack: Stack, tmp_path: Path, **settings: Any) -> pipeline.Runtime:
 
 
 @pytest.fixture
-def runtime(stack: Stack, tmp_path: Path, redis_db: redis.Redis) -> pipeline.Runtime:
-    return _runtime(stack, tmp_path)
+def runtime(stack: Stack, redis_url: str, tmp_path: Path) -> pipeline.Runtime:
+    return _runtime(stack, redis_url, tmp_path)
 
 
 def _submit(rt: pipeline.Runtime, prompt: str, *paths: Path) -> str:
@@ -119,10 +117,12 @@ def test_a_large_request_is_read_from_the_store_and_a_lost_one_fails_its_job(
     assert "k" * 100 in job["result"]["content"]
 
 
-def test_a_job_whose_upstream_attempts_keep_dying_ends(stack: Stack, tmp_path: Path) -> None:
+def test_a_job_whose_upstream_attempts_keep_dying_ends(
+    stack: Stack, redis_url: str, tmp_path: Path
+) -> None:
     """Two upstream workers took the job and died without an outcome (their leases ran out
     and the sweeper offered it again): the next turn fails it instead of calling again."""
-    rt = _runtime(stack, tmp_path, job_lease=0.3)
+    rt = _runtime(stack, redis_url, tmp_path, job_lease=0.3)
     job_id = _submit(rt, "dies", CORPUS / "good/hopper.png")
     assert pipeline.prepare(job_id, rt)
     for attempt in (1, 2):
@@ -138,9 +138,11 @@ def test_a_job_whose_upstream_attempts_keep_dying_ends(stack: Stack, tmp_path: P
 
 
 def test_context_window_is_checked_before_the_call(
-    stack: Stack, tmp_path: Path, image_server: str
+    stack: Stack, redis_url: str, tmp_path: Path, image_server: str
 ) -> None:
-    rt = _runtime(stack, tmp_path, model_context={"mimo-v2.5": 100}, allow_private_urls=True)
+    rt = _runtime(
+        stack, redis_url, tmp_path, model_context={"mimo-v2.5": 100}, allow_private_urls=True
+    )
     job_id = _submit(rt, "x", CORPUS / "good/hopper.png")  # 128x128: 16 tokens + text
     # Images at URLs are counted only once fetched: the worker refuses the job.
     urls = [f"{image_server}/good/hopper.png", *[f"{image_server}/good/hopper.jpg"] * 6]

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import redis
 
-from tests.conftest import bare_job
+from tests.support import bare_job
 from visionq.queues import PREPARE_QUEUE, PREPARE_TASK, UPSTREAM_QUEUE, UPSTREAM_TASK
-from visionq.redisserver import RedisServer
 from visionq.settings import Settings
 from visionq.state.jobs import JobStore
 from visionq.state.keys import job as job_key
@@ -17,14 +16,11 @@ from visionq.state.leases import Leases
 from workers.app import create_celery
 from workers.sweeper import claim_stranded_prepares
 
-REDIS_DB = 12
-
 
 def test_a_stranded_prepare_is_claimed_once_and_never_restored(
-    redis_server: RedisServer, redis_db: redis.Redis, tmp_path: Path
+    redis_url: str, redis_db: redis.Redis, tmp_path: Path
 ) -> None:
-    url = redis_server.url.replace("/0", f"/{REDIS_DB}")
-    app = create_celery(Settings(redis_url=url, storage_url=f"file://{tmp_path}"))
+    app = create_celery(Settings(redis_url=redis_url, storage_url=f"file://{tmp_path}"))
     job = bare_job(JobStore(redis_db, ttl=600, queued_grace=300))
     app.send_task(PREPARE_TASK, args=[job.id], queue=PREPARE_QUEUE)
     app.send_task(UPSTREAM_TASK, args=["mimo-v2.5"], queue=UPSTREAM_QUEUE)

@@ -3,7 +3,7 @@
 A URL's body is read while it is written into the store, so both can fail in one loop.
 The server's failures (a deadline, a reset, a body cut short) must fail the job as
 `invalid_image_url`, counted, at once; only our storage's (a full disk) are an outage,
-handed back uncounted. Real servers on loopback (tests/brokenserver.py), a real full
+handed back uncounted. Real servers on loopback (tests/support/brokenserver.py), a real full
 filesystem (a 256 KiB tmpfs), real Redis, the real stores; nothing of visionq stood in for.
 """
 
@@ -22,24 +22,23 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.brokenserver import BrokenImageServer
-from tests.conftest import CORPUS
-from tests.s3server import Backend, file_backend, s3_backend
+from tests.support import CORPUS
+from tests.support.brokenserver import BrokenImageServer
+from tests.support.s3server import Backend, file_backend, s3_backend
 from visionq import pipeline, responses
 from visionq.errors import InvalidImageUrl, Unavailable
 from visionq.intake import Intake
 from visionq.media.urlfetch import UrlFetcher
 from visionq.models import JobRequest
-from visionq.redisserver import RedisServer, free_port
+from visionq.redisserver import free_port
 from visionq.settings import Settings
 from visionq.state.keys import job as job_key
 from visionq.storage import BlobStore
 from visionq.storage.file import FileStore
 
-REDIS_DB = 4
 DEADLINE = 2.0
 IMAGE = (CORPUS / "good" / "hopper.png").read_bytes()
-#: What the server says, in our words, for each way it breaks off (tests/brokenserver.py).
+#: What the server says, in our words, for each way it breaks off (tests/support/brokenserver.py).
 BROKEN_OFF = [
     ("trickle", "timed out after 2 s"),
     ("short", "closed the connection before the whole image arrived"),
@@ -165,10 +164,10 @@ def test_our_missing_file_while_fetching_stays_file_not_found(
 # -- The prepare stage: failed at once, counted ------------------------------------------------
 
 
-def _runtime(redis_server: RedisServer, storage: Path | str) -> pipeline.Runtime:
+def _runtime(redis_url: str, storage: Path | str) -> pipeline.Runtime:
     return pipeline.Runtime.from_settings(
         Settings(
-            redis_url=redis_server.url.replace("/0", f"/{REDIS_DB}"),
+            redis_url=redis_url,
             storage_url=storage if isinstance(storage, str) else f"file://{storage}",
             allow_private_urls=True,
             url_fetch_timeout=DEADLINE,
@@ -191,12 +190,12 @@ def _state(rt: pipeline.Runtime, job_id: str) -> list[bytes | None]:
 def test_a_url_the_server_breaks_off_fails_its_job_on_the_first_try(
     behaviour: str,
     says: str,
-    redis_server: RedisServer,
+    redis_url: str,
     redis_db: redis.Redis,
     tmp_path: Path,
     broken: BrokenImageServer,
 ) -> None:
-    rt = _runtime(redis_server, tmp_path)
+    rt = _runtime(redis_url, tmp_path)
     job_id = _submit(rt, broken.url(behaviour))
     started = time.monotonic()
     assert pipeline.prepare(job_id, rt) is None
@@ -210,9 +209,9 @@ def test_a_url_the_server_breaks_off_fails_its_job_on_the_first_try(
 
 
 def test_a_body_written_onto_a_full_disk_hands_the_job_back_uncounted(
-    redis_server: RedisServer, redis_db: redis.Redis, full_disk: Path
+    redis_url: str, redis_db: redis.Redis, full_disk: Path
 ) -> None:
-    rt = _runtime(redis_server, full_disk)
+    rt = _runtime(redis_url, full_disk)
     job_id = _submit(rt, CORPUS / "good" / "hopper.png")  # 30 KB: stored while there is room
     filler = full_disk / "filler"
     with filler.open("wb", buffering=0) as out, pytest.raises(OSError, match="No space"):
@@ -239,7 +238,7 @@ def _unreachable_s3(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
 
 
 def test_our_storage_down_is_found_before_the_url_is_downloaded(
-    redis_server: RedisServer,
+    redis_url: str,
     redis_db: redis.Redis,
     broken: BrokenImageServer,
     monkeypatch: pytest.MonkeyPatch,
@@ -247,7 +246,7 @@ def test_our_storage_down_is_found_before_the_url_is_downloaded(
     # S3 unreachable: the image would be downloaded whole before its upload failed, on
     # every uncounted try for as long as the outage lasts.
     _unreachable_s3(monkeypatch, free_port())
-    rt = _runtime(redis_server, "s3://vq-down/images")
+    rt = _runtime(redis_url, "s3://vq-down/images")
     job_id = _submit(rt, broken.url("slow"))
     fetched = broken.seen("slow")
     started = time.monotonic()
@@ -258,7 +257,7 @@ def test_our_storage_down_is_found_before_the_url_is_downloaded(
 
 
 def test_a_hung_s3_is_an_outage_within_seconds(
-    redis_server: RedisServer,
+    redis_url: str,
     redis_db: redis.Redis,
     broken: BrokenImageServer,
     monkeypatch: pytest.MonkeyPatch,
@@ -266,7 +265,7 @@ def test_a_hung_s3_is_an_outage_within_seconds(
     # A listener that never accepts: the kernel completes the connection, nothing answers.
     with socket.create_server(("127.0.0.1", 0), backlog=64) as hung:
         _unreachable_s3(monkeypatch, hung.getsockname()[1])
-        rt = _runtime(redis_server, "s3://vq-hung/images")
+        rt = _runtime(redis_url, "s3://vq-hung/images")
         job_id = _submit(rt, broken.url("whole"))  # a URL: submitting needs no storage
         started = time.monotonic()
         assert pipeline.prepare(job_id, rt) is None

@@ -13,16 +13,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import SIM_KEY
+from tests.support import SIM_KEY
 from visionq import pipeline, responses, tokens
 from visionq.errors import InvalidImage
 from visionq.intake import Intake
 from visionq.media import fit, images
 from visionq.models import JobRequest
-from visionq.redisserver import RedisServer
 from visionq.settings import MIMO_MAX_IMAGE_BYTES, Settings
 
-REDIS_DB = 15
 MAX_PIXELS = 178_956_970
 
 
@@ -194,9 +192,9 @@ def _png_noise_band(path: Path, width: int, height: int, noise_rows: int) -> Non
 
 
 @pytest.fixture
-def runtime(redis_server: RedisServer, redis_db: object, tmp_path: Path) -> pipeline.Runtime:
+def runtime(redis_url: str, tmp_path: Path) -> pipeline.Runtime:
     settings = Settings(
-        redis_url=redis_server.url.replace("/0", f"/{REDIS_DB}"),
+        redis_url=redis_url,
         storage_url=f"file://{tmp_path / 'store'}",
         upstream_base_url="http://127.0.0.1:9/v1",  # never called: only prepare runs here
         mimo_api_key=SIM_KEY,

@@ -11,9 +11,8 @@ from typing import BinaryIO
 
 import pytest
 
-from tests import pngcraft
-from tests.conftest import CORPUS
-from tests.pngcraft import MB
+from tests.support import CORPUS, pngcraft
+from tests.support.pngcraft import MB
 from visionq.errors import VisionqError
 from visionq.media import fit, images
 

@@ -7,7 +7,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.conftest import CORPUS
+from tests.support import CORPUS
 from visionq.errors import InvalidImage
 from visionq.media import images
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests import pngcraft
-from tests.pngcraft import MB
+from tests.support import pngcraft
+from tests.support.pngcraft import MB
 from visionq.media import fit, images
 from visionq.media.pngtext import PngWithoutText
 

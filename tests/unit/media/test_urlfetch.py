@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 import urllib3.util.connection
 
-from tests.brokenserver import Server
+from tests.support.brokenserver import Server
 from visionq.errors import InvalidImageUrl, PayloadTooLarge, UrlRefused
 from visionq.media.urlfetch import UrlFetcher, check_public
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.conftest import bare_job
+from tests.support import bare_job
 from visionq.errors import Conflict
 from visionq.state.idempotency import IdempotencyKeys, IdempotencyRecord
 from visionq.state.jobs import JobStore
-
-REDIS_DB = 8
 
 
 def _create(jobs: JobStore, remember: IdempotencyRecord) -> str:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
 
-from tests.conftest import bare_job
+from tests.support import bare_job
 from visionq import responses
 from visionq.errors import InvalidImage, NotFound, Unavailable
 from visionq.redisserver import RedisServer, durability_warnings, free_port
@@ -20,12 +19,8 @@ from visionq.state.records import JobRecord
 
 
 @pytest.fixture
-def store(redis_server: RedisServer) -> Iterator[JobStore]:
-    client = redis.Redis.from_url(redis_server.url.replace("/0", "/5"))
-    client.flushdb()
-    yield JobStore(client, ttl=120, queued_grace=300)
-    client.flushdb()
-    client.close()
+def store(redis_db: redis.Redis) -> JobStore:
+    return JobStore(redis_db, ttl=120, queued_grace=300)
 
 
 def _result(content: str) -> dict[str, object]:

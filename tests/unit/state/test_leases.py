@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import redis
 
-from tests.conftest import bare_job
+from tests.support import bare_job
 from tests.unit.state.clock import Clock
 from visionq import responses
 from visionq.errors import InvalidImage
@@ -15,8 +15,6 @@ from visionq.state import keys
 from visionq.state.jobs import JobStore
 from visionq.state.leases import Expired, LeaseKeeper, Leases
 from visionq.state.records import JobRecord
-
-REDIS_DB = 6
 
 
 def _job(

@@ -7,13 +7,11 @@ import time
 import pytest
 import redis
 
-from tests.conftest import bare_job
+from tests.support import bare_job
 from visionq import responses
 from visionq.state.jobs import JobStore
 from visionq.state.outbox import Outbox
 from visionq.state.records import JobRecord
-
-REDIS_DB = 7
 
 
 def _result(content: str) -> dict[str, object]:

@@ -10,14 +10,13 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from tests.conftest import bare_job
+from tests.support import bare_job
 from tests.unit.state.clock import Clock
 from visionq.settings import Settings
 from visionq.state.jobs import JobStore
 from visionq.state.leases import LeaseKeeper, Leases
 from visionq.state.pacing import Pacer, rpm_item
 
-REDIS_DB = 10
 MODEL = "mimo-v2.5"
 
 

@@ -10,8 +10,8 @@ import time
 import redis
 from PIL import Image
 
-from tests.conftest import bare_job
-from tests.s3server import Backend
+from tests.support import bare_job
+from tests.support.s3server import Backend
 from visionq import retention
 from visionq.errors import InvalidImage
 from visionq.intake import Intake
@@ -20,8 +20,6 @@ from visionq.settings import Settings
 from visionq.state import keys
 from visionq.state.jobs import JobStore
 from visionq.state.records import JobRecord
-
-REDIS_DB = 13
 
 
 def _job(jobs: JobStore, backend: Backend, image: bytes, *, body: bool = True) -> JobRecord:

@@ -8,16 +8,13 @@ import subprocess
 import sys
 import time
 
-import pytest
 import redis
 
 from tests.unit.state.clock import Clock
 from tests.unit.state.test_pacing import MODEL, _pacer, _ready
-from visionq.redisserver import RedisServer
 from visionq.state import keys
 from visionq.state.pacing import Pacer, TicketAudit, Tickets
 
-REDIS_DB = 11
 BROKER_LIST = "upstream"
 
 # A worker process whose one ticket waits for the only slot, its keeper renewing.
@@ -46,18 +43,15 @@ def _until(predicate, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture
-def url(redis_server: RedisServer) -> str:
-    return redis_server.url.replace("/0", f"/{REDIS_DB}")
-
-
-def test_a_waiting_ticket_is_live_until_it_takes_a_job(redis_db: redis.Redis, url: str) -> None:
+def test_a_waiting_ticket_is_live_until_it_takes_a_job(
+    redis_db: redis.Redis, redis_url: str
+) -> None:
     pacer = _pacer(redis_db, concurrency=1)
     first, second = _ready(redis_db, pacer, "a"), _ready(redis_db, pacer, "b")
     turn = pacer.turn(MODEL)
     assert turn.__enter__().job_id == first  # took its job: no longer a waiting ticket
     assert _count(pacer) == Tickets(MODEL, due=1, live=0, lost=0, queued=0)
-    worker = subprocess.Popen([sys.executable, "-c", _WAITING_WORKER, url, MODEL])
+    worker = subprocess.Popen([sys.executable, "-c", _WAITING_WORKER, redis_url, MODEL])
     try:
         _until(lambda: _count(pacer).live == 1)
         time.sleep(1.5)  # three of its leases: only its keeper's renewals keep it live
@@ -72,7 +66,7 @@ def test_a_waiting_ticket_is_live_until_it_takes_a_job(redis_db: redis.Redis, ur
 
 
 def test_the_ticket_of_a_killed_worker_is_reported_lost_once(
-    redis_db: redis.Redis, url: str
+    redis_db: redis.Redis, redis_url: str
 ) -> None:
     clock = Clock()
     pacer = _pacer(redis_db, clock=clock, concurrency=1)
@@ -80,7 +74,7 @@ def test_the_ticket_of_a_killed_worker_is_reported_lost_once(
     _ready(redis_db, pacer, "b")
     turn = pacer.turn(MODEL)
     turn.__enter__()  # holds the only slot, so the worker's ticket waits for it
-    worker = subprocess.Popen([sys.executable, "-c", _WAITING_WORKER, url, MODEL])
+    worker = subprocess.Popen([sys.executable, "-c", _WAITING_WORKER, redis_url, MODEL])
     try:
         _until(lambda: _count(pacer).live == 1)
         audit = TicketAudit(hold=60)

@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 import pytest
 
-from tests.s3server import Backend, S3Server, s3_backend
+from tests.support.s3server import Backend, S3Server, s3_backend
 from visionq.errors import PayloadTooLarge, Unavailable
 from visionq.redisserver import free_port
 from visionq.storage import open_store

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.s3server import Backend, file_backend
+from tests.support.s3server import Backend, file_backend
 from visionq.errors import PayloadTooLarge
 from visionq.storage.spool import sha256_of
 

@@ -20,6 +20,7 @@ from typing import Any
 import boto3
 import pytest
 
+from tests.support.processes import stop_process
 from visionq import devstack
 from visionq.redisserver import free_port
 from visionq.storage import BlobStore, open_store
@@ -59,13 +60,8 @@ class S3Server:
         return self
 
     def stop(self) -> None:
-        if self._popen is not None and self._popen.poll() is None:
-            self._popen.terminate()
-            try:
-                self._popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self._popen.kill()
-                self._popen.wait()
+        if self._popen is not None:
+            stop_process(self._popen, grace=10)
 
     def client(self) -> Any:
         """A client of the test's own, for creating buckets and looking at what is stored."""

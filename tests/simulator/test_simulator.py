@@ -12,7 +12,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,10 @@ import pytest
 import requests
 from flask import Flask
 from PIL import Image
-from werkzeug.serving import make_server
 
 from simulator import UNLIMITED, RateLimits, create_app
-from tests.conftest import CORPUS, data_url
+from tests.support import CORPUS, data_url
+from tests.support.servers import serving, wsgi_server
 from visionq import tokens
 from visionq.settings import MIMO_MAX_IMAGE_BYTES
 
@@ -36,18 +36,9 @@ OPENAI = "/v1/chat/completions"
 ANTHROPIC = "/anthropic/v1/messages"
 
 
-@contextmanager
-def running(app: Flask) -> Iterator[str]:
+def running(app: Flask) -> AbstractContextManager[str]:
     """The app on a free loopback port in a background thread; yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    return serving(wsgi_server(app))
 
 
 @pytest.fixture(scope="module")
@@ -439,14 +430,26 @@ def test_tokens_per_minute_are_counted_from_the_images() -> None:
         _error(_post(url + OPENAI, _chat("x", data_url(PNG))), 429)
 
 
+def _admitted(url: str) -> bool:
+    """The simulator has let a call in (counted against its limits); it is in flight
+    until it answers, which `requests` only counts once it has."""
+    stats = requests.get(url + "/_sim/stats", timeout=10).json()
+    return stats["first_admitted"] is not None and stats["requests"] == 0
+
+
 def test_calls_in_flight_over_the_concurrency_cap_are_429() -> None:
     with running(create_app(api_key=KEY, limits=RateLimits(concurrency=1))) as url:
-        slow = threading.Thread(target=_post, args=(url + OPENAI, _chat("[sim:latency=1]")))
+        slow = threading.Thread(target=_post, args=(url + OPENAI, _chat("[sim:latency=2]")))
         slow.start()
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while not _admitted(url):
+            assert time.monotonic() < deadline, "the slow call was never let in"
+            time.sleep(0.01)
         refused = _post(url + OPENAI, _chat("meanwhile"))
+        in_flight_throughout = slow.is_alive()
         slow.join()
         after = _post(url + OPENAI, _chat("after"))
+    assert in_flight_throughout  # else the refusal below would not be about the slow call
     assert refused.status_code == 429
     assert after.status_code == 200
 

@@ -1,0 +1,63 @@
+"""Child processes of a test: started with their output in a log file, stopped politely."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from visionq import devstack
+
+
+def stop_process(popen: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within `grace` seconds: a child that hangs
+    on its way out must not hang the test session with it."""
+    if popen.poll() is not None:
+        return
+    popen.terminate()
+    try:
+        popen.wait(grace)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        popen.wait()
+
+
+class Process:
+    """A `python -m visionq` child whose output goes to a log file, shown when a test fails."""
+
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        logs: Path,
+        log_name: str | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.args = args
+        self.log_path = logs / f"{log_name or name}.log"
+        self._log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "visionq", *args],
+            env=env,
+            cwd=cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> None:
+        stop_process(self.popen, grace=20)
+        self._log.close()
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+def wait_for_http(url: str, process: Process, timeout: float = 30.0) -> None:
+    """Return once `url` answers; if the process ends first, raise with its last lines."""
+    try:
+        devstack.wait_for_http(url, process.popen, timeout)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{process.name}: {exc}\n{process.tail()}") from None
