@@ -157,7 +157,7 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
             "max_image_bytes": MAX_BASE64,
         }
         rt = Runtime.from_settings(Settings(**settings))
-        intake = Intake(rt.settings, rt.store, rt.jobs)
+        intake = Intake(rt.settings, rt.store, rt.jobs, rt.broker)
         figures: dict[str, Any] = {"files": {}, "max_image_bytes": MAX_BASE64}
         for name, path in files.items():
             with Image.open(path) as image:

@@ -34,8 +34,8 @@ from PIL import Image
 from bench.report import Check
 from bench.stack import BenchStack, running
 from bench.wrk import WRK
+from visionq.broker import PREPARE_QUEUE, UPSTREAM_QUEUE
 from visionq.pacing import waiting_jobs
-from visionq.queues import PREPARE_QUEUE, UPSTREAM_QUEUE
 
 LATENCY = 1.0
 CONCURRENCY = 100

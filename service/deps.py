@@ -8,6 +8,7 @@ import redis
 from flask import current_app
 
 from visionq import metrics, pacing
+from visionq.broker.celery_redis import CeleryRedis
 from visionq.idempotency import IdempotencyKeys
 from visionq.intake import Intake
 from visionq.jobs import JobStore
@@ -38,7 +39,8 @@ class Services:
         self.jobs = JobStore(
             self.redis, ttl=settings.result_ttl, queued_grace=settings.queued_grace
         )
-        self.intake = Intake(settings, self.store, self.jobs)
+        self.broker = CeleryRedis(self.redis)
+        self.intake = Intake(settings, self.store, self.jobs, self.broker)
         self.idempotency = IdempotencyKeys(self.redis)
         self.outbox = Outbox(self.redis)
         #: Writes Redis refused in this process: counted, and logged now and then.
@@ -54,7 +56,7 @@ class Services:
         self.metrics = metrics.scrape_registry(
             settings.metrics_dir,
             metrics.ClusterGauges(
-                self.redis,
+                queue_depths=self.broker.queue_depths,
                 paced_jobs=functools.partial(pacing.waiting_jobs, self.redis),
                 models=settings.model_context,
             ),

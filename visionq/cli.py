@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from visionq import client_cli, logs, metrics
-from visionq.queues import DEFAULT_CONCURRENCY, POOLS, QUEUES
+from visionq.broker import DEFAULT_CONCURRENCY, POOLS, QUEUES
 from visionq.settings import Settings
 from visionq.supervisor import Supervisor
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from visionq import images, tokens
+from visionq.broker import Broker
 from visionq.errors import (
     ContextLengthExceeded,
     InvalidRequest,
@@ -26,7 +27,6 @@ from visionq.errors import (
 )
 from visionq.jobs import REQUEST_INLINE_BYTES, JobRecord, JobStore, new_job_id, request_body_name
 from visionq.models import JobRequest, whole_number
-from visionq.queues import prepare_message
 from visionq.settings import Settings
 from visionq.storage import ImageStore, Spool, read_chunks
 from visionq.upstream import image_ref
@@ -144,10 +144,13 @@ def _part_fields(where: str, part: dict[str, Any]) -> Iterator[tuple[str, Any]]:
 
 
 class Intake:
-    def __init__(self, settings: Settings, store: ImageStore, jobs: JobStore) -> None:
+    def __init__(
+        self, settings: Settings, store: ImageStore, jobs: JobStore, broker: Broker
+    ) -> None:
         self._settings = settings
         self._store = store
         self._jobs = jobs
+        self._broker = broker
 
     def resolve_model(self, request: JobRequest) -> str:
         model = request.model or self._settings.default_model
@@ -377,7 +380,7 @@ class Intake:
                 metadata=request.metadata,
                 remember=remember,
                 request_id=request_id,
-                message=prepare_message,
+                message=self._broker.prepare_push,
                 job_id=job_id,
             )
         except BaseException:

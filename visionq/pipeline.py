@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +18,8 @@ from typing import Any, BinaryIO
 import redis
 
 from visionq import images, logs, metrics, tokens, webhooks
+from visionq.broker import Broker
+from visionq.broker.celery_redis import CeleryRedis
 from visionq.errors import (
     ContextLengthExceeded,
     Internal,
@@ -34,7 +35,7 @@ from visionq.jobs import JobRecord, JobStore, request_body_name
 from visionq.leases import LeaseKeeper, Leases
 from visionq.outbox import Outbox
 from visionq.pacing import Pacer
-from visionq.queues import MAX_RETRY_DELAY
+from visionq.retries import retry_delay, retry_reason
 from visionq.settings import Settings
 from visionq.storage import ImageStore, open_store
 from visionq.upstream import UpstreamClient, parse_result, write_body
@@ -60,6 +61,7 @@ class Runtime:
     leases: Leases
     keeper: LeaseKeeper
     pacer: Pacer
+    broker: Broker
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -88,6 +90,7 @@ class Runtime:
             leases=leases,
             keeper=keeper,
             pacer=Pacer(client, settings, leases, keeper),
+            broker=CeleryRedis(client),
         )
 
 
@@ -362,7 +365,7 @@ def _call_upstream(rt: Runtime, record: JobRecord, attempt: int) -> float | None
             retry_in = retry_delay(attempt, exc.retry_after)
             rt.leases.release(job_id, look_in=retry_in + rt.leases.lease)
             rt.pacer.offer(job_id, model=model, tenant=record.tenant, due=time.time() + retry_in)
-            reason = _retry_reason(exc.upstream_status)
+            reason = retry_reason(exc.upstream_status)
             metrics.UPSTREAM_RETRIES.labels(model, reason).inc()
             log.info(
                 "upstream retry in %.1f s (%s)",
@@ -417,16 +420,6 @@ def _timed_call(rt: Runtime, record: JobRecord, body: BinaryIO, length: int) -> 
         )
 
 
-def _retry_reason(upstream_status: int | None) -> str:
-    if upstream_status is None:
-        return "connection_error"
-    if upstream_status == 429:
-        return "rate_limited"
-    if upstream_status >= 500:
-        return "server_error"
-    return "malformed_answer"  # a 200 whose body was not an answer
-
-
 #: How long a worker holding the upstream's answer keeps trying to record it while Redis
 #: is unreachable. The answer is paid for; dropping it means the job's lease runs out and
 #: the upstream is asked again.
@@ -459,12 +452,6 @@ def _finish(
             time.sleep(pause)
             pause = min(1.0, 2 * pause)
     rt.store.delete_body(job_id)
-
-
-def retry_delay(attempt: int, retry_after: float | None, *, cap: float = 60.0) -> float:
-    """Exponential backoff with full jitter, never sooner than the upstream's Retry-After."""
-    backoff = random.uniform(0, min(cap, 0.5 * 2**attempt))
-    return min(MAX_RETRY_DELAY, max(backoff, retry_after or 0.0))
 
 
 def deliver_webhook(job_id: str, token: str, rt: Runtime) -> None:

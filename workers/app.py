@@ -15,18 +15,12 @@ import redis
 from celery import Celery, Task, signals
 
 from visionq import images, logs, pipeline
+from visionq.broker import PREPARE_TASK, UPSTREAM_QUEUE, UPSTREAM_TASK, WEBHOOK_TASK
+from visionq.broker.celery_redis import celery_config
 from visionq.errors import Unavailable
-from visionq.queues import (
-    PREPARE_TASK,
-    UPSTREAM_QUEUE,
-    UPSTREAM_TASK,
-    WEBHOOK_TASK,
-    celery_config,
-    check_broker_timing,
-)
 from visionq.redisserver import durability_warnings
 from visionq.settings import Settings
-from workers.broker import TRANSPORT
+from workers.transport import TRANSPORT
 
 log = logging.getLogger(__name__)
 _runtimes: dict[int, pipeline.Runtime] = {}
@@ -41,10 +35,8 @@ def runtime(app: Celery) -> pipeline.Runtime:
 
 
 def create_celery(settings: Settings) -> Celery:
-    config = celery_config(settings)
-    check_broker_timing(config, settings)
     app = Celery("visionq")
-    app.conf.update(config, broker_transport=TRANSPORT)
+    app.conf.update(celery_config(settings), broker_transport=TRANSPORT)
     app.conf.visionq_settings = settings
 
     @app.task(name=PREPARE_TASK, bind=True)

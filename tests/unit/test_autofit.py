@@ -208,7 +208,9 @@ def _prepared(rt: pipeline.Runtime, path: Path, resize: str) -> dict:
     request = JobRequest(prompt="p", images=[], resize=resize)
     with path.open("rb") as upload:
         job_id = (
-            Intake(rt.settings, rt.store, rt.jobs).submit(request, tenant="t", uploads=[upload]).id
+            Intake(rt.settings, rt.store, rt.jobs, rt.broker)
+            .submit(request, tenant="t", uploads=[upload])
+            .id
         )
     pipeline.prepare(job_id, rt)
     return rt.jobs.get(job_id, tenant="t").public()

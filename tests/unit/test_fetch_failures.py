@@ -178,7 +178,11 @@ def _runtime(redis_server: RedisServer, storage: Path | str) -> pipeline.Runtime
 def _submit(rt: pipeline.Runtime, image: str | Path) -> str:
     uploads = [] if isinstance(image, str) else [io.BytesIO(image.read_bytes())]
     request = JobRequest(prompt="x", images=[image] if isinstance(image, str) else [])
-    return Intake(rt.settings, rt.store, rt.jobs).submit(request, tenant="t", uploads=uploads).id
+    return (
+        Intake(rt.settings, rt.store, rt.jobs, rt.broker)
+        .submit(request, tenant="t", uploads=uploads)
+        .id
+    )
 
 
 def _state(rt: pipeline.Runtime, job_id: str) -> list[bytes | None]:

@@ -46,7 +46,11 @@ def runtime(stack: Stack, tmp_path: Path, redis_db: redis.Redis) -> pipeline.Run
 def _submit(rt: pipeline.Runtime, prompt: str, *paths: Path) -> str:
     uploads = [io.BytesIO(p.read_bytes()) for p in paths]
     request = JobRequest(prompt=prompt, images=[])
-    return Intake(rt.settings, rt.store, rt.jobs).submit(request, tenant="t", uploads=uploads).id
+    return (
+        Intake(rt.settings, rt.store, rt.jobs, rt.broker)
+        .submit(request, tenant="t", uploads=uploads)
+        .id
+    )
 
 
 def test_prepare_then_upstream(runtime: pipeline.Runtime) -> None:
@@ -144,7 +148,7 @@ def test_context_window_is_checked_before_the_call(
     # Images at URLs are counted only once fetched: the worker refuses the job.
     urls = [f"{image_server}/good/hopper.png", *[f"{image_server}/good/hopper.jpg"] * 6]
     request = JobRequest(prompt="x", images=urls)
-    big = Intake(rt.settings, rt.store, rt.jobs).submit(request, tenant="t").id
+    big = Intake(rt.settings, rt.store, rt.jobs, rt.broker).submit(request, tenant="t").id
     assert pipeline.prepare(job_id, rt)
     assert not pipeline.prepare(big, rt)
     assert rt.jobs.get(big, tenant="t").public()["error"]["type"] == "context_length_exceeded"

@@ -8,13 +8,13 @@ from pathlib import Path
 import redis
 
 from tests.conftest import bare_job
+from visionq.broker import PREPARE_QUEUE, PREPARE_TASK, UPSTREAM_QUEUE, UPSTREAM_TASK
+from visionq.broker.celery_redis import CeleryRedis
 from visionq.jobs import JobStore, job_key
 from visionq.leases import Leases
-from visionq.queues import PREPARE_QUEUE, PREPARE_TASK, UPSTREAM_QUEUE, UPSTREAM_TASK
 from visionq.redisserver import RedisServer
 from visionq.settings import Settings
 from workers.app import create_celery
-from workers.sweeper import claim_stranded_prepares
 
 REDIS_DB = 12
 
@@ -24,6 +24,7 @@ def test_a_stranded_prepare_is_claimed_once_and_never_restored(
 ) -> None:
     url = redis_server.url.replace("/0", f"/{REDIS_DB}")
     app = create_celery(Settings(redis_url=url, storage_url=f"file://{tmp_path}"))
+    broker = CeleryRedis(redis_db)
     job = bare_job(JobStore(redis_db, ttl=600, queued_grace=300))
     app.send_task(PREPARE_TASK, args=[job.id], queue=PREPARE_QUEUE)
     app.send_task(UPSTREAM_TASK, args=["mimo-v2.5"], queue=UPSTREAM_QUEUE)
@@ -36,9 +37,9 @@ def test_a_stranded_prepare_is_claimed_once_and_never_restored(
         assert upstream.get(timeout=5).headers["task"] == UPSTREAM_TASK
         assert redis_db.hlen("unacked") == 2
 
-        assert claim_stranded_prepares(redis_db, older_than=60) == []  # not stale yet
-        assert claim_stranded_prepares(redis_db, older_than=0) == [job.id]
-        assert claim_stranded_prepares(redis_db, older_than=0) == []  # claimed once
+        assert broker.claim_stranded(PREPARE_QUEUE, older_than=60) == []  # not stale yet
+        assert broker.claim_stranded(PREPARE_QUEUE, older_than=0) == [job.id]
+        assert broker.claim_stranded(PREPARE_QUEUE, older_than=0) == []  # claimed once
         assert redis_db.hlen("unacked") == 1  # the ticket is not ours to take
         prepare.close()
         upstream.close()
