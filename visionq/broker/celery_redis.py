@@ -38,6 +38,7 @@ from visionq.broker import (
     WEBHOOK_QUEUE,
     WEBHOOK_TASK,
     time_limits,
+    upstream_time_limit,
 )
 from visionq.jobs import redis_errors
 from visionq.retries import MAX_RETRY_DELAY
@@ -188,10 +189,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "unacked_restore_interval": 10,
             "unacked_restore_throttle": 1,
         },
-        "task_annotations": {
-            name: {"time_limit": limit, "soft_time_limit": limit - SOFT_LIMIT_MARGIN}
-            for name, limit in time_limits(settings).items()
-        },
+        # The limit of a task that sets none on its decorator: the upstream call's, which
+        # follows the configured upstream timeouts (workers.tasks).
+        "task_time_limit": upstream_time_limit(settings),
+        "task_soft_time_limit": upstream_time_limit(settings) - SOFT_LIMIT_MARGIN,
         # Fetch only for a free slot: a message reserved by a worker that then dies waits
         # for the broker's visibility timeout, while one still in the queue does not.
         "worker_disable_prefetch": True,
@@ -205,11 +206,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": PREPARE_QUEUE,
-        "task_routes": {
-            PREPARE_TASK: {"queue": PREPARE_QUEUE},
-            UPSTREAM_TASK: {"queue": UPSTREAM_QUEUE},
-            WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE},
-        },
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
     }
