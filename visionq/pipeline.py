@@ -12,14 +12,9 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import redis
-
 from visionq import images, logs, metrics, tokens, webhooks
-from visionq.broker import Broker
-from visionq.broker.celery_redis import CeleryRedis
 from visionq.errors import (
     ContextLengthExceeded,
     Internal,
@@ -31,67 +26,14 @@ from visionq.errors import (
     UrlRefused,
     VisionqError,
 )
-from visionq.jobs import JobRecord, JobStore, request_body_name
-from visionq.leases import LeaseKeeper, Leases
-from visionq.outbox import Outbox
-from visionq.pacing import Pacer
+from visionq.jobs import JobRecord, request_body_name
 from visionq.retries import retry_delay, retry_reason
+from visionq.runtime import Runtime
 from visionq.settings import Settings
-from visionq.storage import ImageStore, open_store
-from visionq.upstream import UpstreamClient, parse_result, write_body
-from visionq.urlfetch import UrlFetcher
-from visionq.webhooks import Signer
+from visionq.upstream import parse_result, write_body
 
 log = logging.getLogger(__name__)
 MAX_PREPARE_ATTEMPTS = 3
-
-
-@dataclass
-class Runtime:
-    """The resources one worker process shares between its tasks."""
-
-    settings: Settings
-    jobs: JobStore
-    store: ImageStore
-    upstream: UpstreamClient
-    fetcher: UrlFetcher
-    outbox: Outbox
-    webhook_fetcher: UrlFetcher
-    signer: Signer | None
-    leases: Leases
-    keeper: LeaseKeeper
-    pacer: Pacer
-    broker: Broker
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Runtime:
-        client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
-        leases = Leases(client, lease=settings.job_lease)
-        keeper = LeaseKeeper(interval=settings.job_lease / 3)
-        return cls(
-            settings=settings,
-            jobs=JobStore(client, ttl=settings.result_ttl, queued_grace=settings.queued_grace),
-            store=open_store(settings.storage_url),
-            upstream=UpstreamClient(settings),
-            fetcher=UrlFetcher(
-                allow_private=settings.allow_private_urls,
-                timeout=settings.url_fetch_timeout,
-                max_bytes=settings.max_image_bytes,
-            ),
-            outbox=Outbox(client),
-            # Webhooks: no redirects (a 3xx is a failed attempt), 10 s for the whole answer.
-            webhook_fetcher=UrlFetcher(
-                allow_private=settings.allow_private_urls,
-                timeout=webhooks.DELIVERY_TIMEOUT_SECONDS,
-                max_bytes=1024 * 1024,
-                max_redirects=0,
-            ),
-            signer=Signer.from_settings(settings),
-            leases=leases,
-            keeper=keeper,
-            pacer=Pacer(client, settings, leases, keeper),
-            broker=CeleryRedis(client),
-        )
 
 
 @contextmanager
@@ -168,11 +110,8 @@ def prepare(job_id: str, rt: Runtime) -> str | None:
             return None
         if prepared is None:
             return None
-        # Handed on, first released so whichever ticket takes it may; should this process
-        # die before the offer, the sweeper offers it one lease from now.
         model = record.fields["model"]
-        rt.leases.release(job_id, look_in=rt.leases.lease)
-        rt.pacer.offer(job_id, model=model, tenant=record.tenant)
+        rt.hand_on(job_id, model=model, tenant=record.tenant)
         image_tokens = sum(image["image_tokens"] for image in prepared)
         metrics.TOKENS.labels(model, "image_estimate").inc(image_tokens)
         log.info(
@@ -363,8 +302,7 @@ def _call_upstream(rt: Runtime, record: JobRecord, attempt: int) -> float | None
             rt.pacer.pause(model, exc.retry_after or 1.0)
         if attempt < rt.settings.upstream_max_attempts:
             retry_in = retry_delay(attempt, exc.retry_after)
-            rt.leases.release(job_id, look_in=retry_in + rt.leases.lease)
-            rt.pacer.offer(job_id, model=model, tenant=record.tenant, due=time.time() + retry_in)
+            rt.hand_on(job_id, model=model, tenant=record.tenant, retry_in=retry_in)
             reason = retry_reason(exc.upstream_status)
             metrics.UPSTREAM_RETRIES.labels(model, reason).inc()
             log.info(

@@ -14,8 +14,6 @@ import signal
 import threading
 import time
 
-import redis
-
 from visionq import retention
 from visionq.broker import (
     PREPARE_QUEUE,
@@ -25,14 +23,12 @@ from visionq.broker import (
     WEBHOOK_QUEUE,
     WEBHOOK_TASK,
 )
-from visionq.broker.celery_redis import CeleryRedis
 from visionq.errors import Unavailable
 from visionq.jobs import JobStore
-from visionq.leases import LeaseKeeper, Leases
-from visionq.outbox import Outbox
-from visionq.pacing import Pacer, TicketAudit
+from visionq.pacing import TicketAudit
+from visionq.runtime import Runtime
 from visionq.settings import Settings
-from visionq.storage import ImageStore, open_store
+from visionq.storage import ImageStore
 from workers.app import create_celery
 
 log = logging.getLogger(__name__)
@@ -42,14 +38,9 @@ MAX_TICKETS_PER_ROUND = 1000
 
 def run(settings: Settings) -> None:
     app = create_celery(settings)
-    client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
-    outbox = Outbox(client)
-    leases = Leases(client, lease=settings.job_lease)
-    pacer = Pacer(client, settings, leases, LeaseKeeper(interval=settings.job_lease / 3))
+    rt = Runtime.from_settings(settings)
+    outbox, leases, pacer, broker = rt.outbox, rt.leases, rt.pacer, rt.broker
     audit = TicketAudit(hold=settings.job_lease)
-    jobs = JobStore(client, ttl=settings.result_ttl, queued_grace=settings.queued_grace)
-    store = open_store(settings.storage_url)
-    broker = CeleryRedis(client)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -72,6 +63,9 @@ def run(settings: Settings) -> None:
                 if expired.stage == "prepare":
                     app.send_task(PREPARE_TASK, args=[expired.job_id], queue=PREPARE_QUEUE)
                 else:
+                    # Offered, not handed on (`Runtime.hand_on`): the sweep above has
+                    # already set when to look at the job again, and its dead holder's
+                    # lease is left as it was.
                     pacer.offer(expired.job_id, model=expired.model, tenant=expired.tenant)
                     app.send_task(UPSTREAM_TASK, args=[expired.model], queue=UPSTREAM_QUEUE)
             upstream_list = broker.waiting_list(UPSTREAM_QUEUE)
@@ -85,7 +79,7 @@ def run(settings: Settings) -> None:
             expire_from = time.monotonic() + settings.job_lease
         except Exception:  # one bad round must not end the sweeping
             log.exception("sweep failed; trying again")
-        _remove_expired(jobs, store)
+        _remove_expired(rt.jobs, rt.store)
         stop.wait(settings.sweep_interval)
 
 

@@ -27,15 +27,16 @@ from visionq.broker import (
     WEBHOOK_TASK,
     WEBHOOK_TIME_LIMIT,
 )
+from visionq.runtime import Runtime
 
-_runtimes: dict[int, pipeline.Runtime] = {}
+_runtimes: dict[int, Runtime] = {}
 
 
-def runtime(app: Celery) -> pipeline.Runtime:
+def runtime(app: Celery) -> Runtime:
     """One runtime per process, made after any fork so no connection is shared across one."""
     pid = os.getpid()
     if pid not in _runtimes:
-        _runtimes[pid] = pipeline.Runtime.from_settings(app.conf.visionq_settings)
+        _runtimes[pid] = Runtime.from_settings(app.conf.visionq_settings)
     return _runtimes[pid]
 
 

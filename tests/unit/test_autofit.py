@@ -19,6 +19,7 @@ from visionq.errors import InvalidImage
 from visionq.intake import Intake
 from visionq.models import JobRequest
 from visionq.redisserver import RedisServer
+from visionq.runtime import Runtime
 from visionq.settings import MIMO_MAX_IMAGE_BYTES, Settings
 
 REDIS_DB = 15
@@ -193,17 +194,17 @@ def _png_noise_band(path: Path, width: int, height: int, noise_rows: int) -> Non
 
 
 @pytest.fixture
-def runtime(redis_server: RedisServer, redis_db: object, tmp_path: Path) -> pipeline.Runtime:
+def runtime(redis_server: RedisServer, redis_db: object, tmp_path: Path) -> Runtime:
     settings = Settings(
         redis_url=redis_server.url.replace("/0", f"/{REDIS_DB}"),
         storage_url=f"file://{tmp_path / 'store'}",
         upstream_base_url="http://127.0.0.1:9/v1",  # never called: only prepare runs here
         mimo_api_key=SIM_KEY,
     )
-    return pipeline.Runtime.from_settings(settings)
+    return Runtime.from_settings(settings)
 
 
-def _prepared(rt: pipeline.Runtime, path: Path, resize: str) -> dict:
+def _prepared(rt: Runtime, path: Path, resize: str) -> dict:
     """The job after the real prepare step, its image submitted as an upload."""
     request = JobRequest(prompt="p", images=[], resize=resize)
     with path.open("rb") as upload:
@@ -217,7 +218,7 @@ def _prepared(rt: pipeline.Runtime, path: Path, resize: str) -> dict:
 
 
 def test_a_png_too_big_as_base64_fails_under_never_and_goes_through_under_auto(
-    runtime: pipeline.Runtime, tmp_path: Path
+    runtime: Runtime, tmp_path: Path
 ) -> None:
     big = tmp_path / "12000x9000.png"
     _png_noise_band(big, 12_000, 9000, noise_rows=1230)
@@ -236,9 +237,7 @@ def test_a_png_too_big_as_base64_fails_under_never_and_goes_through_under_auto(
     assert images.base64_length(image["bytes"]) < MIMO_MAX_IMAGE_BYTES
 
 
-def test_a_bmp_is_sent_as_png_and_a_small_image_untouched(
-    runtime: pipeline.Runtime, tmp_path: Path
-) -> None:
+def test_a_bmp_is_sent_as_png_and_a_small_image_untouched(runtime: Runtime, tmp_path: Path) -> None:
     bmp, small = tmp_path / "big.bmp", tmp_path / "small.png"
     Image.new("RGB", (4000, 3000), (1, 2, 3)).save(bmp)
     Image.new("RGB", (2000, 1500), (1, 2, 3)).save(small)
