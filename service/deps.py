@@ -7,9 +7,10 @@ import functools
 import redis
 from flask import current_app
 
-from visionq import metrics, pacing
+from visionq import pacing
 from visionq.idempotency import IdempotencyKeys
 from visionq.intake import Intake
+from visionq.ops import metrics
 from visionq.runtime import Resources
 from visionq.settings import Settings
 from visionq.storewrites import WriteProbe, WriteRefusals

@@ -12,10 +12,11 @@ from typing import Any, get_args
 from flask import Blueprint, g, jsonify, request
 
 from service.deps import services
-from visionq import metrics, retention
+from visionq import retention
 from visionq.errors import InvalidRequest, PayloadTooLarge
 from visionq.jobs import JobRecord
 from visionq.models import JobForm, JobRequest, JobStatus, whole_number
+from visionq.ops import metrics
 from visionq.storage import Spool
 
 blueprint = Blueprint("jobs", __name__)

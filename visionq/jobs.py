@@ -28,9 +28,9 @@ from typing import Any, cast
 
 import redis
 
-from visionq import metrics
 from visionq.errors import Canceled, Conflict, NotFound, Unavailable, VisionqError
 from visionq.models import TERMINAL_STATUSES
+from visionq.ops import metrics
 from visionq.waiting import DONE_CHANNEL, CompletionWaiter
 
 log = logging.getLogger(__name__)

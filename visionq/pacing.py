@@ -47,9 +47,9 @@ from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
-from visionq import metrics
 from visionq.jobs import PACE_PREFIX, redis_errors
 from visionq.leases import LeaseKeeper, Leases
+from visionq.ops import metrics
 from visionq.settings import Settings
 
 log = logging.getLogger(__name__)

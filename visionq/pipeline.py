@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
-from visionq import images, logs, metrics, tokens, webhooks
+from visionq import images, tokens, webhooks
 from visionq.errors import (
     ContextLengthExceeded,
     Internal,
@@ -27,6 +27,7 @@ from visionq.errors import (
     VisionqError,
 )
 from visionq.jobs import JobRecord, request_body_name
+from visionq.ops import logs, metrics
 from visionq.retries import retry_delay, retry_reason
 from visionq.runtime import Runtime
 from visionq.settings import Settings

@@ -20,8 +20,8 @@ import time
 
 import redis
 
-from visionq import metrics
 from visionq.jobs import redis_errors
+from visionq.ops import metrics
 
 log = logging.getLogger(__name__)
 

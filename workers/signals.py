@@ -17,9 +17,10 @@ from typing import Any
 import redis
 from celery import current_app, signals
 
-from visionq import images, logs
+from visionq import images
 from visionq.broker import PREPARE_TASK
 from visionq.errors import Unavailable
+from visionq.ops import logs
 from visionq.redisserver import durability_warnings
 from visionq.settings import Settings
 from workers.tasks import runtime
