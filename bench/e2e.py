@@ -35,7 +35,7 @@ from celery import Celery
 from bench.e2e_latency import hundred_kb_png
 from bench.report import Check
 from bench.stack import BenchStack, running
-from visionq.queues import DEFAULT_CONCURRENCY, POOLS, UPSTREAM_QUEUE
+from visionq.broker import DEFAULT_CONCURRENCY, POOLS, UPSTREAM_QUEUE
 from visionq.state import keys
 
 NOOP_TASK = "bench.noop"

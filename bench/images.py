@@ -29,8 +29,8 @@ from PIL import Image
 from bench.report import Check
 from visionq.intake import Intake
 from visionq.models import JobRequest
-from visionq.pipeline import Runtime
 from visionq.redisserver import RedisServer
+from visionq.runtime import Runtime
 from visionq.settings import Settings
 
 MAX_BASE64 = 128 * 1024**2
@@ -78,7 +78,7 @@ from visionq import pipeline
 from visionq.settings import Settings
 settings = Settings(**json.loads(sys.argv[1]))
 job_id = sys.argv[2]
-rt = pipeline.Runtime.from_settings(settings)
+rt = Runtime.from_settings(settings)
 rt.jobs.load(job_id)  # the connection is open before the clock starts
 reset = reset_peak()
 idle = status("VmRSS")
@@ -157,7 +157,7 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
             "max_image_bytes": MAX_BASE64,
         }
         rt = Runtime.from_settings(Settings(**settings))
-        intake = Intake(rt.settings, rt.store, rt.jobs)
+        intake = Intake(rt.settings, rt.store, rt.jobs, rt.broker)
         figures: dict[str, Any] = {"files": {}, "max_image_bytes": MAX_BASE64}
         for name, path in files.items():
             with Image.open(path) as image:

@@ -40,8 +40,8 @@ from bench import wrk
 from bench.baseline_apps import NAIVE_QUEUE
 from bench.report import Check
 from bench.stack import running
+from visionq.broker import PREPARE_QUEUE
 from visionq.devstack import wait_for_http
-from visionq.queues import PREPARE_QUEUE
 from visionq.redisserver import free_port
 from visionq.state import keys
 

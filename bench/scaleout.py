@@ -34,7 +34,7 @@ from PIL import Image
 from bench.report import Check
 from bench.stack import BenchStack, running
 from bench.wrk import WRK
-from visionq.queues import PREPARE_QUEUE, UPSTREAM_QUEUE
+from visionq.broker import PREPARE_QUEUE, UPSTREAM_QUEUE
 from visionq.state.pacing import waiting_jobs
 
 LATENCY = 1.0

@@ -17,7 +17,6 @@ from service import jobs_api, ops_api
 from service.auth import authenticate
 from service.deps import Services, services
 from service.uploads import BODY_KEY, BodyInput, UploadRequest, body_deadline, buffered_uploads
-from visionq import logs, metrics
 from visionq.errors import (
     InvalidRequest,
     PayloadTooLarge,
@@ -25,6 +24,7 @@ from visionq.errors import (
     Unavailable,
     VisionqError,
 )
+from visionq.ops import logs, metrics
 from visionq.settings import Settings
 from visionq.state.redis import redis_errors
 from visionq.state.storewrites import refusal_reason

@@ -7,20 +7,19 @@ import functools
 import redis
 from flask import current_app
 
-from visionq import metrics
 from visionq.intake import Intake
+from visionq.ops import metrics
+from visionq.runtime import Resources
 from visionq.settings import Settings
 from visionq.state import pacing
 from visionq.state.idempotency import IdempotencyKeys
-from visionq.state.jobs import JobStore
-from visionq.state.outbox import Outbox
 from visionq.state.storewrites import WriteProbe, WriteRefusals
 from visionq.state.tenantlimits import UPLOAD_LEASE_MARGIN, TenantLimits, UploadSlots
-from visionq.storage import open_store
 
 
 class Services:
-    """What the request handlers need, built once per process."""
+    """What the request handlers need, built once per process: the `Resources` every
+    process has, and the API's own (intake, idempotency, tenant limits, metrics)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -34,14 +33,11 @@ class Services:
             socket_timeout=10,
             health_check_interval=30,
         )
-        self.redis = redis.Redis(connection_pool=pool)
-        self.store = open_store(settings.storage_url)
-        self.jobs = JobStore(
-            self.redis, ttl=settings.result_ttl, queued_grace=settings.queued_grace
-        )
-        self.intake = Intake(settings, self.store, self.jobs)
+        shared = Resources.open(settings, redis.Redis(connection_pool=pool))
+        self.redis, self.store, self.jobs = shared.client, shared.store, shared.jobs
+        self.outbox, self.broker = shared.outbox, shared.broker
+        self.intake = Intake(settings, self.store, self.jobs, self.broker)
         self.idempotency = IdempotencyKeys(self.redis)
-        self.outbox = Outbox(self.redis)
         #: Writes Redis refused in this process: counted, and logged now and then.
         self.write_refusals = WriteRefusals()
         self.write_probe = WriteProbe(self.redis)
@@ -55,7 +51,7 @@ class Services:
         self.metrics = metrics.scrape_registry(
             settings.metrics_dir,
             metrics.ClusterGauges(
-                self.redis,
+                queue_depths=self.broker.queue_depths,
                 paced_jobs=functools.partial(pacing.waiting_jobs, self.redis),
                 models=settings.model_context,
             ),

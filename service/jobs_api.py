@@ -12,9 +12,10 @@ from typing import Any, get_args
 from flask import Blueprint, g, jsonify, request
 
 from service.deps import services
-from visionq import metrics, responses, retention
+from visionq import responses, retention
 from visionq.errors import InvalidRequest, PayloadTooLarge
 from visionq.models import JobForm, JobRequest, JobStatus, whole_number
+from visionq.ops import metrics
 from visionq.state.records import JobRecord
 from visionq.storage.spool import sha256_of
 

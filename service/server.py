@@ -40,7 +40,7 @@ class _Gunicorn(BaseApplication):
 
 class _Logger(glogging.Logger):
     """gunicorn's own lines ("Booting worker", a worker timeout) through the root logger's
-    handler (`visionq.logs.configure`), so they are in our format like every other line."""
+    handler (`visionq.ops.logs.configure`), so they are in our format like every other line."""
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)

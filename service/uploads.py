@@ -40,7 +40,7 @@ from werkzeug.exceptions import RequestTimeout
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import ClosingIterator
 
-from visionq import metrics
+from visionq.ops import metrics
 from visionq.storage.spool import Spool
 
 if TYPE_CHECKING:

@@ -59,7 +59,7 @@ def test_configuration_page_names_every_variable() -> None:
 
 
 def test_operations_page_explains_every_metric() -> None:
-    source = (ROOT / "visionq" / "metrics.py").read_text()
+    source = (ROOT / "visionq" / "ops" / "metrics.py").read_text()
     names = set(re.findall(r'"(visionq_[a-z_]+)"', source))
     assert {"visionq_jobs_submitted", "visionq_queue_depth"} <= names  # the parse works
     page = (DOCS / "operations.md").read_text()

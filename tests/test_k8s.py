@@ -22,9 +22,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from visionq.broker import QUEUES
 from visionq.cli import parser
 from visionq.errors import ConfigurationError
-from visionq.queues import QUEUES
 from visionq.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

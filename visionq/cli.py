@@ -15,8 +15,9 @@ import os
 import sys
 from pathlib import Path
 
-from visionq import client_cli, logs, metrics
-from visionq.queues import DEFAULT_CONCURRENCY, POOLS, QUEUES
+from visionq import client_cli
+from visionq.broker import DEFAULT_CONCURRENCY, POOLS, QUEUES
+from visionq.ops import logs, metrics
 from visionq.settings import Settings
 from visionq.supervisor import Supervisor
 

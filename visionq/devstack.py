@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 import requests
 
-from visionq.queues import QUEUES
+from visionq.broker import QUEUES
 from visionq.redisserver import RedisServer, answers
 from visionq.settings import Settings
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from visionq import tokens
+from visionq.broker import Broker
 from visionq.errors import (
     ContextLengthExceeded,
     InvalidRequest,
@@ -27,7 +28,6 @@ from visionq.errors import (
 from visionq.media import images
 from visionq.media.urlfetch import check_public, check_url_syntax
 from visionq.models import JobRequest, whole_number
-from visionq.queues import prepare_message
 from visionq.settings import Settings
 from visionq.state.idempotency import IdempotencyRecord
 from visionq.state.jobs import REQUEST_INLINE_BYTES, JobStore, new_job_id, request_body_name
@@ -147,10 +147,13 @@ def _part_fields(where: str, part: dict[str, Any]) -> Iterator[tuple[str, Any]]:
 
 
 class Intake:
-    def __init__(self, settings: Settings, store: BlobStore, jobs: JobStore) -> None:
+    def __init__(
+        self, settings: Settings, store: BlobStore, jobs: JobStore, broker: Broker
+    ) -> None:
         self._settings = settings
         self._store = store
         self._jobs = jobs
+        self._broker = broker
 
     def resolve_model(self, request: JobRequest) -> str:
         model = request.model or self._settings.default_model
@@ -374,7 +377,7 @@ class Intake:
                 metadata=request.metadata,
                 remember=remember,
                 request_id=request_id,
-                message=prepare_message,
+                message=self._broker.prepare_push,
                 job_id=job_id,
             )
         except BaseException:

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import redis
-
-from visionq import logs, metrics, responses, tokens, webhooks
+from visionq import responses, tokens, webhooks
 from visionq.errors import (
     ContextLengthExceeded,
     Internal,
@@ -31,68 +27,17 @@ from visionq.errors import (
     VisionqError,
 )
 from visionq.media import fit, guards, images
-from visionq.media.urlfetch import UrlFetcher
-from visionq.queues import MAX_RETRY_DELAY
+from visionq.ops import logs, metrics
+from visionq.retries import retry_delay, retry_reason
+from visionq.runtime import Runtime
 from visionq.settings import Settings
-from visionq.state.jobs import JobStore, request_body_name
-from visionq.state.leases import LeaseKeeper, Leases
-from visionq.state.outbox import Outbox
-from visionq.state.pacing import Pacer
+from visionq.state.jobs import request_body_name
 from visionq.state.records import JobRecord
-from visionq.storage import BlobStore, open_store
 from visionq.upstream.body import write_body
-from visionq.upstream.client import UpstreamClient
 from visionq.upstream.dialects import parse_result
-from visionq.webhooks import Signer
 
 log = logging.getLogger(__name__)
 MAX_PREPARE_ATTEMPTS = 3
-
-
-@dataclass
-class Runtime:
-    """The resources one worker process shares between its tasks."""
-
-    settings: Settings
-    jobs: JobStore
-    store: BlobStore
-    upstream: UpstreamClient
-    fetcher: UrlFetcher
-    outbox: Outbox
-    webhook_fetcher: UrlFetcher
-    signer: Signer | None
-    leases: Leases
-    keeper: LeaseKeeper
-    pacer: Pacer
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Runtime:
-        client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
-        leases = Leases(client, lease=settings.job_lease)
-        keeper = LeaseKeeper(interval=settings.job_lease / 3)
-        return cls(
-            settings=settings,
-            jobs=JobStore(client, ttl=settings.result_ttl, queued_grace=settings.queued_grace),
-            store=open_store(settings.storage_url),
-            upstream=UpstreamClient(settings),
-            fetcher=UrlFetcher(
-                allow_private=settings.allow_private_urls,
-                timeout=settings.url_fetch_timeout,
-                max_bytes=settings.max_image_bytes,
-            ),
-            outbox=Outbox(client),
-            # Webhooks: no redirects (a 3xx is a failed attempt), 10 s for the whole answer.
-            webhook_fetcher=UrlFetcher(
-                allow_private=settings.allow_private_urls,
-                timeout=webhooks.DELIVERY_TIMEOUT_SECONDS,
-                max_bytes=1024 * 1024,
-                max_redirects=0,
-            ),
-            signer=Signer.from_settings(settings),
-            leases=leases,
-            keeper=keeper,
-            pacer=Pacer(client, settings, leases, keeper),
-        )
 
 
 @contextmanager
@@ -169,11 +114,8 @@ def prepare(job_id: str, rt: Runtime) -> str | None:
             return None
         if prepared is None:
             return None
-        # Handed on, first released so whichever ticket takes it may; should this process
-        # die before the offer, the sweeper offers it one lease from now.
         model = record.fields["model"]
-        rt.leases.release(job_id, look_in=rt.leases.lease)
-        rt.pacer.offer(job_id, model=model, tenant=record.tenant)
+        rt.hand_on(job_id, model=model, tenant=record.tenant)
         image_tokens = sum(image["image_tokens"] for image in prepared)
         metrics.TOKENS.labels(model, "image_estimate").inc(image_tokens)
         log.info(
@@ -364,9 +306,8 @@ def _call_upstream(rt: Runtime, record: JobRecord, attempt: int) -> float | None
             rt.pacer.pause(model, exc.retry_after or 1.0)
         if attempt < rt.settings.upstream_max_attempts:
             retry_in = retry_delay(attempt, exc.retry_after)
-            rt.leases.release(job_id, look_in=retry_in + rt.leases.lease)
-            rt.pacer.offer(job_id, model=model, tenant=record.tenant, due=time.time() + retry_in)
-            reason = _retry_reason(exc.upstream_status)
+            rt.hand_on(job_id, model=model, tenant=record.tenant, retry_in=retry_in)
+            reason = retry_reason(exc.upstream_status)
             metrics.UPSTREAM_RETRIES.labels(model, reason).inc()
             log.info(
                 "upstream retry in %.1f s (%s)",
@@ -421,16 +362,6 @@ def _timed_call(rt: Runtime, record: JobRecord, body: BinaryIO, length: int) -> 
         )
 
 
-def _retry_reason(upstream_status: int | None) -> str:
-    if upstream_status is None:
-        return "connection_error"
-    if upstream_status == 429:
-        return "rate_limited"
-    if upstream_status >= 500:
-        return "server_error"
-    return "malformed_answer"  # a 200 whose body was not an answer
-
-
 #: How long a worker holding the upstream's answer keeps trying to record it while Redis
 #: is unreachable. The answer is paid for; dropping it means the job's lease runs out and
 #: the upstream is asked again.
@@ -463,12 +394,6 @@ def _finish(
             time.sleep(pause)
             pause = min(1.0, 2 * pause)
     rt.store.delete_body(job_id)
-
-
-def retry_delay(attempt: int, retry_after: float | None, *, cap: float = 60.0) -> float:
-    """Exponential backoff with full jitter, never sooner than the upstream's Retry-After."""
-    backoff = random.uniform(0, min(cap, 0.5 * 2**attempt))
-    return min(MAX_RETRY_DELAY, max(backoff, retry_after or 0.0))
 
 
 def deliver_webhook(job_id: str, token: str, rt: Runtime) -> None:

@@ -148,7 +148,7 @@ class Settings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["json", "text"] = "json"
     #: prometheus-client's directory for a process tree's metrics (`PROMETHEUS_MULTIPROC_DIR`);
-    #: None: `visionq api` and `visionq worker` make a private one (visionq.metrics).
+    #: None: `visionq api` and `visionq worker` make a private one (visionq.ops.metrics).
     metrics_dir: str | None = None
     #: Where `visionq worker` serves its process tree's metrics (0: not served).
     metrics_port: int = Field(default=0, ge=0, le=65535)

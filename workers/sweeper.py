@@ -9,19 +9,13 @@ are atomic, but one is enough: a few Redis calls a round.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import signal
 import threading
 import time
-from typing import cast
-
-import redis
 
 from visionq import retention
-from visionq.errors import Unavailable
-from visionq.queues import (
+from visionq.broker import (
     PREPARE_QUEUE,
     PREPARE_TASK,
     UPSTREAM_QUEUE,
@@ -29,13 +23,12 @@ from visionq.queues import (
     WEBHOOK_QUEUE,
     WEBHOOK_TASK,
 )
+from visionq.errors import Unavailable
+from visionq.runtime import Runtime
 from visionq.settings import Settings
 from visionq.state.jobs import JobStore
-from visionq.state.leases import LeaseKeeper, Leases
-from visionq.state.outbox import Outbox
-from visionq.state.pacing import Pacer, TicketAudit
-from visionq.state.redis import redis_errors
-from visionq.storage import BlobStore, open_store
+from visionq.state.pacing import TicketAudit
+from visionq.storage import BlobStore
 from workers.app import create_celery
 
 log = logging.getLogger(__name__)
@@ -43,53 +36,11 @@ log = logging.getLogger(__name__)
 MAX_TICKETS_PER_ROUND = 1000
 
 
-# kombu's Redis transport keeps each delivered, not yet acknowledged message in these keys
-# (its `unacked_key` and `unacked_index_key` options, at their defaults).
-_UNACKED, _UNACKED_INDEX = "unacked", "unacked_index"
-
-
-def claim_stranded_prepares(client: redis.Redis, *, older_than: float) -> list[str]:
-    """Jobs whose prepare message a worker took and never acknowledged: it died holding it,
-    or lost Redis before it could acknowledge.
-
-    A worker fetches only for a free slot, so a live one starts a message within
-    milliseconds; one still unacknowledged after a lease belongs to a dead worker or a
-    dead connection, and the broker would give it back only after its visibility timeout.
-    Each such message is taken out of kombu's unacknowledged set, so that it is claimed
-    once (by one sweeper) and never restored later as a duplicate.
-    """
-    with redis_errors():
-        tags = cast(
-            list[bytes], client.zrangebyscore(_UNACKED_INDEX, "-inf", time.time() - older_than)
-        )
-        raws = client.hmget(_UNACKED, tags) if tags else []
-    stale: dict[bytes, str] = {}
-    for tag, raw in zip(tags, raws, strict=True):
-        if raw is None:
-            continue
-        message = json.loads(raw)[0]
-        if message.get("headers", {}).get("task") == PREPARE_TASK:
-            stale[tag] = json.loads(base64.b64decode(message["body"]))[0][0]
-    if not stale:
-        return []
-    pipe = client.pipeline()
-    for tag in stale:
-        pipe.hdel(_UNACKED, tag)
-        pipe.zrem(_UNACKED_INDEX, tag)
-    with redis_errors():
-        removed = pipe.execute()[::2]
-    return [job_id for job_id, gone in zip(stale.values(), removed, strict=True) if gone]
-
-
 def run(settings: Settings) -> None:
     app = create_celery(settings)
-    client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
-    outbox = Outbox(client)
-    leases = Leases(client, lease=settings.job_lease)
-    pacer = Pacer(client, settings, leases, LeaseKeeper(interval=settings.job_lease / 3))
+    rt = Runtime.from_settings(settings)
+    outbox, leases, pacer, broker = rt.outbox, rt.leases, rt.pacer, rt.broker
     audit = TicketAudit(hold=settings.job_lease)
-    jobs = JobStore(client, ttl=settings.result_ttl, queued_grace=settings.queued_grace)
-    store = open_store(settings.storage_url)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -100,7 +51,7 @@ def run(settings: Settings) -> None:
         try:
             for job_id, token in outbox.claim_due(now=time.time(), lease=settings.webhook_lease):
                 app.send_task(WEBHOOK_TASK, args=[job_id, token], queue=WEBHOOK_QUEUE)
-            for job_id in claim_stranded_prepares(client, older_than=settings.job_lease):
+            for job_id in broker.claim_stranded(PREPARE_QUEUE, older_than=settings.job_lease):
                 if leases.received(job_id):  # still queued: looked at again a lease from now
                     log.warning("job %s: its worker never started it; queued again", job_id)
                     app.send_task(PREPARE_TASK, args=[job_id], queue=PREPARE_QUEUE)
@@ -112,10 +63,13 @@ def run(settings: Settings) -> None:
                 if expired.stage == "prepare":
                     app.send_task(PREPARE_TASK, args=[expired.job_id], queue=PREPARE_QUEUE)
                 else:
+                    # Offered, not handed on (`Runtime.hand_on`): the sweep above has
+                    # already set when to look at the job again, and its dead holder's
+                    # lease is left as it was.
                     pacer.offer(expired.job_id, model=expired.model, tenant=expired.tenant)
                     app.send_task(UPSTREAM_TASK, args=[expired.model], queue=UPSTREAM_QUEUE)
-            # kombu keeps a queue's messages in a list named after the queue (no priorities).
-            tickets = pacer.tickets(broker_list=UPSTREAM_QUEUE) if expiring else []
+            upstream_list = broker.waiting_list(UPSTREAM_QUEUE)
+            tickets = pacer.tickets(broker_list=upstream_list) if expiring else []
             for model, missing in audit.missing(tickets).items():
                 log.warning("%s: %d due jobs have no ticket; sending tickets", model, missing)
                 for _ in range(min(missing, MAX_TICKETS_PER_ROUND)):
@@ -125,7 +79,7 @@ def run(settings: Settings) -> None:
             expire_from = time.monotonic() + settings.job_lease
         except Exception:  # one bad round must not end the sweeping
             log.exception("sweep failed; trying again")
-        _remove_expired(jobs, store)
+        _remove_expired(rt.jobs, rt.store)
         stop.wait(settings.sweep_interval)
 
 

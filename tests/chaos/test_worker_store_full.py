@@ -15,7 +15,8 @@ import redis
 
 from tests.chaos.onehost import log_lines, one_worker_stack, process, queue_child
 from tests.support import CORPUS, Stack, data_url
-from visionq.queues import PREPARE_LIST, QUEUES
+from visionq.broker import PREPARE_QUEUE, QUEUES
+from visionq.broker.celery_redis import CeleryRedis
 from visionq.redisserver import RedisServer
 
 pytestmark = pytest.mark.chaos
@@ -123,7 +124,7 @@ def test_workers_survive_a_full_redis_and_resume_when_it_has_room(
             stack,
         )
         held = _accepted(stack, {"prompt": "held", "images": [JPEG]})
-        assert client.rename(PREPARE_LIST, STAGING)
+        assert client.rename(CeleryRedis(client).waiting_list(PREPARE_QUEUE), STAGING)
         _wait_for(
             "the slow prepares done",
             lambda: all(j["status"] == "succeeded" for j in _jobs(stack, busy)),
@@ -155,7 +156,7 @@ def test_workers_survive_a_full_redis_and_resume_when_it_has_room(
     full_at = time.monotonic()
     # Reaches the idle prepare worker with Redis full (RENAME needs no memory), as a
     # message pushed just below the limit would.
-    assert client.rename(STAGING, PREPARE_LIST)
+    assert client.rename(STAGING, CeleryRedis(client).waiting_list(PREPARE_QUEUE))
     time.sleep(FULL_FOR)
     alive_when_full = {queue: queue_child(worker.popen.pid, queue) for queue in QUEUES}
 
@@ -181,7 +182,7 @@ def test_workers_survive_a_full_redis_and_resume_when_it_has_room(
         for line in lines
         if line.get("logger") == "visionq.supervisor" and line["level"] != "INFO"
     ]
-    broker = [line["message"] for line in lines if line.get("logger") == "workers.broker"]
+    broker = [line["message"] for line in lines if line.get("logger") == "workers.transport"]
     assert any("is held here" in message for message in broker), broker
     assert any("written later" in message for message in broker), broker
 

@@ -9,8 +9,8 @@ import redis
 from flask.testing import FlaskClient
 
 from tests.support import CORPUS, bearer, data_url
+from visionq.broker import PREPARE_QUEUE, PREPARE_TASK
 from visionq.models import Job, JobList
-from visionq.queues import PREPARE_LIST, PREPARE_TASK
 from visionq.state.keys import job as job_key
 
 IMAGE = data_url(CORPUS / "good" / "hopper.jpg")
@@ -30,8 +30,8 @@ def test_a_submit_queues_exactly_one_prepare_message_for_its_job(
 ) -> None:
     job_id = _submit(client, "x")
     lists = sorted(k for k in redis_db.scan_iter() if redis_db.type(k) == b"list")
-    assert lists == [PREPARE_LIST.encode()]  # nothing for the upstream or webhooks yet
-    [raw] = redis_db.lrange(PREPARE_LIST, 0, -1)
+    assert lists == [PREPARE_QUEUE.encode()]  # nothing for the upstream or webhooks yet
+    [raw] = redis_db.lrange(PREPARE_QUEUE, 0, -1)
     message = json.loads(raw)
     assert message["headers"]["task"] == PREPARE_TASK
     args, kwargs, _ = json.loads(base64.b64decode(message["body"]))

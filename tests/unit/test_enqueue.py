@@ -1,4 +1,4 @@
-"""The intake's own prepare message (`queues.prepare_message`), pushed in the job's
+"""The intake's own prepare message (`CeleryRedis.prepare_push`), pushed in the job's
 transaction instead of through Celery's publisher: it must be the message Celery would
 send, a real worker must run it, and the sweeper must still read it when it is stranded."""
 
@@ -11,14 +11,14 @@ import redis
 from celery import Celery
 
 from tests.support import CORPUS, Stack, bare_job, data_url
+from visionq.broker import PREPARE_QUEUE, PREPARE_TASK
+from visionq.broker.celery_redis import CeleryRedis
 from visionq.intake import Intake
 from visionq.models import JobRequest
-from visionq.queues import PREPARE_QUEUE, PREPARE_TASK, prepare_message
 from visionq.settings import Settings
 from visionq.state.jobs import JobStore
 from visionq.storage import open_store
 from workers.app import create_celery
-from workers.sweeper import claim_stranded_prepares
 
 #: Per message: its own ids, and where it was made; Celery adds a reply queue nobody reads.
 _OWN = {"id", "root_id", "origin", "argsrepr", "correlation_id", "delivery_tag", "reply_to"}
@@ -42,7 +42,7 @@ def test_the_message_is_the_one_celery_sends(
 ) -> None:
     _app(redis_url, tmp_path).send_task(PREPARE_TASK, args=["job_x"], queue=PREPARE_QUEUE)
     celerys = json.loads(redis_db.rpop(PREPARE_QUEUE))
-    queue, payload = prepare_message("job_x")
+    queue, payload = CeleryRedis(redis_db).prepare_push("job_x")
     ours = json.loads(payload)
 
     assert queue == PREPARE_QUEUE
@@ -53,7 +53,7 @@ def test_the_message_is_the_one_celery_sends(
         ours["headers"]["root_id"] == ours["headers"]["id"] == ours["properties"]["correlation_id"]
     )
     # Each message its own task id and delivery tag (the key of kombu's unacknowledged set).
-    again = json.loads(prepare_message("job_x")[1])
+    again = json.loads(CeleryRedis(redis_db).prepare_push("job_x")[1])
     assert again["headers"]["id"] != ours["headers"]["id"]
     assert again["properties"]["delivery_tag"] != ours["properties"]["delivery_tag"]
 
@@ -61,7 +61,8 @@ def test_the_message_is_the_one_celery_sends(
 def test_a_stranded_fast_path_message_is_claimed_by_the_sweeper(
     redis_url: str, redis_db: redis.Redis, tmp_path: Path
 ) -> None:
-    job = bare_job(JobStore(redis_db, ttl=600, queued_grace=300), message=prepare_message)
+    broker = CeleryRedis(redis_db)
+    job = bare_job(JobStore(redis_db, ttl=600, queued_grace=300), message=broker.prepare_push)
     assert redis_db.llen(PREPARE_QUEUE) == 1  # written with the job, in its transaction
 
     with _app(redis_url, tmp_path).connection_for_read() as connection:
@@ -69,7 +70,7 @@ def test_a_stranded_fast_path_message_is_claimed_by_the_sweeper(
         message = prepare.get(timeout=5)  # taken by a kombu consumer and never acknowledged
         assert message.headers["task"] == PREPARE_TASK
         assert message.payload[0] == [job.id]
-        assert claim_stranded_prepares(redis_db, older_than=0) == [job.id]
+        assert broker.claim_stranded(PREPARE_QUEUE, older_than=0) == [job.id]
         prepare.close()
     assert redis_db.llen(PREPARE_QUEUE) == 0
 
@@ -78,7 +79,7 @@ def test_a_job_queued_by_the_fast_path_runs_on_a_real_worker(stack: Stack) -> No
     settings = Settings.from_env(stack.env)
     client = redis.Redis.from_url(stack.redis_url)
     jobs = JobStore(client, ttl=600, queued_grace=300)
-    intake = Intake(settings, open_store(settings.storage_url), jobs)
+    intake = Intake(settings, open_store(settings.storage_url), jobs, CeleryRedis(client))
     request = JobRequest.model_validate(
         {"prompt": "what is it", "images": [data_url(CORPUS / "good" / "hopper.jpg")]}
     )

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from visionq import logs
+from visionq.ops import logs
 from visionq.settings import Settings
 
 

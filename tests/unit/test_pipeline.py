@@ -11,10 +11,11 @@ import pytest
 import requests
 
 from tests.support import CORPUS, SIM_KEY, Stack
-from visionq import pipeline, responses
+from visionq import pipeline, responses, retries
 from visionq.errors import ContextLengthExceeded
 from visionq.intake import Intake
 from visionq.models import JobRequest
+from visionq.runtime import Runtime
 from visionq.settings import Settings
 from visionq.state.jobs import request_body_name
 from visionq.state.keys import job as job_key
@@ -23,7 +24,7 @@ from visionq.state.leases import Leases
 MODEL = "mimo-v2.5"
 
 
-def _runtime(stack: Stack, redis_url: str, tmp_path: Path, **settings: Any) -> pipeline.Runtime:
+def _runtime(stack: Stack, redis_url: str, tmp_path: Path, **settings: Any) -> Runtime:
     """A worker process's runtime on a database of the session's Redis and the stack's
     simulator, with two upstream attempts, and `settings` on top."""
     defaults: dict[str, Any] = {
@@ -34,21 +35,25 @@ def _runtime(stack: Stack, redis_url: str, tmp_path: Path, **settings: Any) -> p
         "upstream_max_attempts": 2,
         "upstream_rpm": {"*": 6000},
     }
-    return pipeline.Runtime.from_settings(Settings(**(defaults | settings)))
+    return Runtime.from_settings(Settings(**(defaults | settings)))
 
 
 @pytest.fixture
-def runtime(stack: Stack, redis_url: str, tmp_path: Path) -> pipeline.Runtime:
+def runtime(stack: Stack, redis_url: str, tmp_path: Path) -> Runtime:
     return _runtime(stack, redis_url, tmp_path)
 
 
-def _submit(rt: pipeline.Runtime, prompt: str, *paths: Path) -> str:
+def _submit(rt: Runtime, prompt: str, *paths: Path) -> str:
     uploads = [io.BytesIO(p.read_bytes()) for p in paths]
     request = JobRequest(prompt=prompt, images=[])
-    return Intake(rt.settings, rt.store, rt.jobs).submit(request, tenant="t", uploads=uploads).id
+    return (
+        Intake(rt.settings, rt.store, rt.jobs, rt.broker)
+        .submit(request, tenant="t", uploads=uploads)
+        .id
+    )
 
 
-def test_prepare_then_upstream(runtime: pipeline.Runtime) -> None:
+def test_prepare_then_upstream(runtime: Runtime) -> None:
     job_id = _submit(runtime, "two", CORPUS / "good/hopper.png", CORPUS / "good/hopper.jpg")
     assert pipeline.prepare(job_id, runtime) == MODEL
     job = responses.job_object(runtime.jobs.get(job_id, tenant="t"))
@@ -62,7 +67,7 @@ def test_prepare_then_upstream(runtime: pipeline.Runtime) -> None:
         runtime.store.open_body(job_id)  # the prepared body is removed once finished
 
 
-def test_prepare_twice_is_harmless(runtime: pipeline.Runtime) -> None:
+def test_prepare_twice_is_harmless(runtime: Runtime) -> None:
     job_id = _submit(runtime, "again", CORPUS / "good/hopper.gif")
     assert pipeline.prepare(job_id, runtime)
     # A redelivered message for a prepared job: it must not queue a second upstream call.
@@ -74,7 +79,7 @@ def test_prepare_twice_is_harmless(runtime: pipeline.Runtime) -> None:
     assert job["attempts"] == 1
 
 
-def test_undecodable_image_fails_in_prepare(runtime: pipeline.Runtime) -> None:
+def test_undecodable_image_fails_in_prepare(runtime: Runtime) -> None:
     job_id = _submit(runtime, "bad", CORPUS / "bad/truncated_jpeg.jpg")
     assert not pipeline.prepare(job_id, runtime)
     job = responses.job_object(runtime.jobs.get(job_id, tenant="t"))
@@ -83,7 +88,7 @@ def test_undecodable_image_fails_in_prepare(runtime: pipeline.Runtime) -> None:
 
 
 def test_a_retryable_error_brings_the_ticket_back_until_the_budget_is_spent(
-    runtime: pipeline.Runtime,
+    runtime: Runtime,
 ) -> None:
     job_id = _submit(runtime, "[sim:status=503,retry_after=0]", CORPUS / "good/hopper.png")
     assert pipeline.prepare(job_id, runtime)
@@ -99,7 +104,7 @@ def test_a_retryable_error_brings_the_ticket_back_until_the_budget_is_spent(
 
 
 def test_a_large_request_is_read_from_the_store_and_a_lost_one_fails_its_job(
-    runtime: pipeline.Runtime,
+    runtime: Runtime,
 ) -> None:
     kept = _submit(runtime, "k" * 20_000, CORPUS / "good/hopper.png")
     lost = _submit(runtime, "l" * 20_000, CORPUS / "good/hopper.png")
@@ -147,7 +152,7 @@ def test_context_window_is_checked_before_the_call(
     # Images at URLs are counted only once fetched: the worker refuses the job.
     urls = [f"{image_server}/good/hopper.png", *[f"{image_server}/good/hopper.jpg"] * 6]
     request = JobRequest(prompt="x", images=urls)
-    big = Intake(rt.settings, rt.store, rt.jobs).submit(request, tenant="t").id
+    big = Intake(rt.settings, rt.store, rt.jobs, rt.broker).submit(request, tenant="t").id
     assert pipeline.prepare(job_id, rt)
     assert not pipeline.prepare(big, rt)
     assert (
@@ -161,13 +166,11 @@ def test_context_window_is_checked_before_the_call(
 
 
 def test_retry_delay_honours_retry_after() -> None:
-    assert pipeline.retry_delay(1, 7.0) >= 7.0
-    assert all(0 <= pipeline.retry_delay(3, None) <= 4 for _ in range(100))
+    assert retries.retry_delay(1, 7.0) >= 7.0
+    assert all(0 <= retries.retry_delay(3, None) <= 4 for _ in range(100))
 
 
-def test_a_canceled_queued_job_never_reaches_the_upstream(
-    runtime: pipeline.Runtime, stack: Stack
-) -> None:
+def test_a_canceled_queued_job_never_reaches_the_upstream(runtime: Runtime, stack: Stack) -> None:
     calls = requests.get(f"{stack.simulator_url}/_sim/stats", timeout=5).json()["requests"]
     job_id = _submit(runtime, "never", CORPUS / "good/hopper.png")
     assert runtime.jobs.cancel(job_id, tenant="t").status == "canceled"
@@ -179,7 +182,7 @@ def test_a_canceled_queued_job_never_reaches_the_upstream(
     assert requests.get(f"{stack.simulator_url}/_sim/stats", timeout=5).json()["requests"] == calls
 
 
-def test_a_job_canceled_after_it_started_is_not_prepared(runtime: pipeline.Runtime) -> None:
+def test_a_job_canceled_after_it_started_is_not_prepared(runtime: Runtime) -> None:
     job_id = _submit(runtime, "x", CORPUS / "good/hopper.png")
     runtime.leases.take(job_id, "prepare")
     runtime.jobs.cancel(job_id, tenant="t")
@@ -189,7 +192,7 @@ def test_a_job_canceled_after_it_started_is_not_prepared(runtime: pipeline.Runti
 
 
 def test_a_job_whose_prepare_keeps_dying_fails_after_three_tries(
-    runtime: pipeline.Runtime,
+    runtime: Runtime,
 ) -> None:
     job_id = _submit(runtime, "poison", CORPUS / "good/hopper.png")
     short = Leases(runtime.jobs._redis, lease=0.01)
@@ -203,7 +206,7 @@ def test_a_job_whose_prepare_keeps_dying_fails_after_three_tries(
 
 
 def test_storage_down_during_prepare_hands_the_job_back_uncounted(
-    runtime: pipeline.Runtime, tmp_path: Path
+    runtime: Runtime, tmp_path: Path
 ) -> None:
     job_id = _submit(runtime, "outage", CORPUS / "good/hopper.png")
     bodies = tmp_path / "bodies"
@@ -221,7 +224,7 @@ def test_storage_down_during_prepare_hands_the_job_back_uncounted(
 
 
 def test_an_image_removed_during_prepare_is_tried_again_then_fails(
-    runtime: pipeline.Runtime, tmp_path: Path
+    runtime: Runtime, tmp_path: Path
 ) -> None:
     job_id = _submit(runtime, "vanished", CORPUS / "good/hopper.png")
     [stored] = (tmp_path / "images").glob("*/*")

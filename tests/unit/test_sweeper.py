@@ -8,19 +8,20 @@ from pathlib import Path
 import redis
 
 from tests.support import bare_job
-from visionq.queues import PREPARE_QUEUE, PREPARE_TASK, UPSTREAM_QUEUE, UPSTREAM_TASK
+from visionq.broker import PREPARE_QUEUE, PREPARE_TASK, UPSTREAM_QUEUE, UPSTREAM_TASK
+from visionq.broker.celery_redis import CeleryRedis
 from visionq.settings import Settings
 from visionq.state.jobs import JobStore
 from visionq.state.keys import job as job_key
 from visionq.state.leases import Leases
 from workers.app import create_celery
-from workers.sweeper import claim_stranded_prepares
 
 
 def test_a_stranded_prepare_is_claimed_once_and_never_restored(
     redis_url: str, redis_db: redis.Redis, tmp_path: Path
 ) -> None:
     app = create_celery(Settings(redis_url=redis_url, storage_url=f"file://{tmp_path}"))
+    broker = CeleryRedis(redis_db)
     job = bare_job(JobStore(redis_db, ttl=600, queued_grace=300))
     app.send_task(PREPARE_TASK, args=[job.id], queue=PREPARE_QUEUE)
     app.send_task(UPSTREAM_TASK, args=["mimo-v2.5"], queue=UPSTREAM_QUEUE)
@@ -33,9 +34,9 @@ def test_a_stranded_prepare_is_claimed_once_and_never_restored(
         assert upstream.get(timeout=5).headers["task"] == UPSTREAM_TASK
         assert redis_db.hlen("unacked") == 2
 
-        assert claim_stranded_prepares(redis_db, older_than=60) == []  # not stale yet
-        assert claim_stranded_prepares(redis_db, older_than=0) == [job.id]
-        assert claim_stranded_prepares(redis_db, older_than=0) == []  # claimed once
+        assert broker.claim_stranded(PREPARE_QUEUE, older_than=60) == []  # not stale yet
+        assert broker.claim_stranded(PREPARE_QUEUE, older_than=0) == [job.id]
+        assert broker.claim_stranded(PREPARE_QUEUE, older_than=0) == []  # claimed once
         assert redis_db.hlen("unacked") == 1  # the ticket is not ours to take
         prepare.close()
         upstream.close()

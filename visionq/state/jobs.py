@@ -34,9 +34,9 @@ from typing import Any, cast
 
 import redis
 
-from visionq import metrics
 from visionq.errors import Canceled, Conflict, NotFound, VisionqError
 from visionq.models import TERMINAL_STATUSES
+from visionq.ops import metrics
 from visionq.state import keys
 from visionq.state.blobs import Blobs
 from visionq.state.completion import CompletionWaiter

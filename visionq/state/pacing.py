@@ -54,7 +54,7 @@ from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
-from visionq import metrics
+from visionq.ops import metrics
 from visionq.settings import Settings
 from visionq.state import keys
 from visionq.state.leases import LeaseKeeper, Leases

@@ -21,7 +21,7 @@ import time
 
 import redis
 
-from visionq import metrics
+from visionq.ops import metrics
 from visionq.state import keys
 from visionq.state.redis import REFUSALS, redis_errors
 

@@ -31,6 +31,7 @@ from visionq.intake import Intake
 from visionq.media.urlfetch import UrlFetcher
 from visionq.models import JobRequest
 from visionq.redisserver import free_port
+from visionq.runtime import Runtime
 from visionq.settings import Settings
 from visionq.state.keys import job as job_key
 from visionq.storage import BlobStore
@@ -164,8 +165,8 @@ def test_our_missing_file_while_fetching_stays_file_not_found(
 # -- The prepare stage: failed at once, counted ------------------------------------------------
 
 
-def _runtime(redis_url: str, storage: Path | str) -> pipeline.Runtime:
-    return pipeline.Runtime.from_settings(
+def _runtime(redis_url: str, storage: Path | str) -> Runtime:
+    return Runtime.from_settings(
         Settings(
             redis_url=redis_url,
             storage_url=storage if isinstance(storage, str) else f"file://{storage}",
@@ -175,13 +176,17 @@ def _runtime(redis_url: str, storage: Path | str) -> pipeline.Runtime:
     )
 
 
-def _submit(rt: pipeline.Runtime, image: str | Path) -> str:
+def _submit(rt: Runtime, image: str | Path) -> str:
     uploads = [] if isinstance(image, str) else [io.BytesIO(image.read_bytes())]
     request = JobRequest(prompt="x", images=[image] if isinstance(image, str) else [])
-    return Intake(rt.settings, rt.store, rt.jobs).submit(request, tenant="t", uploads=uploads).id
+    return (
+        Intake(rt.settings, rt.store, rt.jobs, rt.broker)
+        .submit(request, tenant="t", uploads=uploads)
+        .id
+    )
 
 
-def _state(rt: pipeline.Runtime, job_id: str) -> list[bytes | None]:
+def _state(rt: Runtime, job_id: str) -> list[bytes | None]:
     fields = ("status", "prepare_attempts", "lease_until")
     return rt.jobs._redis.hmget(job_key(job_id), fields)  # type: ignore[return-value]
 

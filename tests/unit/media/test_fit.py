@@ -19,6 +19,7 @@ from visionq.errors import InvalidImage
 from visionq.intake import Intake
 from visionq.media import fit, images
 from visionq.models import JobRequest
+from visionq.runtime import Runtime
 from visionq.settings import MIMO_MAX_IMAGE_BYTES, Settings
 
 MAX_PIXELS = 178_956_970
@@ -192,29 +193,31 @@ def _png_noise_band(path: Path, width: int, height: int, noise_rows: int) -> Non
 
 
 @pytest.fixture
-def runtime(redis_url: str, tmp_path: Path) -> pipeline.Runtime:
+def runtime(redis_url: str, tmp_path: Path) -> Runtime:
     settings = Settings(
         redis_url=redis_url,
         storage_url=f"file://{tmp_path / 'store'}",
         upstream_base_url="http://127.0.0.1:9/v1",  # never called: only prepare runs here
         mimo_api_key=SIM_KEY,
     )
-    return pipeline.Runtime.from_settings(settings)
+    return Runtime.from_settings(settings)
 
 
-def _prepared(rt: pipeline.Runtime, path: Path, resize: str) -> dict:
+def _prepared(rt: Runtime, path: Path, resize: str) -> dict:
     """The job after the real prepare step, its image submitted as an upload."""
     request = JobRequest(prompt="p", images=[], resize=resize)
     with path.open("rb") as upload:
         job_id = (
-            Intake(rt.settings, rt.store, rt.jobs).submit(request, tenant="t", uploads=[upload]).id
+            Intake(rt.settings, rt.store, rt.jobs, rt.broker)
+            .submit(request, tenant="t", uploads=[upload])
+            .id
         )
     pipeline.prepare(job_id, rt)
     return responses.job_object(rt.jobs.get(job_id, tenant="t"))
 
 
 def test_a_png_too_big_as_base64_fails_under_never_and_goes_through_under_auto(
-    runtime: pipeline.Runtime, tmp_path: Path
+    runtime: Runtime, tmp_path: Path
 ) -> None:
     big = tmp_path / "12000x9000.png"
     _png_noise_band(big, 12_000, 9000, noise_rows=1230)
@@ -233,9 +236,7 @@ def test_a_png_too_big_as_base64_fails_under_never_and_goes_through_under_auto(
     assert images.base64_length(image["bytes"]) < MIMO_MAX_IMAGE_BYTES
 
 
-def test_a_bmp_is_sent_as_png_and_a_small_image_untouched(
-    runtime: pipeline.Runtime, tmp_path: Path
-) -> None:
+def test_a_bmp_is_sent_as_png_and_a_small_image_untouched(runtime: Runtime, tmp_path: Path) -> None:
     bmp, small = tmp_path / "big.bmp", tmp_path / "small.png"
     Image.new("RGB", (4000, 3000), (1, 2, 3)).save(bmp)
     Image.new("RGB", (2000, 1500), (1, 2, 3)).save(small)

@@ -13,6 +13,7 @@ from PIL import Image
 from tests.support import bare_job
 from tests.support.s3server import Backend
 from visionq import retention
+from visionq.broker.celery_redis import CeleryRedis
 from visionq.errors import InvalidImage
 from visionq.intake import Intake
 from visionq.models import JobRequest
@@ -160,7 +161,9 @@ def test_an_intake_reusing_an_image_being_removed_keeps_it(
     assert (job_id, orphans) == (old.id, [sha])
 
     long = JobStore(redis_db, ttl=3600, queued_grace=300)
-    intake = Intake(Settings(storage_url="file:///unused"), backend.store, long)
+    intake = Intake(
+        Settings(storage_url="file:///unused"), backend.store, long, CeleryRedis(redis_db)
+    )
     submitted: list[JobRecord] = []
     request = JobRequest(prompt="what is it?")
     upload = io.BytesIO(png.getvalue())

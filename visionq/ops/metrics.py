@@ -7,8 +7,9 @@ merges them (`MultiProcessCollector`). `process_tree` sets that directory up bef
 process forks. Every metric here has labels, so none of them writes a file until it is
 first used: importing this module creates nothing.
 
-Queue depths are not counted by any process: they are the length of Redis lists, read at
-scrape time by `ClusterGauges`, and so the same whichever API process answers the scrape.
+Queue depths are not counted by any process: the broker reports them (the length of Redis
+lists), read at scrape time by `ClusterGauges`, and so the same whichever API process
+answers the scrape.
 
 Label values stay few (models, stages, status codes), never job ids or tenants.
 """
@@ -36,7 +37,6 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from visionq.errors import Unavailable
-from visionq.queues import QUEUES
 from visionq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -169,44 +169,24 @@ def served(settings: Settings) -> Iterator[None]:
         thread.join()
 
 
-#: kombu's Redis transport keeps a queue's messages of priority p > 0 in the list
-#: `{queue}\x06\x16{p}` (its `sep` and `priority_steps`), those of priority 0 in `{queue}`.
-_KOMBU_PRIORITY_SEP = "\x06\x16"
-_KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
-
-
-def _queue_keys(queue: str) -> list[str]:
-    return [queue if p == 0 else f"{queue}{_KOMBU_PRIORITY_SEP}{p}" for p in _KOMBU_PRIORITY_STEPS]
-
-
-def queue_depths(client: redis.Redis) -> dict[str, int]:
-    """Messages waiting in each Celery queue (not those a worker has taken)."""
-    pipe = client.pipeline(transaction=False)
-    for queue in QUEUES:
-        for key in _queue_keys(queue):
-            pipe.llen(key)
-    lengths = iter(pipe.execute())
-    return {queue: sum(next(lengths) for _ in _KOMBU_PRIORITY_STEPS) for queue in QUEUES}
-
-
 class ClusterGauges:
     """`visionq_queue_depth{queue}` and `visionq_paced_jobs{model}`, read from Redis when
     scraped: they describe the whole cluster, not the process that answers."""
 
     def __init__(
         self,
-        client: redis.Redis,
         *,
+        queue_depths: Callable[[], dict[str, int]],
         paced_jobs: Callable[[], dict[str, int]],
         models: Iterable[str],
     ) -> None:
-        self._redis = client
+        self._queue_depths = queue_depths
         self._paced_jobs = paced_jobs
         self._models = tuple(models)
 
     def collect(self) -> Iterator[Metric]:
         try:
-            depths = queue_depths(self._redis)
+            depths = self._queue_depths()
             paced = dict.fromkeys(self._models, 0) | self._paced_jobs()
         except (redis.RedisError, Unavailable):
             # The rest of the scrape is still worth having; readiness reports Redis.

@@ -151,7 +151,7 @@ class QoS(kombu_redis.QoS):
             return True
         with self.pipe_or_acquire() as pipe:
             for tag, message in unrecorded.items():
-                # As kombu's `QoS.append` writes it (workers.sweeper reads it too).
+                # As kombu's `QoS.append` writes it (visionq.broker.celery_redis reads it too).
                 delivery = message.delivery_info
                 raw = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
                 pipe.zadd(self.unacked_index_key, {tag: time.time()})

@@ -1,0 +1,82 @@
+"""The broker contract: what the core knows of the queue between its processes.
+
+The API enqueues the first stage, the workers consume three queues and the sweeper sends
+what was lost, all through the names below; how a message is laid out, where it waits and
+how an unacknowledged one is found is the business of one implementation in this package
+(today `celery_redis`: Celery's task protocol over kombu's Redis transport). So that the
+core never depends on one, it sees a `Broker` only through the protocol here; the one
+composition of a process's resources (`visionq.runtime`) picks the implementation. Another
+broker (AMQP, say) is one more module here and a choice there, and nothing else changes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from visionq.settings import Settings
+
+PREPARE_QUEUE = "prepare"
+UPSTREAM_QUEUE = "upstream"
+WEBHOOK_QUEUE = "webhooks"
+QUEUES = (PREPARE_QUEUE, UPSTREAM_QUEUE, WEBHOOK_QUEUE)
+
+PREPARE_TASK = "visionq.prepare"
+UPSTREAM_TASK = "visionq.upstream"
+WEBHOOK_TASK = "visionq.webhook"
+
+#: Pool per queue, chosen by measurement: prepare is CPU-bound (decode, encode) and wants
+#: processes; upstream waits on the network for minutes and wants many cheap threads (here
+#: a threads pool ran a 0.2 s I/O task at about twice the rate of gevent).
+POOLS = {PREPARE_QUEUE: "prefork", UPSTREAM_QUEUE: "threads", WEBHOOK_QUEUE: "threads"}
+DEFAULT_CONCURRENCY = {PREPARE_QUEUE: 2, UPSTREAM_QUEUE: 64, WEBHOOK_QUEUE: 16}
+
+#: Hard time limits in seconds: past one the pool ends the task (and a prefork child).
+#: Each task's soft limit is 10 s shorter, so that it may still log why it was stopped.
+PREPARE_TIME_LIMIT = 300
+WEBHOOK_TIME_LIMIT = 60
+SOFT_LIMIT_MARGIN = 10
+
+
+def upstream_time_limit(settings: Settings) -> int:
+    """The upstream call's hard limit: its connect and read timeouts, and a minute more."""
+    return int(settings.upstream_connect_timeout + settings.upstream_timeout) + 60
+
+
+def time_limits(settings: Settings) -> dict[str, int]:
+    """Each task's hard time limit, by task name."""
+    return {
+        PREPARE_TASK: PREPARE_TIME_LIMIT,
+        UPSTREAM_TASK: upstream_time_limit(settings),
+        WEBHOOK_TASK: WEBHOOK_TIME_LIMIT,
+    }
+
+
+class Broker(Protocol):
+    """What the core asks of the broker.
+
+    Only the workers consume and only Celery publishes; the core needs a message it can
+    write itself, the queues' depths, and the messages a dead consumer left behind.
+    """
+
+    def prepare_push(self, job_id: str) -> tuple[str, str]:
+        """The Redis list and the payload that enqueue the prepare stage of `job_id`.
+
+        The intake LPUSHes them in the same script that writes the job record, so that
+        a job exists exactly when its message does and a submit costs one round trip.
+        """
+        ...
+
+    def waiting_list(self, queue: str) -> str:
+        """The Redis list whose length is the number of messages waiting in `queue`, for
+        a script that counts them together with other keys (the pacer's ticket audit)."""
+        ...
+
+    def queue_depths(self) -> dict[str, int]:
+        """Messages waiting in each queue, not counting those a worker has taken."""
+        ...
+
+    def claim_stranded(self, queue: str, *, older_than: float) -> list[str]:
+        """Messages of `queue` that a consumer took more than `older_than` seconds ago
+        and never acknowledged, each claimed once: the first argument of each (the job
+        id, for prepare), for the caller to send again."""
+        ...
