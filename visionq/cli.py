@@ -1,7 +1,7 @@
 """visionq: a job service in front of Xiaomi MiMo's image understanding.
 
 The `visionq` command (API.md, "Commands"): the server side here, the client side
-(`submit`, `get`, ...) in `client_cli`.
+(`submit`, `get`, ...) in `visionq.client.cli`.
 
 This module is the composition root: it is the one place in the `visionq` package that
 reaches into the adapters (`service`, `workers`), and only inside the subcommand that
@@ -15,7 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from visionq import client_cli, logs, metrics
+from visionq import logs, metrics
+from visionq.client import cli as client_cli
 from visionq.queues import DEFAULT_CONCURRENCY, POOLS, QUEUES
 from visionq.settings import Settings
 from visionq.supervisor import Supervisor
