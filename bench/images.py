@@ -27,10 +27,10 @@ from typing import Any
 from PIL import Image
 
 from bench.report import Check
+from visionq.dev.redisserver import RedisServer
 from visionq.intake import Intake
 from visionq.models import JobRequest
 from visionq.pipeline import Runtime
-from visionq.redisserver import RedisServer
 from visionq.settings import Settings
 
 MAX_BASE64 = 128 * 1024**2

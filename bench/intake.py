@@ -40,9 +40,8 @@ from bench import wrk
 from bench.baseline_apps import NAIVE_QUEUE
 from bench.report import Check
 from bench.stack import running
-from visionq.devstack import wait_for_http
+from visionq.dev.ports import free_port, wait_for_http
 from visionq.queues import PREPARE_QUEUE
-from visionq.redisserver import free_port
 
 BOUNDARY = "visionqbenchboundary"
 RSS_SAMPLE_SECONDS = 0.05

@@ -24,8 +24,9 @@ from pathlib import Path
 import redis
 import requests
 
+from visionq.dev.ports import free_port
+from visionq.dev.redisserver import RedisServer
 from visionq.jobs import JobStore
-from visionq.redisserver import RedisServer, free_port
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -29,10 +29,11 @@ import requests
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from visionq import devstack
+from visionq.dev import ports
+from visionq.dev.ports import free_port
+from visionq.dev.redisserver import RedisServer
 from visionq.jobs import JobRecord, JobStore
 from visionq.models import Job
-from visionq.redisserver import RedisServer, free_port
 
 
 def _find_corpus() -> Path:
@@ -114,7 +115,7 @@ class Process:
 
 def wait_for_http(url: str, process: Process, timeout: float = 30.0) -> None:
     try:
-        devstack.wait_for_http(url, process.popen, timeout)
+        ports.wait_for_http(url, process.popen, timeout)
     except RuntimeError as exc:
         raise RuntimeError(f"{process.name}: {exc}\n{process.tail()}") from None
 

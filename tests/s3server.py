@@ -20,8 +20,7 @@ from typing import Any
 import boto3
 import pytest
 
-from visionq import devstack
-from visionq.redisserver import free_port
+from visionq.dev.ports import free_port, wait_for_http
 from visionq.storage import FileStore, ImageStore, open_store
 
 
@@ -51,7 +50,7 @@ class S3Server:
                 stderr=subprocess.STDOUT,
             )
         try:
-            devstack.wait_for_http(f"{self.url}/moto-api/", self._popen, timeout=30)
+            wait_for_http(f"{self.url}/moto-api/", self._popen, timeout=30)
         except RuntimeError as exc:
             self.stop()
             raise RuntimeError(f"moto: {exc}\n{self._log_path.read_text()}") from None

@@ -128,9 +128,9 @@ def _simulator(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from visionq import devstack
+    from visionq.dev import stack
 
-    return devstack.run(
+    return stack.run(
         api_port=args.port, simulator_port=args.simulator_port, var_dir=Path(args.var_dir)
     )
 

@@ -16,6 +16,7 @@ from celery import Celery, Task, signals
 
 from visionq import images, logs, pipeline
 from visionq.errors import Unavailable
+from visionq.ops.durability import durability_warnings
 from visionq.queues import (
     PREPARE_TASK,
     UPSTREAM_QUEUE,
@@ -24,7 +25,6 @@ from visionq.queues import (
     celery_config,
     check_broker_timing,
 )
-from visionq.redisserver import durability_warnings
 from visionq.settings import Settings
 from workers.broker import TRANSPORT
 

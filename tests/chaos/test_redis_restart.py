@@ -9,7 +9,7 @@ import requests
 
 from tests.chaos.ledger import Ledger
 from tests.conftest import CORPUS, Receiver, Stack, data_url
-from visionq.redisserver import RedisServer
+from visionq.dev.redisserver import RedisServer
 
 pytestmark = pytest.mark.chaos
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")

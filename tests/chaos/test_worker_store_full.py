@@ -15,8 +15,8 @@ import redis
 
 from tests.chaos.onehost import log_lines, one_worker_stack, process, queue_child
 from tests.conftest import CORPUS, Stack, data_url
+from visionq.dev.redisserver import RedisServer
 from visionq.queues import PREPARE_LIST, QUEUES
-from visionq.redisserver import RedisServer
 
 pytestmark = pytest.mark.chaos
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import CORPUS, KEYS, Stack, data_url
 from visionq.client import Client
-from visionq.redisserver import free_port
+from visionq.dev.ports import free_port
 
 JPEG = str(CORPUS / "good" / "hopper.jpg")
 PNG = str(CORPUS / "good" / "hopper.png")

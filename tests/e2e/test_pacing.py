@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from tests.conftest import CORPUS, Stack, data_url, running_stack
-from visionq.redisserver import RedisServer
+from visionq.dev.redisserver import RedisServer
 
 PNG = data_url(CORPUS / "good" / "hopper.png")
 RPM = 120  # 2 calls a second

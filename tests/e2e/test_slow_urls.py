@@ -16,8 +16,8 @@ import pytest
 
 from tests.brokenserver import BrokenImageServer
 from tests.conftest import CORPUS, Stack, running_stack
+from visionq.dev.redisserver import RedisServer
 from visionq.pipeline import MAX_PREPARE_ATTEMPTS
-from visionq.redisserver import RedisServer
 
 FETCH_TIMEOUT = 3.0
 LEASE = 3.0  # VISIONQ_JOB_LEASE in the test stack

@@ -18,8 +18,8 @@ import redis
 import requests
 
 from tests.conftest import CORPUS, Stack, data_url, running_stack
+from visionq.dev.redisserver import RedisServer
 from visionq.jobs import STORE_FULL_MESSAGE
-from visionq.redisserver import RedisServer
 
 GOOD = CORPUS / "good"
 FILLER = "filler:"

@@ -25,7 +25,8 @@ from tests.conftest import (
     wait_for_http,
 )
 from tests.s3server import S3Server, running_s3
-from visionq.redisserver import RedisServer, free_port
+from visionq.dev.ports import free_port
+from visionq.dev.redisserver import RedisServer
 
 REDIS_DB = 14
 BUCKET = "visionq-shared"

@@ -15,10 +15,10 @@ from PIL import Image
 
 from tests.conftest import SIM_KEY
 from visionq import images, pipeline, tokens
+from visionq.dev.redisserver import RedisServer
 from visionq.errors import InvalidImage
 from visionq.intake import Intake
 from visionq.models import JobRequest
-from visionq.redisserver import RedisServer
 from visionq.settings import MIMO_MAX_IMAGE_BYTES, Settings
 
 REDIS_DB = 15

@@ -11,11 +11,11 @@ import redis
 from celery import Celery
 
 from tests.conftest import CORPUS, Stack, bare_job, data_url
+from visionq.dev.redisserver import RedisServer
 from visionq.intake import Intake
 from visionq.jobs import JobStore
 from visionq.models import JobRequest
 from visionq.queues import PREPARE_QUEUE, PREPARE_TASK, prepare_message
-from visionq.redisserver import RedisServer
 from visionq.settings import Settings
 from visionq.storage import open_store
 from workers.app import create_celery

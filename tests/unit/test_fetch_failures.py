@@ -26,11 +26,12 @@ from tests.brokenserver import BrokenImageServer
 from tests.conftest import CORPUS
 from tests.s3server import Backend, file_backend, s3_backend
 from visionq import pipeline
+from visionq.dev.ports import free_port
+from visionq.dev.redisserver import RedisServer
 from visionq.errors import InvalidImageUrl, Unavailable
 from visionq.intake import Intake
 from visionq.jobs import job_key
 from visionq.models import JobRequest
-from visionq.redisserver import RedisServer, free_port
 from visionq.settings import Settings
 from visionq.storage import FileStore, ImageStore
 from visionq.urlfetch import UrlFetcher

@@ -10,10 +10,12 @@ import pytest
 import redis
 
 from tests.conftest import bare_job
+from visionq.dev.ports import free_port
+from visionq.dev.redisserver import RedisServer
 from visionq.errors import InvalidImage, NotFound, Unavailable
 from visionq.jobs import MAX_LIST_SCAN, JobRecord, JobStore
 from visionq.leases import Leases
-from visionq.redisserver import RedisServer, durability_warnings, free_port
+from visionq.ops.durability import durability_warnings
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from typing import BinaryIO
 import pytest
 
 from tests.s3server import Backend, S3Server, s3_backend
+from visionq.dev.ports import free_port
 from visionq.errors import PayloadTooLarge, Unavailable
-from visionq.redisserver import free_port
 from visionq.storage import FileStore, S3Store, open_store
 
 

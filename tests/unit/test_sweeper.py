@@ -8,10 +8,10 @@ from pathlib import Path
 import redis
 
 from tests.conftest import bare_job
+from visionq.dev.redisserver import RedisServer
 from visionq.jobs import JobStore, job_key
 from visionq.leases import Leases
 from visionq.queues import PREPARE_QUEUE, PREPARE_TASK, UPSTREAM_QUEUE, UPSTREAM_TASK
-from visionq.redisserver import RedisServer
 from visionq.settings import Settings
 from workers.app import create_celery
 from workers.sweeper import claim_stranded_prepares

@@ -10,9 +10,9 @@ import redis
 from prometheus_client import REGISTRY
 
 from tests.e2e.test_store_full import fill_to_maxmemory, free_filler
+from visionq.dev.redisserver import RedisServer
 from visionq.errors import RateLimited, Unavailable
 from visionq.jobs import STORE_FULL_MESSAGE
-from visionq.redisserver import RedisServer
 from visionq.storewrites import WriteRefusals
 from visionq.tenantlimits import TenantLimits, UploadSlots
 

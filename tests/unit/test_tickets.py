@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from tests.unit.test_pacing import MODEL, _pacer, _ready
+from visionq.dev.redisserver import RedisServer
 from visionq.pacing import Pacer, TicketAudit, Tickets
-from visionq.redisserver import RedisServer
 
 REDIS_DB = 11
 BROKER_LIST = "upstream"
