@@ -21,8 +21,6 @@ from visionq.queues import DEFAULT_CONCURRENCY, POOLS, QUEUES
 from visionq.settings import Settings
 from visionq.supervisor import Supervisor
 
-EXIT_USAGE = 2
-
 
 def _api(args: argparse.Namespace) -> int:
     from service.server import serve
@@ -42,7 +40,7 @@ def _worker(args: argparse.Namespace) -> int:
         print(
             f"unknown queue(s) {sorted(unknown)}; queues are {', '.join(QUEUES)}", file=sys.stderr
         )
-        return EXIT_USAGE
+        return client_cli.EXIT_USAGE
     settings = Settings.from_env()
     loglevel = args.loglevel or settings.log_level
     logs.configure(settings, level=loglevel)
@@ -157,12 +155,18 @@ def parser() -> argparse.ArgumentParser:
         "--concurrency",
         type=int,
         default=0,
-        help="pool size per queue (default: prepare 2, upstream 64)",
+        help="pool size per queue (default: "
+        + ", ".join(f"{queue} {size}" for queue, size in DEFAULT_CONCURRENCY.items())
+        + ")",
     )
     worker.add_argument("--loglevel", default=None, help="default: VISIONQ_LOG_LEVEL (info)")
     worker.set_defaults(run=_worker)
 
-    sweeper = sub.add_parser("sweeper", help="dispatches due webhook deliveries (run one)")
+    sweeper = sub.add_parser(
+        "sweeper",
+        help="queues due webhooks, re-queues jobs whose lease ran out and upstream tickets "
+        "that died with a worker, removes expired files (run one)",
+    )
     sweeper.set_defaults(run=_sweeper)
 
     sim = sub.add_parser("simulator", help="the bundled MiMo-compatible upstream simulator")
