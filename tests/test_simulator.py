@@ -22,10 +22,10 @@ from flask import Flask
 from PIL import Image
 from werkzeug.serving import make_server
 
-from simulator import UNLIMITED, RateLimits, create_app
 from tests.conftest import CORPUS, data_url
 from visionq import tokens
 from visionq.settings import MIMO_MAX_IMAGE_BYTES
+from visionq.simulator import UNLIMITED, RateLimits, create_app
 
 KEY = "sim-unit-key"
 AUTH = {"api-key": KEY}

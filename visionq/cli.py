@@ -112,7 +112,7 @@ def _sweeper(args: argparse.Namespace) -> int:
 
 
 def _simulator(args: argparse.Namespace) -> int:
-    from simulator import RateLimits, serve
+    from visionq.simulator import RateLimits, serve
 
     print(
         "visionq simulator: a development stand-in for MiMo, not the real model",
