@@ -27,9 +27,9 @@ from typing import Any
 from PIL import Image
 
 from bench.report import Check
+from visionq.dev.redisserver import RedisServer
 from visionq.intake import Intake
 from visionq.models import JobRequest
-from visionq.redisserver import RedisServer
 from visionq.runtime import Runtime
 from visionq.settings import Settings
 

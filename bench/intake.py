@@ -41,8 +41,7 @@ from bench.baseline_apps import NAIVE_QUEUE
 from bench.report import Check
 from bench.stack import running
 from visionq.broker import PREPARE_QUEUE
-from visionq.devstack import wait_for_http
-from visionq.redisserver import free_port
+from visionq.dev.ports import free_port, wait_for_http
 from visionq.state import keys
 
 BOUNDARY = "visionqbenchboundary"

@@ -24,7 +24,8 @@ from pathlib import Path
 import redis
 import requests
 
-from visionq.redisserver import RedisServer, free_port
+from visionq.dev.ports import free_port
+from visionq.dev.redisserver import RedisServer
 from visionq.state.jobs import JobStore
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import requests
 
-from visionq.devstack import wait_for_http
-from visionq.redisserver import RedisServer, free_port
+from visionq.dev.ports import free_port, wait_for_http
+from visionq.dev.redisserver import RedisServer
 
 SIM_KEY = "bench-simulator-key"
 

@@ -17,7 +17,7 @@ import redis
 from tests.support import CORPUS, Receiver, Stack, running_stack
 from tests.support.databases import Databases
 from tests.support.servers import http_server, serving
-from visionq.redisserver import RedisServer
+from visionq.dev.redisserver import RedisServer
 
 #: The folders of tests/ whose name is also the marker of every test in them (pyproject.toml
 #: lists them), so that `pytest -m "not chaos"` or `-m "unit or service"` picks by kind.

@@ -24,8 +24,7 @@ import boto3
 import pytest
 import yaml
 
-from visionq import devstack
-from visionq.redisserver import free_port
+from visionq.dev.ports import free_port, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -336,7 +335,7 @@ def s3_server(tmp_path: Path) -> Iterator[dict[str, str]]:
             stderr=subprocess.STDOUT,
         )
     try:
-        devstack.wait_for_http(f"http://127.0.0.1:{port}/moto-api/", child, timeout=30)
+        wait_for_http(f"http://127.0.0.1:{port}/moto-api/", child, timeout=30)
         yield {
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
             "AWS_ACCESS_KEY_ID": "trial",

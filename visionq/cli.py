@@ -1,7 +1,7 @@
 """visionq: a job service in front of Xiaomi MiMo's image understanding.
 
 The `visionq` command (API.md, "Commands"): the server side here, the client side
-(`submit`, `get`, ...) in `client_cli`.
+(`submit`, `get`, ...) in `visionq.client.cli`.
 
 This module is the composition root: it is the one place in the `visionq` package that
 reaches into the adapters (`service`, `workers`), and only inside the subcommand that
@@ -15,13 +15,11 @@ import os
 import sys
 from pathlib import Path
 
-from visionq import client_cli
 from visionq.broker import DEFAULT_CONCURRENCY, POOLS, QUEUES
+from visionq.client import cli as client_cli
 from visionq.ops import logs, metrics
 from visionq.settings import Settings
 from visionq.supervisor import Supervisor
-
-EXIT_USAGE = 2
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -42,7 +40,7 @@ def _worker(args: argparse.Namespace) -> int:
         print(
             f"unknown queue(s) {sorted(unknown)}; queues are {', '.join(QUEUES)}", file=sys.stderr
         )
-        return EXIT_USAGE
+        return client_cli.EXIT_USAGE
     settings = Settings.from_env()
     loglevel = args.loglevel or settings.log_level
     logs.configure(settings, level=loglevel)
@@ -114,7 +112,7 @@ def _sweeper(args: argparse.Namespace) -> int:
 
 
 def _simulator(args: argparse.Namespace) -> int:
-    from simulator import RateLimits, serve
+    from visionq.simulator import RateLimits, serve
 
     print(
         "visionq simulator: a development stand-in for MiMo, not the real model",
@@ -128,9 +126,9 @@ def _simulator(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from visionq import devstack
+    from visionq.dev import stack
 
-    return devstack.run(
+    return stack.run(
         api_port=args.port, simulator_port=args.simulator_port, var_dir=Path(args.var_dir)
     )
 
@@ -157,12 +155,18 @@ def parser() -> argparse.ArgumentParser:
         "--concurrency",
         type=int,
         default=0,
-        help="pool size per queue (default: prepare 2, upstream 64)",
+        help="pool size per queue (default: "
+        + ", ".join(f"{queue} {size}" for queue, size in DEFAULT_CONCURRENCY.items())
+        + ")",
     )
     worker.add_argument("--loglevel", default=None, help="default: VISIONQ_LOG_LEVEL (info)")
     worker.set_defaults(run=_worker)
 
-    sweeper = sub.add_parser("sweeper", help="dispatches due webhook deliveries (run one)")
+    sweeper = sub.add_parser(
+        "sweeper",
+        help="queues due webhooks, re-queues jobs whose lease ran out and upstream tickets "
+        "that died with a worker, removes expired files (run one)",
+    )
     sweeper.set_defaults(run=_sweeper)
 
     sim = sub.add_parser("simulator", help="the bundled MiMo-compatible upstream simulator")

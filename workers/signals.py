@@ -21,7 +21,7 @@ from visionq.broker import PREPARE_TASK
 from visionq.errors import Unavailable
 from visionq.media import guards
 from visionq.ops import logs
-from visionq.redisserver import durability_warnings
+from visionq.ops.durability import durability_warnings
 from visionq.settings import Settings
 from workers.tasks import runtime
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import Stack, running_stack
-from visionq.redisserver import RedisServer
+from visionq.dev.redisserver import RedisServer
 
 
 @pytest.fixture(scope="package")

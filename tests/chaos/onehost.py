@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from tests.support import SIM_KEY, Process, Stack, stack_env, start_api, wait_for_http
-from visionq.redisserver import RedisServer, free_port
+from visionq.dev.ports import free_port
+from visionq.dev.redisserver import RedisServer
 
 
 @contextmanager

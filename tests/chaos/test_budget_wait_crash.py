@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from tests.support import CORPUS, Process, Stack, data_url, running_stack
-from visionq.redisserver import RedisServer
+from visionq.dev.redisserver import RedisServer
 
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")
 JOBS = 24

@@ -8,7 +8,7 @@ import requests
 
 from tests.chaos.ledger import Ledger
 from tests.support import CORPUS, Receiver, Stack, data_url
-from visionq.redisserver import RedisServer
+from visionq.dev.redisserver import RedisServer
 
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")
 

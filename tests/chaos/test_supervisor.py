@@ -13,7 +13,7 @@ import pytest
 
 from tests.chaos.onehost import log_lines, one_worker_stack, process, queue_child, zombies
 from tests.support import CORPUS, Stack, data_url
-from visionq.redisserver import RedisServer
+from visionq.dev.redisserver import RedisServer
 
 pytestmark = pytest.mark.chaos
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")

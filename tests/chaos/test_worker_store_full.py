@@ -17,7 +17,7 @@ from tests.chaos.onehost import log_lines, one_worker_stack, process, queue_chil
 from tests.support import CORPUS, Stack, data_url
 from visionq.broker import PREPARE_QUEUE, QUEUES
 from visionq.broker.celery_redis import CeleryRedis
-from visionq.redisserver import RedisServer
+from visionq.dev.redisserver import RedisServer
 
 pytestmark = pytest.mark.chaos
 JPEG = data_url(CORPUS / "good" / "hopper.jpg")

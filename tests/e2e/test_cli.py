@@ -2,6 +2,8 @@
 
 Each subcommand with its human and `--json` output, each exit code of `visionq submit
 --help`, and the progress line: on stderr only when stderr is a terminal (a pty here).
+The server commands' help is checked too, because it is where an operator reads what
+each process does.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import pytest
 
 from tests.support import CORPUS, KEYS, Stack, data_url
 from visionq.client import Client
-from visionq.redisserver import free_port
+from visionq.dev.ports import free_port
+from visionq.broker import DEFAULT_CONCURRENCY
 
 JPEG = str(CORPUS / "good" / "hopper.jpg")
 PNG = str(CORPUS / "good" / "hopper.png")
@@ -224,3 +227,20 @@ def test_the_progress_line_is_drawn_only_on_a_terminal(stack: Stack) -> None:
     assert stdout.startswith(b"simulator saw 1 image(s)")
     assert re.search(rb"\r\x1b\[Kjob_\w+ (queued|running)  \d+\.\ds", drawn), drawn
     assert drawn.endswith(b"\r\x1b[K")  # the line is cleared before the answer
+
+
+def _help(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "visionq", *args, "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return " ".join(done.stdout.split())
+
+
+def test_the_server_commands_help_names_every_queue_and_sweeper_duty() -> None:
+    worker = _help("worker")
+    for queue, size in DEFAULT_CONCURRENCY.items():
+        assert f"{queue} {size}" in worker
+    sweeper = _help()
+    for duty in ("queues due webhooks", "lease ran out", "tickets", "removes expired files"):
+        assert duty in sweeper

@@ -21,7 +21,7 @@ from visionq.client import (
     WebhookVerificationFailed,
     verify_webhook,
 )
-from visionq.redisserver import free_port
+from visionq.dev.ports import free_port
 
 JPEG = CORPUS / "good" / "hopper.jpg"
 PNG = CORPUS / "good" / "hopper.png"

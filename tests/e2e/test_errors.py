@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from tests.support import CORPUS, KEYS, Receiver, Stack, data_url, stack_env, start_api
-from visionq.redisserver import free_port
+from visionq.dev.ports import free_port
 from visionq.settings import MIMO_MAX_IMAGE_BYTES
 
 GOOD = CORPUS / "good"

@@ -32,7 +32,7 @@ from tests.support import (
     data_url,
     wait_for_http,
 )
-from visionq.redisserver import free_port
+from visionq.dev.ports import free_port
 
 MODEL = "mimo-v2-omni"
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "visionq-dashboard.json"

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from tests.support import CORPUS, KEYS, Process, Stack, data_url, wait_for_http
-from visionq.redisserver import free_port
+from visionq.dev.ports import free_port
 
 THREADS = 16
 DEADLINE = 8.0

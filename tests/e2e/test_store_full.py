@@ -18,7 +18,7 @@ import redis
 import requests
 
 from tests.support import CORPUS, Stack, data_url, running_stack
-from visionq.redisserver import RedisServer
+from visionq.dev.redisserver import RedisServer
 from visionq.state.redis import STORE_FULL_MESSAGE
 
 GOOD = CORPUS / "good"

@@ -25,7 +25,7 @@ from tests.support import (
 )
 from tests.support.databases import Databases
 from tests.support.s3server import S3Server, running_s3
-from visionq.redisserver import free_port
+from visionq.dev.ports import free_port
 
 BUCKET = "visionq-shared"
 PREFIX = "site"

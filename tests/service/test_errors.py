@@ -11,7 +11,7 @@ from werkzeug.test import TestResponse
 
 from service.app import create_app
 from tests.support import CORPUS, bearer, data_url
-from visionq.redisserver import free_port
+from visionq.dev.ports import free_port
 from visionq.settings import Settings
 
 GOOD = CORPUS / "good"

@@ -21,11 +21,11 @@ import requests
 from flask import Flask
 from PIL import Image
 
-from simulator import UNLIMITED, RateLimits, create_app
 from tests.support import CORPUS, data_url
 from tests.support.servers import serving, wsgi_server
 from visionq import tokens
 from visionq.settings import MIMO_MAX_IMAGE_BYTES
+from visionq.simulator import UNLIMITED, RateLimits, create_app
 
 KEY = "sim-unit-key"
 AUTH = {"api-key": KEY}

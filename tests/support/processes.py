@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from visionq import devstack
+from visionq.dev import ports
 
 
 def stop_process(popen: subprocess.Popen[bytes], grace: float) -> None:
@@ -58,6 +58,6 @@ class Process:
 def wait_for_http(url: str, process: Process, timeout: float = 30.0) -> None:
     """Return once `url` answers; if the process ends first, raise with its last lines."""
     try:
-        devstack.wait_for_http(url, process.popen, timeout)
+        ports.wait_for_http(url, process.popen, timeout)
     except RuntimeError as exc:
         raise RuntimeError(f"{process.name}: {exc}\n{process.tail()}") from None

@@ -21,8 +21,7 @@ import boto3
 import pytest
 
 from tests.support.processes import stop_process
-from visionq import devstack
-from visionq.redisserver import free_port
+from visionq.dev.ports import free_port, wait_for_http
 from visionq.storage import BlobStore, open_store
 from visionq.storage.file import FileStore
 
@@ -53,7 +52,7 @@ class S3Server:
                 stderr=subprocess.STDOUT,
             )
         try:
-            devstack.wait_for_http(f"{self.url}/moto-api/", self._popen, timeout=30)
+            wait_for_http(f"{self.url}/moto-api/", self._popen, timeout=30)
         except RuntimeError as exc:
             self.stop()
             raise RuntimeError(f"moto: {exc}\n{self._log_path.read_text()}") from None

@@ -22,8 +22,8 @@ import requests
 
 from tests.support.processes import Process, wait_for_http
 from tests.support.webhooks import WEBHOOK_SECRET
+from visionq.dev.ports import free_port
 from visionq.models import Job
-from visionq.redisserver import free_port
 
 #: The key the simulator asks of the service, as MiMo asks for the account's.
 SIM_KEY = "sim-test-key"

@@ -4,14 +4,27 @@ signer, tolerant parsing of what a newer server may send, and the CLI's output p
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import time
-from typing import Any
+from typing import Any, get_args
 
 import pytest
+import requests
 
-from visionq.client import Job, TokenCount, WebhookVerificationFailed, verify_webhook
-from visionq.client_cli import Progress, job_table
+from service.jobs_api import MAX_LIST_LIMIT, MAX_WAIT_SECONDS
+from service.openapi import openapi_document
+from visionq import client as sdk
+from visionq.client import (
+    Client,
+    Job,
+    TokenCount,
+    Unreachable,
+    WebhookVerificationFailed,
+    verify_webhook,
+)
+from visionq.client.cli import Progress, job_table
+from visionq.models import TERMINAL_STATUSES, JobStatus
 from visionq.webhooks import Signer, event_body, event_id
 
 SECRET = "whsec_" + base64.b64encode(b"the current secret, 32 bytes ok").decode()
@@ -126,3 +139,108 @@ def test_progress_writes_nothing_when_the_stream_is_not_a_terminal() -> None:
         progress.show("job_1 running")
         time.sleep(0.05)
     assert not progress.enabled and stream.getvalue() == ""
+
+
+def test_the_sdk_constants_and_result_fields_match_the_server() -> None:
+    # The SDK repeats them so that it ships without the server; this keeps the two in step.
+    assert get_args(JobStatus) == sdk.JOB_STATUSES
+    assert sdk.TERMINAL_STATUSES == TERMINAL_STATUSES
+    assert sdk.MAX_WAIT_SECONDS == MAX_WAIT_SECONDS
+    assert sdk.MAX_PAGE_SIZE == MAX_LIST_LIMIT
+    document = openapi_document()
+    schemas = document["components"]["schemas"]
+    assert tuple(schemas["Job"]["properties"]["status"]["enum"]) == sdk.JOB_STATUSES
+    wait = next(
+        p
+        for p in document["paths"]["/v1/jobs/{job_id}"]["get"]["parameters"]
+        if p["name"] == "wait"
+    )
+    assert wait["schema"]["maximum"] == sdk.MAX_WAIT_SECONDS
+    limit = next(
+        p for p in document["paths"]["/v1/jobs"]["get"]["parameters"] if p["name"] == "limit"
+    )
+    assert limit["schema"]["maximum"] == sdk.MAX_PAGE_SIZE
+    pairs = {
+        sdk.Job: "Job",
+        sdk.JobImage: "JobImage",
+        sdk.JobFailure: "ErrorBody",
+        sdk.Result: "Result",
+        sdk.WebhookState: "WebhookState",
+        sdk.JobPage: "JobList",
+        sdk.TokenCount: "TokenCount",
+        sdk.ImageCount: "TokenCountImage",
+    }
+    for ours, theirs in pairs.items():
+        names = {f.name for f in dataclasses.fields(ours)} - {"raw"}
+        assert names == set(schemas[theirs]["properties"]) - {"object"}, ours.__name__
+
+
+def _answering(monkeypatch: pytest.MonkeyPatch, client: Client, status: int, body: bytes) -> None:
+    def request(method: str, url: str, **kwargs: Any) -> requests.Response:
+        response = requests.Response()
+        response.status_code, response._content = status, body
+        return response
+
+    monkeypatch.setattr(client._session, "request", request)
+
+
+@pytest.mark.parametrize("body", [b"{}", b"[]", b"null", b'{"id": "job_1", "images": [3]}'])
+def test_a_2xx_answer_not_shaped_like_a_job_is_unreachable(
+    monkeypatch: pytest.MonkeyPatch, body: bytes
+) -> None:
+    with Client("http://api.invalid") as client:
+        _answering(monkeypatch, client, 200, body)
+        for call in (lambda: client.get("job_1"), lambda: client.cancel("job_1")):
+            with pytest.raises(Unreachable, match="not the API"):
+                call()
+        with pytest.raises(Unreachable, match="not the API"):
+            client.list_page()
+        with pytest.raises(Unreachable, match="not the API"):
+            client.count_tokens(["data:image/png;base64,AA=="])
+
+
+def test_a_204_where_a_job_was_due_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    with Client("http://api.invalid") as client:
+        _answering(monkeypatch, client, 204, b"")
+        client.delete("job_1")
+        with pytest.raises(Unreachable, match="not the API"):
+            client.get("job_1")
+
+
+def test_a_time_out_names_the_limit_that_applied(monkeypatch: pytest.MonkeyPatch) -> None:
+    with Client("http://api.invalid", timeout=5) as client:
+
+        def request(method: str, url: str, **kwargs: Any) -> requests.Response:
+            raise requests.Timeout
+
+        monkeypatch.setattr(client._session, "request", request)
+        with pytest.raises(Unreachable, match=r"within 35s"):
+            client.get("job_1", wait=30)
+        with pytest.raises(Unreachable, match=r"within 5s"):
+            client.get("job_1")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[]", b'{"type": "job.succeeded"}', b'{"type": "x", "timestamp": 1, "data": 3}'],
+)
+def test_a_signed_body_that_is_not_an_event_is_refused(body: bytes) -> None:
+    headers = Signer(SECRET).headers(event_id("job_1"), body, now=time.time())
+    with pytest.raises(WebhookVerificationFailed, match="not a webhook event"):
+        verify_webhook(body, headers, SECRET)
+
+
+def test_job_paths_quote_the_whole_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    with Client("http://api.invalid") as client:
+
+        def request(method: str, url: str, **kwargs: Any) -> requests.Response:
+            seen.append(url)
+            response = requests.Response()
+            response.status_code, response._content = 200, b"{}"
+            return response
+
+        monkeypatch.setattr(client._session, "request", request)
+        with pytest.raises(Unreachable):
+            client.redeliver_webhook("../x?y")
+    assert seen == ["http://api.invalid/v1/jobs/..%2Fx%3Fy/webhook/redeliver"]

@@ -1,2 +1,2 @@
-"""Process-wide observability: the Prometheus metrics every process counts into, and the
-JSON log lines every process writes."""
+"""Process-wide operations: the Prometheus metrics and JSON log lines every process writes,
+and the checks of its environment a process makes at start-up."""

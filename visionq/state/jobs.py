@@ -53,7 +53,7 @@ REQUEST_INLINE_BYTES = 16 * 1024
 MAX_LIST_SCAN = 1000
 
 #: Given a new job's id, its first broker message: the list it goes to and the payload
-#: (`visionq.queues.prepare_message`). `JobStore.create` pushes it in the same step as
+#: (`visionq.broker.Broker.prepare_push`). `JobStore.create` pushes it in the same step as
 #: the job, so the job and its first task are queued together, in one round trip.
 FirstMessage = Callable[[str], tuple[str, str]]
 

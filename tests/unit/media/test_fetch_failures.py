@@ -26,11 +26,11 @@ from tests.support import CORPUS
 from tests.support.brokenserver import BrokenImageServer
 from tests.support.s3server import Backend, file_backend, s3_backend
 from visionq import pipeline, responses
+from visionq.dev.ports import free_port
 from visionq.errors import InvalidImageUrl, Unavailable
 from visionq.intake import Intake
 from visionq.media.urlfetch import UrlFetcher
 from visionq.models import JobRequest
-from visionq.redisserver import free_port
 from visionq.runtime import Runtime
 from visionq.settings import Settings
 from visionq.state.keys import job as job_key

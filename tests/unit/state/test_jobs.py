@@ -10,8 +10,10 @@ import redis
 
 from tests.support import bare_job
 from visionq import responses
+from visionq.dev.ports import free_port
+from visionq.dev.redisserver import RedisServer
 from visionq.errors import InvalidImage, NotFound, Unavailable
-from visionq.redisserver import RedisServer, durability_warnings, free_port
+from visionq.ops.durability import durability_warnings
 from visionq.state import keys
 from visionq.state.jobs import MAX_LIST_SCAN, JobStore
 from visionq.state.leases import Leases

@@ -10,8 +10,8 @@ import redis
 from prometheus_client import REGISTRY
 
 from tests.e2e.test_store_full import fill_to_maxmemory, free_filler
+from visionq.dev.redisserver import RedisServer
 from visionq.errors import RateLimited, Unavailable
-from visionq.redisserver import RedisServer
 from visionq.state.redis import STORE_FULL_MESSAGE
 from visionq.state.storewrites import WriteRefusals
 from visionq.state.tenantlimits import TenantLimits, UploadSlots

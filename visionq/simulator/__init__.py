@@ -4,7 +4,7 @@
 a thread); `serve(host, port, ...)` runs it as a threaded HTTP server.
 """
 
-from simulator.app import UNLIMITED, RateLimits, create_app
-from simulator.server import serve
+from visionq.simulator.app import UNLIMITED, RateLimits, create_app
+from visionq.simulator.server import serve
 
 __all__ = ["UNLIMITED", "RateLimits", "create_app", "serve"]
