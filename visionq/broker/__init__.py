@@ -1,12 +1,18 @@
-"""The broker contract: what the core knows of the queue between its processes.
+"""The broker contract: the queues, the task names, and what the core asks of the broker.
 
-The API enqueues the first stage, the workers consume three queues and the sweeper sends
-what was lost, all through the names below; how a message is laid out, where it waits and
-how an unacknowledged one is found is the business of one implementation in this package
-(today `celery_redis`: Celery's task protocol over kombu's Redis transport). So that the
-core never depends on one, it sees a `Broker` only through the protocol here; the one
-composition of a process's resources (`visionq.runtime`) picks the implementation. Another
-broker (AMQP, say) is one more module here and a choice there, and nothing else changes.
+Three kinds of process use the queues. The API enqueues the first stage of each job, the
+workers consume the three queues, and the sweeper sends again what was lost. They agree on
+the names below. Everything else about the broker belongs to one implementation in this
+package: how a message is laid out, where it waits, and how to find a message that a
+worker took but never acknowledged. Today that implementation is `celery_redis`, Celery's
+task protocol over kombu's Redis transport.
+
+The core sees the broker only through the `Broker` protocol, and `visionq.runtime` picks
+the implementation. Another broker (AMQP, for example) is another module here, picked
+there. Two of the methods assume that the queues live in the same Redis as the job
+records (`prepare_push` and `waiting_list`). A broker elsewhere would have the intake
+publish just after the job's script, and the sweeper count waiting tickets with
+`queue_depths`; the protocol shows where those two changes would go.
 """
 
 from __future__ import annotations
@@ -52,11 +58,8 @@ def time_limits(settings: Settings) -> dict[str, int]:
 
 
 class Broker(Protocol):
-    """What the core asks of the broker.
-
-    Only the workers consume and only Celery publishes; the core needs a message it can
-    write itself, the queues' depths, and the messages a dead consumer left behind.
-    """
+    """What the core asks of the broker. Everything else (consuming, and publishing from
+    the workers and the sweeper) goes through Celery itself, in `workers/`."""
 
     def prepare_push(self, job_id: str) -> tuple[str, str]:
         """The Redis list and the payload that enqueue the prepare stage of `job_id`.
