@@ -19,9 +19,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import CORPUS, KEYS, Stack, data_url
+from visionq.broker import DEFAULT_CONCURRENCY
 from visionq.client import Client
 from visionq.dev.ports import free_port
-from visionq.broker import DEFAULT_CONCURRENCY
 
 JPEG = str(CORPUS / "good" / "hopper.jpg")
 PNG = str(CORPUS / "good" / "hopper.png")
