@@ -4,9 +4,9 @@ with a countdown).
 
 `shared_task` registers them with every app `create_celery` makes, under the stable names
 of the broker contract, so that the intake and the sweeper can send them by name without
-importing this module. Each carries its own queue and time limits; the upstream call's
-limit follows the configured upstream timeouts, so it is the app's default, set from the
-settings in `visionq.broker.celery_redis.celery_config`.
+importing this module. Each carries its own time limits; the upstream call's limit follows
+the configured upstream timeouts, so it is the app's default, set from the settings in
+`visionq.broker.celery_redis.celery_config`, which also routes each task to its queue.
 """
 
 from __future__ import annotations
@@ -17,13 +17,11 @@ from celery import Celery, Task, shared_task
 
 from visionq import pipeline
 from visionq.broker import (
-    PREPARE_QUEUE,
     PREPARE_TASK,
     PREPARE_TIME_LIMIT,
     SOFT_LIMIT_MARGIN,
     UPSTREAM_QUEUE,
     UPSTREAM_TASK,
-    WEBHOOK_QUEUE,
     WEBHOOK_TASK,
     WEBHOOK_TIME_LIMIT,
 )
@@ -43,7 +41,6 @@ def runtime(app: Celery) -> Runtime:
 @shared_task(
     name=PREPARE_TASK,
     bind=True,
-    queue=PREPARE_QUEUE,
     time_limit=PREPARE_TIME_LIMIT,
     soft_time_limit=PREPARE_TIME_LIMIT - SOFT_LIMIT_MARGIN,
 )
@@ -52,7 +49,7 @@ def prepare(self: Task, job_id: str) -> None:
         self.app.tasks[UPSTREAM_TASK].apply_async((model,), queue=UPSTREAM_QUEUE)
 
 
-@shared_task(name=UPSTREAM_TASK, bind=True, queue=UPSTREAM_QUEUE, max_retries=None)
+@shared_task(name=UPSTREAM_TASK, bind=True, max_retries=None)
 def upstream(self: Task, model: str) -> None:
     # A ticket: it serves whichever job of `model` is next in fair order (visionq.pacing).
     # When that job is to be tried again later, the ticket comes back after the delay.
@@ -63,7 +60,6 @@ def upstream(self: Task, model: str) -> None:
 @shared_task(
     name=WEBHOOK_TASK,
     bind=True,
-    queue=WEBHOOK_QUEUE,
     time_limit=WEBHOOK_TIME_LIMIT,
     soft_time_limit=WEBHOOK_TIME_LIMIT - SOFT_LIMIT_MARGIN,
 )

@@ -206,6 +206,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": PREPARE_QUEUE,
+        # Routes rather than a `queue` on each task's decorator, which Celery 5.7 deprecates.
+        "task_routes": {
+            PREPARE_TASK: {"queue": PREPARE_QUEUE},
+            UPSTREAM_TASK: {"queue": UPSTREAM_QUEUE},
+            WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE},
+        },
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
     }
