@@ -1,0 +1,47 @@
+"""What every step does with a job it works on: name it in the logs, hold its lease, and
+fail it or count its finish. Shared by the three steps of this package."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from visionq.errors import VisionqError
+from visionq.ops import logs, metrics
+from visionq.runtime import Runtime
+from visionq.state.records import JobRecord
+
+log = logging.getLogger("visionq.pipeline")
+
+
+@contextmanager
+def holding_lease(rt: Runtime, job_id: str) -> Iterator[None]:
+    """Keep the job's lease alive while this process works on it."""
+    rt.keeper.hold(job_id, lambda: rt.leases.renew(job_id))
+    try:
+        yield
+    finally:
+        rt.keeper.drop(job_id)
+
+
+def bind_job(record: JobRecord, attempt: int) -> None:
+    """Name the job in every line logged until the step's `logs.context` ends."""
+    logs.bind(
+        job_id=record.id,
+        tenant=record.tenant,
+        attempt=attempt,
+        request_id=record.fields.get("request_id"),
+    )
+
+
+def fail_job(rt: Runtime, record: JobRecord, error: VisionqError) -> None:
+    """Fail the job with `error`, and count and log it if this call is what failed it."""
+    if rt.jobs.fail(record.id, error):
+        count_finish(record, "failed", error.type)
+
+
+def count_finish(record: JobRecord, status: str, error_type: str = "") -> None:
+    """Count and log a finish this process made (a refused transition is someone else's)."""
+    metrics.JOBS_FINISHED.labels(record.fields["model"], status, error_type).inc()
+    log.info("job %s", status, extra={"status": status, "error_type": error_type or None})
