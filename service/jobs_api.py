@@ -143,7 +143,7 @@ def create_job() -> Any:
 
 def _accepted(record: JobRecord) -> None:
     """Count and log a new job (its first stage was queued with its record)."""
-    model = record.fields["model"]
+    model = record.model
     metrics.JOBS_SUBMITTED.labels(model).inc()
     log.info(
         "job accepted",

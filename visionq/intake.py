@@ -31,7 +31,7 @@ from visionq.models import JobRequest, whole_number
 from visionq.settings import Settings
 from visionq.state.idempotency import IdempotencyRecord
 from visionq.state.jobs import REQUEST_INLINE_BYTES, JobStore, new_job_id, request_body_name
-from visionq.state.records import JobRecord
+from visionq.state.records import ImageRecord, ImageSource, JobRecord
 from visionq.storage import BlobStore
 from visionq.upstream.body import image_ref
 
@@ -48,7 +48,7 @@ MAX_PARTS_PER_JOB = 4096
 class _Pending:
     """One image of the request, checked but not yet stored."""
 
-    source: str
+    source: ImageSource
     param: str
     url: str | None = None
     data: bytes | None = None
@@ -304,11 +304,11 @@ class Intake:
             return self._store.put_upload(item.upload, max_bytes=limit).sha256
         return self._store.put_image([item.data or b""], max_bytes=limit).sha256
 
-    def store(self, pending: list[_Pending]) -> list[dict[str, Any]]:
+    def store(self, pending: list[_Pending]) -> list[ImageRecord]:
         """Store uploaded and inline images content-addressed; URLs are fetched by workers."""
         records = []
         for index, item in enumerate(pending):
-            record: dict[str, Any] = {"index": index, "source": item.source}
+            record: ImageRecord = {"index": index, "source": item.source}
             if item.url is not None:
                 record["url"] = item.url
             else:
@@ -316,7 +316,7 @@ class Intake:
             records.append(record)
         return records
 
-    def _survive_deletes(self, pending: list[_Pending], records: list[dict[str, Any]]) -> None:
+    def _survive_deletes(self, pending: list[_Pending], records: list[ImageRecord]) -> None:
         """Same bytes, same file: a delete of another job may have removed ours meanwhile.
 
         Our job's reference is recorded by now, so a delete that starts later keeps the

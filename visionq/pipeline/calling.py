@@ -70,11 +70,11 @@ def _call_upstream(rt: Runtime, record: JobRecord, attempt: int) -> float | None
     except FileNotFoundError:
         fail_job(rt, record, Internal("the prepared request body is missing"))
         return None
-    model = record.fields["model"]
+    model = record.model
     try:
         with body:
             raw = _timed_call(rt, record, body, length)
-        result = parse_result(record.fields["api"], raw)
+        result = parse_result(record.api, raw)
     except UpstreamRetryable as exc:
         if exc.upstream_status == 429:
             # Our pacing should have kept it away; someone else shares the account.
@@ -112,11 +112,11 @@ def _call_upstream(rt: Runtime, record: JobRecord, attempt: int) -> float | None
 
 def _timed_call(rt: Runtime, record: JobRecord, body: BinaryIO, length: int) -> dict[str, Any]:
     """One upstream call, counted and logged with its status and duration."""
-    model = record.fields["model"]
+    model = record.model
     status = "error"
     started = time.monotonic()
     try:
-        raw = rt.upstream.call(record.fields["api"], body, length)
+        raw = rt.upstream.call(record.api, body, length)
         status = "200"
         return raw
     except UpstreamError as exc:

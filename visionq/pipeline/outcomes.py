@@ -43,5 +43,5 @@ def fail_job(rt: Runtime, record: JobRecord, error: VisionqError) -> None:
 
 def count_finish(record: JobRecord, status: str, error_type: str = "") -> None:
     """Count and log a finish this process made (a refused transition is someone else's)."""
-    metrics.JOBS_FINISHED.labels(record.fields["model"], status, error_type).inc()
+    metrics.JOBS_FINISHED.labels(record.model, status, error_type).inc()
     log.info("job %s", status, extra={"status": status, "error_type": error_type or None})

@@ -22,7 +22,7 @@ from visionq.pipeline.outcomes import bind_job, fail_job, holding_lease
 from visionq.runtime import Runtime
 from visionq.settings import Settings
 from visionq.state.jobs import request_body_name
-from visionq.state.records import JobRecord
+from visionq.state.records import ImageRecord, JobRecord
 from visionq.upstream.body import write_body
 
 log = logging.getLogger("visionq.pipeline")
@@ -72,7 +72,7 @@ def prepare(job_id: str, rt: Runtime) -> str | None:
             return None
         if prepared is None:
             return None
-        model = record.fields["model"]
+        model = record.model
         rt.hand_on(job_id, model=model, tenant=record.tenant)
         image_tokens = sum(image["image_tokens"] for image in prepared)
         metrics.TOKENS.labels(model, "image_estimate").inc(image_tokens)
@@ -85,7 +85,7 @@ def prepare(job_id: str, rt: Runtime) -> str | None:
         return model
 
 
-def _prepare_job(record: JobRecord, rt: Runtime) -> list[dict[str, Any]] | None:
+def _prepare_job(record: JobRecord, rt: Runtime) -> list[ImageRecord] | None:
     """The job's prepared images; None when the job ended here or was not ours."""
     job_id = record.id
     try:
@@ -102,8 +102,8 @@ def _prepare_job(record: JobRecord, rt: Runtime) -> list[dict[str, Any]] | None:
             job_id,
             lambda out: write_body(
                 out,
-                api=record.fields["api"],
-                model=record.fields["model"],
+                api=record.api,
+                model=record.model,
                 request=record.request,
                 formats=[image["format"] for image in prepared],
                 open_image=lambda n: rt.store.open_image(prepared[n]["sha256"]),
@@ -128,7 +128,7 @@ def _prepare_job(record: JobRecord, rt: Runtime) -> list[dict[str, Any]] | None:
     return None
 
 
-def _prepare_image(rt: Runtime, record: JobRecord, image: dict[str, Any]) -> dict[str, Any]:
+def _prepare_image(rt: Runtime, record: JobRecord, image: ImageRecord) -> ImageRecord:
     settings = rt.settings
     original = image.get("blob")
     if original is None:
@@ -195,15 +195,14 @@ def _stored_request(rt: Runtime, job_id: str) -> dict[str, Any]:
     return request
 
 
-def _check_context(settings: Settings, record: JobRecord, prepared: list[dict[str, Any]]) -> int:
+def _check_context(settings: Settings, record: JobRecord, prepared: list[ImageRecord]) -> int:
     """Refuse before paying for a call MiMo would refuse: images and text over the context.
     Returns the input's token estimate."""
     image_tokens = sum(image["image_tokens"] for image in prepared)
     estimate = tokens.input_tokens(record.request["messages"], image_tokens)
-    window = settings.model_context.get(record.fields["model"])
+    window = settings.model_context.get(record.model)
     if window is not None and estimate > window:
         raise ContextLengthExceeded(
-            f"the images and text need about {estimate} tokens; "
-            f"{record.fields['model']} takes {window}"
+            f"the images and text need about {estimate} tokens; {record.model} takes {window}"
         )
     return estimate

@@ -35,13 +35,20 @@ from typing import Any, cast
 import redis
 
 from visionq.errors import Canceled, Conflict, NotFound, VisionqError
-from visionq.models import TERMINAL_STATUSES
+from visionq.models import TERMINAL_STATUSES, JobStatus
 from visionq.ops import metrics
 from visionq.state import keys
 from visionq.state.blobs import Blobs
 from visionq.state.completion import CompletionWaiter
 from visionq.state.idempotency import IdempotencyRecord
-from visionq.state.records import JobRecord, decode_fields, encode_fields
+from visionq.state.records import (
+    Api,
+    ImageRecord,
+    JobFields,
+    JobRecord,
+    decode_fields,
+    encode_fields,
+)
 from visionq.state.redis import redis_errors, script
 
 log = logging.getLogger(__name__)
@@ -98,9 +105,9 @@ class JobStore:
         *,
         tenant: str,
         model: str,
-        api: str,
+        api: Api,
         request: dict[str, Any] | None,
-        images: list[dict[str, Any]],
+        images: list[ImageRecord],
         webhook_url: str | None,
         metadata: dict[str, str] | None,
         remember: IdempotencyRecord | None = None,
@@ -115,11 +122,10 @@ class JobStore:
         `request_body_name(job_id)` (with the `job_id` it made for that)."""
         job_id = job_id or new_job_id()
         now = self._clock()
-        fields: dict[str, Any] = {
+        fields: JobFields = {
             "model": model,
             "api": api,
             "created_at": round(now, 3),
-            **({"request": request} if request is not None else {"request_body": 1}),
             "images": images,
             "attempts": 0,
             "webhook": (
@@ -136,6 +142,10 @@ class JobStore:
             "metadata": metadata or {},
             "request_id": request_id,
         }
+        if request is not None:
+            fields["request"] = request
+        else:
+            fields["request_body"] = 1
         mapping = {"status": "queued", "tenant": tenant, **encode_fields(fields)}
         blobs = sorted({image["blob"] for image in images if image.get("blob")})
         queue, payload = message(job_id) if message is not None else (keys.job(job_id), "")
@@ -217,7 +227,7 @@ class JobStore:
         """Remove the job if `tenant` owns it; returns the stored images that no other
         job uses, now locked for the caller to remove (`Blobs.delete_job`)."""
         record = self.get(job_id, tenant=tenant)
-        named = {i[k] for i in record.images for k in ("blob", "sha256") if i.get(k)}
+        named = {sha for i in record.images for sha in (i.get("blob"), i.get("sha256")) if sha}
         return self.blobs.delete_job(job_id, tenant=tenant, named=named)
 
     def load(self, job_id: str) -> JobRecord | None:
@@ -230,7 +240,7 @@ class JobStore:
         if not raw:
             return None
         decoded = {k.decode(): v.decode() for k, v in raw.items()}
-        status = decoded.pop("status")
+        status = cast(JobStatus, decoded.pop("status"))
         tenant = decoded.pop("tenant")
         return JobRecord(job_id, tenant, status, decode_fields(decoded))
 
@@ -270,7 +280,7 @@ class JobStore:
             )
         return reply == 1
 
-    def save_images(self, job_id: str, images: list[dict[str, Any]], *, input_tokens: int) -> bool:
+    def save_images(self, job_id: str, images: list[ImageRecord], *, input_tokens: int) -> bool:
         """Record the prepared images and the input's token estimate, once: only the first
         of two racing prepares wins. (The estimate is kept so that the upstream stage,
         which charges it to the budget, never needs the request itself.)
@@ -278,7 +288,7 @@ class JobStore:
         The references come first: every image this prepare stored (a fetched original,
         a resized copy) is then removed with the job even should the record be refused.
         """
-        shas = sorted({image[k] for image in images for k in ("blob", "sha256") if image.get(k)})
+        shas = sorted({sha for i in images for sha in (i.get("blob"), i.get("sha256")) if sha})
         if shas:
             self.blobs.add(job_id, shas)
         return self._apply(
@@ -302,7 +312,7 @@ class JobStore:
             if self._finish(job_id, "canceled", {"error": error.to_dict()}):
                 # Counted where the transition is applied: of two racing cancels, only
                 # the one that made it counts.
-                metrics.JOBS_FINISHED.labels(record.fields["model"], "canceled", error.type).inc()
+                metrics.JOBS_FINISHED.labels(record.model, "canceled", error.type).inc()
                 log.info("job canceled", extra={"job_id": job_id, "status": "canceled"})
             record = self.get(job_id, tenant=tenant)
         if record.status != "canceled":

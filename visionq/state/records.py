@@ -1,17 +1,80 @@
 """A job as stored, and how its fields are written to and read from the job's hash
 (`encode_fields`, `decode_fields`). Pure: no Redis here. The API's job object is built
-from a record by `visionq.responses`."""
+from a record by `visionq.responses`.
+
+The stored shapes are TypedDicts rather than classes because they are what JSON and the
+hash hold, field for field: mypy checks every read and write of a field by name, and no
+conversion runs between Redis and the code.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Required, TypedDict, cast
 
-from visionq.models import TERMINAL_STATUSES
+from visionq.models import TERMINAL_STATUSES, JobStatus
 
-#: Fields kept as JSON in the hash.
-_JSON_FIELDS = ("images", "request", "result", "error", "webhook", "metadata")
+Api = Literal["openai", "anthropic"]
+ImageSource = Literal["upload", "data_url", "url"]
+
+
+class ImageRecord(TypedDict, total=False):
+    """One image of a job. The intake writes `index`, `source` and either `url` or `blob`
+    (the sha256 of the bytes as received); prepare adds what it measured, where `sha256`
+    names the bytes sent upstream (a fitted copy when `resized`)."""
+
+    index: Required[int]
+    source: Required[ImageSource]
+    url: str
+    blob: str
+    format: str
+    width: int
+    height: int
+    bytes: int
+    sha256: str
+    image_tokens: int
+    resized: bool
+
+
+class WebhookRecord(TypedDict, total=False):
+    """A job's webhook delivery state; `generation` orders the outbox's writes and is
+    not shown to clients."""
+
+    url: Required[str]
+    status: Required[Literal["pending", "delivered", "failed", "disabled"]]
+    attempts: int
+    last_status_code: int | None
+    generation: int
+
+
+class JobFields(TypedDict, total=False):
+    """The job hash's fields besides `status` and `tenant`, as `decode_fields` reads them.
+
+    The lease fields (`lease_until`, `received_until`, `prepare_attempts`) are written and
+    read only by the lease scripts; they arrive here as the text Redis holds.
+    """
+
+    model: Required[str]
+    api: Required[Api]
+    created_at: Required[float]
+    images: Required[list[ImageRecord]]
+    started_at: float
+    completed_at: float
+    #: The request as submitted, or absent with `request_body` set: it is in the store.
+    request: dict[str, Any]
+    request_body: int
+    result: dict[str, Any]
+    error: dict[str, Any]
+    webhook: WebhookRecord | None
+    metadata: dict[str, str]
+    request_id: str | None
+    attempts: int
+    input_tokens: int
+    prepared: int
+    lease_until: str
+    received_until: str
+    prepare_attempts: str
 
 
 @dataclass(frozen=True)
@@ -20,8 +83,16 @@ class JobRecord:
 
     id: str
     tenant: str
-    status: str
-    fields: dict[str, Any]
+    status: JobStatus
+    fields: JobFields
+
+    @property
+    def model(self) -> str:
+        return self.fields["model"]
+
+    @property
+    def api(self) -> Api:
+        return self.fields["api"]
 
     @property
     def request(self) -> dict[str, Any]:
@@ -36,7 +107,7 @@ class JobRecord:
         return JobRecord(self.id, self.tenant, self.status, {**self.fields, "request": request})
 
     @property
-    def images(self) -> list[dict[str, Any]]:
+    def images(self) -> list[ImageRecord]:
         return self.fields["images"]
 
     @property
@@ -44,7 +115,7 @@ class JobRecord:
         return self.status in TERMINAL_STATUSES
 
 
-def encode_fields(fields: dict[str, Any]) -> dict[str, str]:
+def encode_fields(fields: JobFields | dict[str, Any]) -> dict[str, str]:
     """The hash's values: JSON for the structured fields, text for the rest (None: left out)."""
     out = {}
     for name, value in fields.items():
@@ -55,7 +126,7 @@ def encode_fields(fields: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def decode_fields(raw: dict[str, str]) -> dict[str, Any]:
+def decode_fields(raw: dict[str, str]) -> JobFields:
     """The fields of a hash as `encode_fields` wrote them."""
     out: dict[str, Any] = {}
     for name, value in raw.items():
@@ -63,8 +134,12 @@ def decode_fields(raw: dict[str, str]) -> dict[str, Any]:
             out[name] = json.loads(value)
         elif name in ("created_at", "started_at", "completed_at"):
             out[name] = float(value)
-        elif name in ("attempts", "input_tokens"):
+        elif name in ("attempts", "input_tokens", "request_body", "prepared"):
             out[name] = int(value)
         else:
             out[name] = value
-    return out
+    return cast(JobFields, out)
+
+
+#: Fields kept as JSON in the hash.
+_JSON_FIELDS = ("images", "request", "result", "error", "webhook", "metadata")
