@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -17,14 +16,12 @@ from visionq.errors import InvalidRequest, PayloadTooLarge
 from visionq.models import JobForm, JobRequest, JobStatus, whole_number
 from visionq.ops import metrics
 from visionq.state.records import JobRecord
-from visionq.storage.spool import sha256_of
 
 blueprint = Blueprint("jobs", __name__)
 log = logging.getLogger(__name__)
 
 MAX_WAIT_SECONDS = 60.0
 MAX_LIST_LIMIT = 100
-MAX_IDEMPOTENCY_KEY_CHARS = 255
 MAX_JSON_DEPTH = 32
 JOB_STATUSES = get_args(JobStatus)
 _FORM_FIELDS = JobForm.plain_fields()
@@ -131,7 +128,17 @@ def create_job() -> Any:
         _accepted(record)
         status = 202
     else:
-        record, status = _submit_once(idempotency_key, job_request, uploads)
+        record, created = svc.intake.submit_once(
+            svc.idempotency,
+            idempotency_key,
+            job_request,
+            tenant=g.tenant,
+            uploads=uploads,
+            request_id=g.request_id,
+        )
+        if created:
+            _accepted(record)
+        status = 202 if created else 200
     if wait > 0 and status == 202:
         record = svc.jobs.wait(record.id, tenant=g.tenant, timeout=wait)
         status = 201 if record.finished else 202
@@ -149,43 +156,6 @@ def _accepted(record: JobRecord) -> None:
         "job accepted",
         extra={"job_id": record.id, "model": model, "images": len(record.images)},
     )
-
-
-def _fingerprint(job_request: JobRequest, uploads: list[Any]) -> str:
-    """The body's identity: the validated request, canonical, and each upload's bytes."""
-    # json.dumps, not pydantic's dump: a lone surrogate ("\ud800") is valid JSON text and
-    # must fingerprint like any other character rather than fail to encode.
-    canonical = json.dumps(job_request.model_dump(mode="json", exclude_none=True), sort_keys=True)
-    digest = hashlib.sha256(canonical.encode())
-    for stream in uploads:  # a spool was hashed already, while it was received
-        digest.update(bytes.fromhex(sha256_of(stream)))
-    return digest.hexdigest()
-
-
-def _submit_once(key: str, job_request: JobRequest, uploads: list[Any]) -> tuple[JobRecord, int]:
-    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
-        raise InvalidRequest(
-            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
-            param="Idempotency-Key",
-        )
-    svc = services()
-    fingerprint = _fingerprint(job_request, uploads)
-    existing = svc.idempotency.reserve(g.tenant, key, fingerprint)
-    if existing is not None:
-        return svc.jobs.get(existing, tenant=g.tenant), 200
-    try:
-        record = svc.intake.submit(
-            job_request,
-            tenant=g.tenant,
-            uploads=uploads,
-            remember=svc.idempotency.remember(g.tenant, key, fingerprint),
-            request_id=g.request_id,
-        )
-    except BaseException:
-        svc.idempotency.release(g.tenant, key, fingerprint)
-        raise
-    _accepted(record)
-    return record, 202
 
 
 @blueprint.get("/v1/jobs/<job_id>")

@@ -8,6 +8,7 @@ image leaves nothing behind. Decoding is the worker's job.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -27,21 +28,24 @@ from visionq.errors import (
 )
 from visionq.media import images
 from visionq.media.urlfetch import check_public, check_url_syntax
+from visionq.messages import UPLOAD_PREFIX, normalise_messages, text_fields
 from visionq.models import JobRequest, whole_number
 from visionq.settings import Settings
-from visionq.state.idempotency import IdempotencyRecord
+from visionq.state.idempotency import IdempotencyKeys, IdempotencyRecord
 from visionq.state.jobs import REQUEST_INLINE_BYTES, JobStore, new_job_id, request_body_name
 from visionq.state.records import ImageRecord, ImageSource, JobRecord
 from visionq.storage import BlobStore
+from visionq.storage.spool import sha256_of
 from visionq.upstream.body import image_ref
 
-UPLOAD_PREFIX = "upload:"
 #: Far above what fits MiMo's context at a useful size, and it bounds the worker's time.
 MAX_IMAGES_PER_JOB = 64
 #: OpenAI's own cap on messages; parts (text and images) are capped over the whole job,
 #: so that a job of empty parts cannot be large while carrying no text.
 MAX_MESSAGES_PER_JOB = 2048
 MAX_PARTS_PER_JOB = 4096
+#: Stripe's limit, which clients that already send the header are written against.
+MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
 @dataclass
@@ -56,50 +60,6 @@ class _Pending:
     info: images.ImageInfo | None = None
 
 
-def normalise_messages(request: JobRequest, n_uploads: int) -> list[dict[str, Any]]:
-    """The request as OpenAI messages, with uploads nobody referred to placed before the text."""
-    if request.messages is not None:
-        messages = [m.model_dump(exclude_none=True) for m in request.messages]
-    else:
-        parts: list[dict[str, Any]] = [
-            {"type": "image_url", "image_url": {"url": url}} for url in request.images or []
-        ]
-        if request.prompt is not None:
-            parts.append({"type": "text", "text": request.prompt})
-        messages = [{"role": "user", "content": parts}]
-        if request.system is not None:
-            messages.insert(0, {"role": "system", "content": request.system})
-    referred = {
-        part["image_url"]["url"]
-        for message in messages
-        if isinstance(message["content"], list)
-        for part in message["content"]
-        if part["type"] == "image_url"
-    }
-    unreferred = [
-        {"type": "image_url", "image_url": {"url": f"{UPLOAD_PREFIX}{n}"}}
-        for n in range(n_uploads)
-        if f"{UPLOAD_PREFIX}{n}" not in referred
-    ]
-    if unreferred:
-        _place_before_text(messages, unreferred)
-    return messages
-
-
-def _place_before_text(messages: list[dict[str, Any]], parts: list[dict[str, Any]]) -> None:
-    users = [m for m in messages if m["role"] == "user"]
-    if not users:
-        messages.append({"role": "user", "content": parts})
-        return
-    last = users[-1]
-    content = last["content"]
-    if isinstance(content, str):
-        last["content"] = [*parts, {"type": "text", "text": content}]
-        return
-    first_text = next((i for i, p in enumerate(content) if p["type"] == "text"), len(content))
-    content[first_text:first_text] = parts
-
-
 @contextmanager
 def _about(param: str) -> Iterator[None]:
     """An error about one image names where it sits in the request, unless it says better."""
@@ -108,42 +68,6 @@ def _about(param: str) -> Iterator[None]:
     except VisionqError as exc:
         exc.param = exc.param or param
         raise
-
-
-def _text_fields(
-    messages: list[dict[str, Any]], sampling: dict[str, Any]
-) -> Iterator[tuple[str, Any]]:
-    """What `Intake.check_text` counts, as (param, value): everything the client wrote
-    except the chat format's own parts (a message's role, a part's type, the names of the
-    format's keys) and the images' URLs. A key the format does not name is the client's
-    text too, and is counted with its value (as a one-key object)."""
-    for m, message in enumerate(messages):
-        for key, value in message.items():
-            where = f"messages[{m}].{key}"
-            if key == "role":
-                continue
-            if key != "content":
-                yield f"messages[{m}]", {key: value}
-            elif isinstance(value, str):
-                yield where, value
-            else:
-                for p, part in enumerate(value):
-                    yield from _part_fields(f"{where}[{p}]", part)
-    yield from sampling.items()
-
-
-def _part_fields(where: str, part: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-    for key, value in part.items():
-        if key == "type":
-            continue
-        if key == "text":
-            yield f"{where}.text", value
-        elif key == "image_url" and part["type"] == "image_url":
-            for name, detail in value.items():
-                if name != "url":
-                    yield f"{where}.image_url", {name: detail}
-        else:
-            yield where, {key: value}
 
 
 class Intake:
@@ -231,7 +155,7 @@ class Intake:
                     )
         limit = self._settings.max_text_chars
         used = 0
-        stack = list(reversed(list(_text_fields(messages, sampling))))
+        stack = list(reversed(list(text_fields(messages, sampling))))
         while stack:
             where, item = stack.pop()
             if isinstance(item, dict):
@@ -387,6 +311,45 @@ class Intake:
         self._survive_deletes(pending, image_records)
         return record
 
+    def submit_once(
+        self,
+        idempotency: IdempotencyKeys,
+        key: str,
+        request: JobRequest,
+        *,
+        tenant: str,
+        uploads: Sequence[BinaryIO] = (),
+        request_id: str | None = None,
+    ) -> tuple[JobRecord, bool]:
+        """Submit under an Idempotency-Key: the job, and whether this call created it.
+
+        The first request with the key reserves it and makes the job, which names itself in
+        the key in the same step; a retry with the same body gets that job back, and the
+        same key with another body is a Conflict. A request that fails before making its job
+        frees the key, so that a retry can.
+        """
+        if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+            raise InvalidRequest(
+                f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
+                param="Idempotency-Key",
+            )
+        body = fingerprint(request, uploads)
+        existing = idempotency.reserve(tenant, key, body)
+        if existing is not None:
+            return self._jobs.get(existing, tenant=tenant), False
+        try:
+            record = self.submit(
+                request,
+                tenant=tenant,
+                uploads=uploads,
+                remember=idempotency.remember(tenant, key, body),
+                request_id=request_id,
+            )
+        except BaseException:
+            idempotency.release(tenant, key, body)
+            raise
+        return record, True
+
     def _keep_request(self, stored: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
         """The new job's id, and its request when small enough for the job's hash; a larger
         one goes to the store (the worker reads it once, to write the upstream body)."""
@@ -422,3 +385,15 @@ class Intake:
                 }
             )
         return {"images": counted, "image_tokens": sum(i["image_tokens"] for i in counted)}
+
+
+def fingerprint(request: JobRequest, uploads: Sequence[BinaryIO]) -> str:
+    """The body's identity for an Idempotency-Key: the validated request, canonical, and
+    each upload's bytes (a spool was hashed already, while it was received)."""
+    # json.dumps, not pydantic's dump: a lone surrogate ("\ud800") is valid JSON text and
+    # must fingerprint like any other character rather than fail to encode.
+    canonical = json.dumps(request.model_dump(mode="json", exclude_none=True), sort_keys=True)
+    digest = hashlib.sha256(canonical.encode())
+    for stream in uploads:
+        digest.update(bytes.fromhex(sha256_of(stream)))
+    return digest.hexdigest()
