@@ -21,7 +21,7 @@ from visionq.dev.redisserver import RedisServer
 
 #: The folders of tests/ whose name is also the marker of every test in them (pyproject.toml
 #: lists them), so that `pytest -m "not chaos"` or `-m "unit or service"` picks by kind.
-KINDS = ("unit", "service", "simulator", "e2e", "chaos", "fuzz")
+KINDS = ("unit", "service", "workers", "simulator", "e2e", "chaos", "fuzz")
 TESTS = Path(__file__).resolve().parent
 
 

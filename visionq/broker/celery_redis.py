@@ -3,8 +3,8 @@ kombu's Redis layout.
 
 Without importing either (the core may not): the prepare message is built by hand, the
 configuration is a plain dict that `workers.app` gives Celery, and the keys read here are
-kombu's defaults. tests/unit/test_enqueue.py checks the message against Celery's own and a
-real worker, and tests/unit/test_sweeper.py the unacknowledged keys against a real kombu
+kombu's defaults. tests/workers/test_enqueue.py checks the message against Celery's own and a
+real worker, and tests/workers/test_sweeper.py the unacknowledged keys against a real kombu
 consumer, so that an upgrade of either that moves them fails there.
 
 kombu's Redis transport keeps a queue's messages of priority 0 in a list named after the
