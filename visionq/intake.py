@@ -241,11 +241,12 @@ class Intake:
         return records
 
     def _survive_deletes(self, pending: list[_Pending], records: list[ImageRecord]) -> None:
-        """Same bytes, same file: a delete of another job may have removed ours meanwhile.
+        """Put back any image that another job's delete removed while we stored it.
 
-        Our job's reference is recorded by now, so a delete that starts later keeps the
-        file; one already under way holds the blob's lock. Once it is released, we put
-        back whatever it removed.
+        Images are stored by content, so two jobs may share one file. By now our job's
+        reference to the file is recorded, so a delete that starts later keeps the file.
+        A delete that was already under way holds the image's lock: we wait until the
+        lock is gone, then store the bytes again if the file went with it.
         """
         for item, record in zip(pending, records, strict=True):
             sha = record.get("blob")

@@ -1,8 +1,12 @@
 """One typed, frozen settings object, read once from the environment.
 
 Every process (API, worker, dev stack, simulator client) builds a `Settings` at start-up
-with `Settings.from_env()` and passes it down; nothing else reads `os.environ`. Tests
-construct `Settings(...)` directly.
+with `Settings.from_env()` and passes it down, so no other server module reads its
+configuration from `os.environ`. (Three places touch the environment for another
+reason: the worker supervisor and `visionq dev` pass it on to their children, and
+`visionq.ops.metrics` sets the one variable prometheus_client reads. The SDK, which
+stands alone, reads its own `VISIONQ_URL` and `VISIONQ_KEY`.) Tests construct
+`Settings(...)` directly.
 """
 
 from __future__ import annotations
@@ -30,8 +34,6 @@ from visionq.errors import ConfigurationError
 
 #: MiMo's own limit for one image file and for one base64 string (50 MB).
 MIMO_MAX_IMAGE_BYTES = 50 * 1024 * 1024
-
-MODELS = ("mimo-v2.5", "mimo-v2-omni")
 
 
 def _pairs(raw: str, sep: str, what: str) -> dict[str, str]:

@@ -28,8 +28,7 @@ from typing import Any
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from visionq.settings import MODELS
-from visionq.simulator.inputs import Api, Chat, Received, SimError, load_image, parse_chat
+from visionq.simulator.inputs import MODELS, Api, Chat, Received, SimError, load_image, parse_chat
 
 #: MiMo's context windows (its "Pricing and Rate Limits" page). The service's own copy is
 #: configurable for its pre-check; this one is the upstream's truth and is not.

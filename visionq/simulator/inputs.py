@@ -23,7 +23,7 @@ import requests
 from visionq import tokens
 from visionq.errors import VisionqError
 from visionq.media import images
-from visionq.settings import MIMO_MAX_IMAGE_BYTES, MODELS
+from visionq.settings import MIMO_MAX_IMAGE_BYTES
 
 Api = Literal["openai", "anthropic"]
 
@@ -34,6 +34,9 @@ _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", 
 _DIRECTIVE = re.compile(r"\[sim:(?P<items>[^\]]*)\]")
 _STEPS = ("drop", "malformed")  # what a sequence step may be besides a status
 _FLAGS = (*_STEPS, "echo_headers")
+
+#: The models MiMo serves (its documentation), the only ones the simulator accepts.
+MODELS = ("mimo-v2.5", "mimo-v2-omni")
 
 
 class SimError(Exception):
