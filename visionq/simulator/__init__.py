@@ -4,7 +4,8 @@
 a thread); `serve(host, port, ...)` runs it as a threaded HTTP server.
 """
 
-from visionq.simulator.app import UNLIMITED, RateLimits, create_app
+from visionq.simulator.app import create_app
 from visionq.simulator.server import serve
+from visionq.simulator.state import UNLIMITED, RateLimits
 
 __all__ = ["UNLIMITED", "RateLimits", "create_app", "serve"]

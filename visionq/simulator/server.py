@@ -11,7 +11,8 @@ import sys
 
 from werkzeug.serving import make_server
 
-from visionq.simulator.app import RateLimits, create_app
+from visionq.simulator.app import create_app
+from visionq.simulator.state import RateLimits
 
 
 def serve(
