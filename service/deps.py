@@ -59,4 +59,5 @@ class Services:
 
 
 def services() -> Services:
-    return current_app.extensions["visionq"]
+    found: Services = current_app.extensions["visionq"]
+    return found

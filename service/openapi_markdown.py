@@ -25,7 +25,8 @@ def _cell(text: object) -> str:
 def type_of(schema: dict[str, Any]) -> str:
     """A short, readable type: `Job`, `string | null`, `array of Message`, `"auto" | "never"`."""
     if "$ref" in schema:
-        return schema["$ref"].rsplit("/", 1)[-1]
+        ref: str = schema["$ref"]
+        return ref.rsplit("/", 1)[-1]
     if "enum" in schema:
         return " \\| ".join(json.dumps(value) for value in schema["enum"])
     if "anyOf" in schema or "oneOf" in schema:

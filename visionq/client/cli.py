@@ -266,7 +266,7 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the client subcommands to the `visionq` parser's subparsers."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help="the API's base URL (default: $VISIONQ_URL)")

@@ -326,13 +326,15 @@ class UrlFetcher:
                 with self._session.request(
                     "POST", url, stream=True, data=body, headers=headers
                 ) as response:
-                    return response.status_code
+                    status: int = response.status_code
+                    return status
             except _REMOTE_ERRORS:
                 return None
 
     def _get(self, url: str, deadline: _Deadline) -> requests.Response:
         try:
-            return self._session.request("GET", url, stream=True)
+            response: requests.Response = self._session.request("GET", url, stream=True)
+            return response
         except UrlRefused as exc:  # a connection (or a redirect's) refused by the rule
             raise InvalidImageUrl(exc.message) from None
         except _REMOTE_ERRORS as exc:

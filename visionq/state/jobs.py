@@ -278,7 +278,7 @@ class JobStore:
                 keys=[keys.job(job_id), keys.DONE_CHANNEL, keys.OUTBOX, keys.LEASES, keys.EXPIRY],
                 args=args,
             )
-        return reply == 1
+        return bool(reply == 1)
 
     def save_images(self, job_id: str, images: list[ImageRecord], *, input_tokens: int) -> bool:
         """Record the prepared images and the input's token estimate, once: only the first
