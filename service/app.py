@@ -23,6 +23,7 @@ from visionq.errors import (
     RateLimited,
     Unavailable,
     VisionqError,
+    type_for_status,
 )
 from visionq.ops import logs, metrics
 from visionq.settings import Settings
@@ -30,20 +31,6 @@ from visionq.state.redis import redis_errors
 from visionq.state.storewrites import refusal_reason
 
 log = logging.getLogger(__name__)
-
-_HTTP_TYPES = {
-    400: "invalid_request",
-    401: "unauthorized",
-    404: "not_found",
-    405: "invalid_request",
-    # A body that did not arrive in time: the client's request is incomplete.
-    408: "invalid_request",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",
-    503: "unavailable",
-}
 
 
 def create_app(settings: Settings) -> Flask:
@@ -161,7 +148,7 @@ def _render_error(exc: Exception) -> Any:
         status = exc.code or 500
         body = {
             "error": {
-                "type": _HTTP_TYPES.get(status, "internal"),
+                "type": type_for_status(status),
                 "message": exc.description or exc.name,
                 "param": None,
             }

@@ -181,3 +181,18 @@ class UpstreamRetryable(UpstreamError):
     ) -> None:
         super().__init__(message, upstream_status=upstream_status)
         self.retry_after = retry_after
+
+
+def type_for_status(status: int) -> str:
+    """The error type of an HTTP error we did not raise ourselves (Werkzeug's 404 for an
+    unknown route, its 405, a 408): the type of our own most general error with that
+    status, found breadth-first down the tree, so that 400 is `invalid_request` rather
+    than a subclass's `context_length_exceeded`. Any other client error is the client's
+    invalid request; anything else is ours, `internal`."""
+    level: list[type[VisionqError]] = [VisionqError]
+    while level:
+        for cls in level:
+            if cls.status == status:
+                return cls.type
+        level = [sub for cls in level for sub in cls.__subclasses__()]
+    return InvalidRequest.type if 400 <= status < 500 else VisionqError.type

@@ -7,19 +7,7 @@ import sys
 from pathlib import Path
 
 from visionq.dev import ports
-
-
-def stop_process(popen: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM, then SIGKILL if it has not ended within `grace` seconds: a child that hangs
-    on its way out must not hang the test session with it."""
-    if popen.poll() is not None:
-        return
-    popen.terminate()
-    try:
-        popen.wait(grace)
-    except subprocess.TimeoutExpired:
-        popen.kill()
-        popen.wait()
+from visionq.dev.processes import stop_process
 
 
 class Process:

@@ -1,4 +1,5 @@
-"""Every error survives pickling, as a Celery task's or a pool child's exception must."""
+"""Every error survives pickling, as a Celery task's or a pool child's exception must;
+and an HTTP error Werkzeug raised gets the type of ours with its status."""
 
 from __future__ import annotations
 
@@ -36,3 +37,26 @@ def test_an_error_survives_pickling(cls: type[errors.VisionqError]) -> None:
     assert copy.to_dict() == original.to_dict()
     assert vars(copy) == vars(original)
     assert str(copy) == str(original)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (400, "invalid_request"),  # not ContextLengthExceeded's type, a subclass's
+        (401, "unauthorized"),
+        (404, "not_found"),
+        (405, "invalid_request"),  # no error of ours has it: the client's request
+        (408, "invalid_request"),
+        (409, "conflict"),
+        (413, "payload_too_large"),
+        (415, "unsupported_media_type"),
+        (422, "invalid_image"),
+        (429, "rate_limited"),
+        (500, "internal"),
+        (503, "unavailable"),
+    ],
+)
+def test_an_http_status_maps_to_the_type_of_our_error_with_that_status(
+    status: int, expected: str
+) -> None:
+    assert errors.type_for_status(status) == expected

@@ -14,6 +14,7 @@ from pathlib import Path
 import redis
 
 from visionq.dev.ports import free_port
+from visionq.dev.processes import stop_process
 
 
 def redis_server_binary() -> str:
@@ -83,11 +84,6 @@ class RedisServer:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, grace=10)
         self.process = None
