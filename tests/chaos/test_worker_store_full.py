@@ -5,6 +5,7 @@ themselves once memory is freed."""
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import redis
 
 from tests.chaos.onehost import log_lines, one_worker_stack, process, queue_child
 from tests.support import CORPUS, Stack, data_url
-from visionq.broker import PREPARE_QUEUE, QUEUES
+from visionq.broker import PREPARE_QUEUE, PREPARE_TASK, QUEUES
 from visionq.broker.celery_redis import CeleryRedis
 from visionq.dev.redisserver import RedisServer
 
@@ -90,6 +91,14 @@ def _jobs(stack: Stack, ids: list[str]) -> list[dict[str, Any]]:
         return [http.get(f"{stack.base_url}/v1/jobs/{i}", timeout=30).json() for i in ids]
 
 
+def _prepares_unacknowledged(client: redis.Redis) -> int:
+    """Prepare messages a worker has taken and not yet acknowledged: kombu keeps each in
+    its `unacked` hash until then, with Celery's headers naming the task."""
+    return sum(
+        json.loads(raw)[0]["headers"]["task"] == PREPARE_TASK for raw in client.hvals("unacked")
+    )
+
+
 def _fill(client: redis.Redis) -> int:
     """Up to maxmemory with filler keys, then the limit below what is used, so that no
     delete of a few keys makes room: every write is refused until the test frees it."""
@@ -147,9 +156,15 @@ def test_workers_survive_a_full_redis_and_resume_when_it_has_room(
     plain = [
         _accepted(stack, {"prompt": f"p{i} [sim:latency=1]", "images": [JPEG]}) for i in range(4)
     ]
+    # Prepared and acknowledged, not only started ("running" is set as prepare begins):
+    # a prepare still in flight as Redis fills would have its acknowledgement held, and
+    # while it is held the worker takes no message, so the held one would wait unseen.
     _wait_for(
         "the waiting jobs prepared",
-        lambda: all(j["status"] == "running" for j in _jobs(stack, plain)),
+        lambda: (
+            all(j["images"][0]["image_tokens"] for j in _jobs(stack, plain))
+            and _prepares_unacknowledged(client) == 0
+        ),
         stack,
     )
     fillers = _fill(client)
