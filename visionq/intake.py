@@ -29,7 +29,7 @@ from visionq.errors import (
 from visionq.media import images
 from visionq.media.urlfetch import check_public, check_url_syntax
 from visionq.messages import UPLOAD_PREFIX, normalise_messages, text_fields
-from visionq.models import JobRequest, whole_number
+from visionq.models import JobRequest, StoredRequest, whole_number
 from visionq.settings import Settings
 from visionq.state.idempotency import IdempotencyKeys, IdempotencyRecord
 from visionq.state.jobs import REQUEST_INLINE_BYTES, JobStore, new_job_id, request_body_name
@@ -284,7 +284,7 @@ class Intake:
                 for part in message["content"]:
                     if part["type"] == "image_url":
                         part["image_url"] = {**part["image_url"], "url": image_ref(next(counter))}
-        stored_request = {
+        stored_request: StoredRequest = {
             "messages": messages,
             "max_completion_tokens": request.max_completion_tokens,
             "sampling": sampling,
@@ -351,7 +351,7 @@ class Intake:
             raise
         return record, True
 
-    def _keep_request(self, stored: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    def _keep_request(self, stored: StoredRequest) -> tuple[str, StoredRequest | None]:
         """The new job's id, and its request when small enough for the job's hash; a larger
         one goes to the store (the worker reads it once, to write the upstream body)."""
         job_id = new_job_id()

@@ -6,7 +6,7 @@ These models validate every request body and are the only source of the OpenAPI 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -187,6 +187,28 @@ class Result(BaseModel):
     finish_reason: str | None = None
     usage: dict[str, Any]
     response: dict[str, Any]
+
+
+class StoredResult(TypedDict):
+    """A job's result as the upstream step parses and stores it, the same for both
+    dialects; `Result` validates it on its way to a client."""
+
+    content: str
+    reasoning_content: str | None
+    finish_reason: str | None
+    usage: dict[str, Any]
+    response: dict[str, Any]
+
+
+class StoredRequest(TypedDict):
+    """What the intake keeps of a request for the worker: the OpenAI messages (each image
+    replaced by its `visionq:image:<n>` reference), the completion cap, the sampling fields
+    passed through as given, and the resize choice."""
+
+    messages: list[dict[str, Any]]
+    max_completion_tokens: int | None
+    sampling: dict[str, Any]
+    resize: str
 
 
 class WebhookState(BaseModel):

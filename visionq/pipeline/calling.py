@@ -16,6 +16,7 @@ from visionq.errors import (
     UpstreamUnavailable,
     VisionqError,
 )
+from visionq.models import StoredResult
 from visionq.ops import logs, metrics
 from visionq.pipeline.outcomes import bind_job, count_finish, fail_job
 from visionq.retries import retry_delay, retry_reason
@@ -143,7 +144,7 @@ def _timed_call(rt: Runtime, record: JobRecord, body: BinaryIO, length: int) -> 
 RESULT_WRITE_PATIENCE = 60.0
 
 
-def _record_outcome(rt: Runtime, record: JobRecord, outcome: dict[str, Any] | VisionqError) -> None:
+def _record_outcome(rt: Runtime, record: JobRecord, outcome: StoredResult | VisionqError) -> None:
     """Finish the job with the call's result or error, then delete its upstream body.
 
     A result has been paid for, so while Redis is unreachable the write is tried again

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
 
 from visionq import tokens
 from visionq.errors import (
@@ -17,6 +16,7 @@ from visionq.errors import (
     VisionqError,
 )
 from visionq.media import fit, guards, images
+from visionq.models import StoredRequest
 from visionq.ops import logs, metrics
 from visionq.pipeline.outcomes import bind_job, fail_job, holding_lease
 from visionq.runtime import Runtime
@@ -183,13 +183,13 @@ def _prepare_image(rt: Runtime, record: JobRecord, image: ImageRecord) -> ImageR
     }
 
 
-def _stored_request(rt: Runtime, job_id: str) -> dict[str, Any]:
+def _stored_request(rt: Runtime, job_id: str) -> StoredRequest:
     """A request too large for the job's hash, from the store (read once, by prepare).
     One that is gone or unreadable fails the job: no later try would find it."""
     try:
         body, _ = rt.store.open_body(request_body_name(job_id))
         with body:
-            request: dict[str, Any] = json.load(body)
+            request: StoredRequest = json.load(body)
     except (FileNotFoundError, ValueError):
         raise Internal("the job's request is missing from the image store") from None
     return request

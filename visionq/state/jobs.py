@@ -35,7 +35,7 @@ from typing import Any, cast
 import redis
 
 from visionq.errors import Canceled, Conflict, NotFound, VisionqError
-from visionq.models import TERMINAL_STATUSES, JobStatus
+from visionq.models import TERMINAL_STATUSES, JobStatus, StoredRequest, StoredResult
 from visionq.ops import metrics
 from visionq.state import keys
 from visionq.state.blobs import Blobs
@@ -106,7 +106,7 @@ class JobStore:
         tenant: str,
         model: str,
         api: Api,
-        request: dict[str, Any] | None,
+        request: StoredRequest | None,
         images: list[ImageRecord],
         webhook_url: str | None,
         metadata: dict[str, str] | None,
@@ -298,7 +298,7 @@ class JobStore:
             unless="prepared",
         )
 
-    def succeed(self, job_id: str, result: dict[str, Any]) -> bool:
+    def succeed(self, job_id: str, result: StoredResult) -> bool:
         return self._finish(job_id, "succeeded", {"result": result})
 
     def fail(self, job_id: str, error: VisionqError) -> bool:

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, Required, TypedDict, cast
 
-from visionq.models import TERMINAL_STATUSES, JobStatus
+from visionq.models import TERMINAL_STATUSES, JobStatus, StoredRequest, StoredResult
 
 Api = Literal["openai", "anthropic"]
 ImageSource = Literal["upload", "data_url", "url"]
@@ -62,9 +62,9 @@ class JobFields(TypedDict, total=False):
     started_at: float
     completed_at: float
     #: The request as submitted, or absent with `request_body` set: it is in the store.
-    request: dict[str, Any]
+    request: StoredRequest
     request_body: int
-    result: dict[str, Any]
+    result: StoredResult
     error: dict[str, Any]
     webhook: WebhookRecord | None
     metadata: dict[str, str]
@@ -95,7 +95,7 @@ class JobRecord:
         return self.fields["api"]
 
     @property
-    def request(self) -> dict[str, Any]:
+    def request(self) -> StoredRequest:
         return self.fields["request"]
 
     @property
@@ -103,7 +103,7 @@ class JobRecord:
         """The request is kept in the image store (`jobs.request_body_name`), not here."""
         return "request" not in self.fields
 
-    def with_request(self, request: dict[str, Any]) -> JobRecord:
+    def with_request(self, request: StoredRequest) -> JobRecord:
         return JobRecord(self.id, self.tenant, self.status, {**self.fields, "request": request})
 
     @property

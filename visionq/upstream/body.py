@@ -13,9 +13,10 @@ import json
 import re
 import secrets
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from visionq.media import images
+from visionq.models import StoredRequest
 from visionq.upstream.dialects import ImageSlot, dialect_for
 
 #: How an image part points at job image n inside a stored request.
@@ -38,7 +39,7 @@ def write_body(
     *,
     api: str,
     model: str,
-    request: dict[str, Any],
+    request: StoredRequest,
     formats: list[str],
     open_image: ImageOpener,
 ) -> None:

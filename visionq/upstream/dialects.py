@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from visionq.errors import UpstreamRetryable
 from visionq.media import images
+from visionq.models import StoredRequest, StoredResult
 from visionq.settings import Settings
 
 DEFAULT_ANTHROPIC_MAX_TOKENS = 4096
@@ -39,13 +40,13 @@ class Dialect(Protocol):
     def headers(self, key: str) -> dict[str, str]:
         """The headers this dialect needs beyond the ones every call sends."""
 
-    def body(self, model: str, request: dict[str, Any], slot: SlotFor) -> dict[str, Any]:
+    def body(self, model: str, request: StoredRequest, slot: SlotFor) -> dict[str, Any]:
         """The request body, with each image's `ImageSlot.placeholder` where its base64 goes."""
 
     def image_prefix(self, fmt: str) -> str:
         """What is written just before an image's base64 at its placeholder."""
 
-    def parse_result(self, raw: dict[str, Any]) -> dict[str, Any]:
+    def parse_result(self, raw: dict[str, Any]) -> StoredResult:
         """The job's `result` from the answer; KeyError and the like when it is malformed."""
 
 
@@ -58,7 +59,7 @@ class ChatCompletions:
     def headers(self, key: str) -> dict[str, str]:
         return {}
 
-    def body(self, model: str, request: dict[str, Any], slot: SlotFor) -> dict[str, Any]:
+    def body(self, model: str, request: StoredRequest, slot: SlotFor) -> dict[str, Any]:
         messages = []
         for message in request["messages"]:
             content = message["content"]
@@ -84,7 +85,7 @@ class ChatCompletions:
     def image_prefix(self, fmt: str) -> str:
         return images.data_url_prefix(fmt)
 
-    def parse_result(self, raw: dict[str, Any]) -> dict[str, Any]:
+    def parse_result(self, raw: dict[str, Any]) -> StoredResult:
         choice = raw["choices"][0]
         message = choice["message"]
         usage = dict(raw.get("usage") or {})
@@ -110,7 +111,7 @@ class Messages:
     def headers(self, key: str) -> dict[str, str]:
         return {"x-api-key": key, "anthropic-version": "2023-06-01"}
 
-    def body(self, model: str, request: dict[str, Any], slot: SlotFor) -> dict[str, Any]:
+    def body(self, model: str, request: StoredRequest, slot: SlotFor) -> dict[str, Any]:
         system: list[str] = []
         messages = []
         for message in request["messages"]:
@@ -158,7 +159,7 @@ class Messages:
     def image_prefix(self, fmt: str) -> str:
         return ""
 
-    def parse_result(self, raw: dict[str, Any]) -> dict[str, Any]:
+    def parse_result(self, raw: dict[str, Any]) -> StoredResult:
         blocks = raw["content"]
         thinking = [b.get("thinking", "") for b in blocks if b.get("type") == "thinking"]
         usage = dict(raw.get("usage") or {})
@@ -186,7 +187,7 @@ def dialect_for(api: str) -> Dialect:
     return DIALECTS[api]
 
 
-def parse_result(api: str, raw: dict[str, Any]) -> dict[str, Any]:
+def parse_result(api: str, raw: dict[str, Any]) -> StoredResult:
     """The job's `result` from the upstream's answer, the same shape for every dialect; an
     answer that lacks what its dialect promises is a malformed body, worth another try."""
     dialect = dialect_for(api)
