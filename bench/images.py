@@ -75,6 +75,7 @@ _PREPARE = (
     + """
 import json, sys, time
 from visionq import pipeline
+from visionq.runtime import Runtime
 from visionq.settings import Settings
 settings = Settings(**json.loads(sys.argv[1]))
 job_id = sys.argv[2]
