@@ -72,12 +72,7 @@ class Runtime(Resources):
         leases = Leases(client, lease=settings.job_lease)
         keeper = LeaseKeeper(interval=settings.job_lease / 3)
         return cls(
-            settings=settings,
-            client=client,
-            jobs=shared.jobs,
-            outbox=shared.outbox,
-            store=shared.store,
-            broker=shared.broker,
+            **vars(shared),  # the process's Resources, composed once, in Resources.open
             leases=leases,
             keeper=keeper,
             pacer=Pacer(client, settings, leases, keeper),
