@@ -35,7 +35,7 @@ class Services:
         )
         shared = Resources.open(settings, redis.Redis(connection_pool=pool))
         self.redis, self.store, self.jobs = shared.client, shared.store, shared.jobs
-        self.outbox, self.broker = shared.outbox, shared.broker
+        self.outbox, self.broker, self.batches = shared.outbox, shared.broker, shared.batches
         self.intake = Intake(settings, self.store, self.jobs, self.broker)
         self.idempotency = IdempotencyKeys(self.redis)
         #: Writes Redis refused in this process: counted, and logged now and then.

@@ -72,17 +72,24 @@ def _first(names: Collection[str | None]) -> str:
     return sorted(name or "" for name in names)[0]
 
 
+def json_body() -> dict[str, Any]:
+    """The request's JSON object (`application/json`), within the body cap and depth."""
+    if request.mimetype != "application/json":
+        raise InvalidRequest("send application/json")
+    data = request.get_data(cache=True)
+    # Werkzeug cuts a chunked body (no Content-Length) at the cap without a word; a body
+    # that fills the cap exactly is taken as one that went over it.
+    cap = request.max_content_length
+    if request.content_length is None and cap is not None and len(data) >= cap:
+        raise PayloadTooLarge("the request body is over the configured cap")
+    return _json_object(data, "the body")
+
+
 def parse_job_request() -> tuple[JobRequest, list[Any]]:
     """The request model and uploaded files from any of the three body forms of API.md."""
     mimetype = request.mimetype
     if mimetype == "application/json":
-        data = request.get_data(cache=True)
-        # Werkzeug cuts a chunked body (no Content-Length) at the cap without a word; a body
-        # that fills the cap exactly is taken as one that went over it.
-        cap = request.max_content_length
-        if request.content_length is None and cap is not None and len(data) >= cap:
-            raise PayloadTooLarge("the request body is over the configured cap")
-        return JobRequest.model_validate(_json_object(data, "the body")), []
+        return JobRequest.model_validate(json_body()), []
     if mimetype == "multipart/form-data":
         unknown_files = set(request.files) - {"image"}
         if unknown_files:

@@ -7,6 +7,7 @@
     ├── Unauthorized                  401 unauthorized
     ├── NotFound                      404 not_found
     ├── Conflict                      409 conflict
+    │   └── StaleLine                 a batch line admitted by someone else already
     ├── PayloadTooLarge               413 payload_too_large
     ├── UnsupportedMediaType          415 unsupported_media_type
     ├── InvalidImage                  422 invalid_image
@@ -15,6 +16,7 @@
     └── JobError                      only ever recorded on a failed job
         ├── InvalidImageUrl           invalid_image_url
         ├── Canceled                  canceled
+        ├── BatchExpired              batch_expired (a batch line its batch's window ended)
         ├── Internal                  internal
         └── UpstreamError             carries upstream_status (None: found before any call)
             ├── ContextLengthExceeded context_length_exceeded (400 when found at submit)
@@ -87,6 +89,11 @@ class Conflict(VisionqError):
     type = "conflict"
 
 
+class StaleLine(Conflict):
+    """A batch line whose batch has moved past it: another worker admitted it (never
+    served; the admitting worker stops)."""
+
+
 class PayloadTooLarge(VisionqError):
     status = 413
     type = "payload_too_large"
@@ -128,6 +135,10 @@ class InvalidImageUrl(JobError):
 
 class Canceled(JobError):
     type = "canceled"
+
+
+class BatchExpired(JobError):
+    type = "batch_expired"
 
 
 class Internal(JobError):

@@ -8,6 +8,7 @@ image leaves nothing behind. Decoding is the worker's job.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -32,7 +33,13 @@ from visionq.messages import UPLOAD_PREFIX, normalise_messages, text_fields
 from visionq.models import JobRequest, StoredRequest, whole_number
 from visionq.settings import Settings
 from visionq.state.idempotency import IdempotencyKeys, IdempotencyRecord
-from visionq.state.jobs import REQUEST_INLINE_BYTES, JobStore, new_job_id, request_body_name
+from visionq.state.jobs import (
+    REQUEST_INLINE_BYTES,
+    BatchLine,
+    JobStore,
+    new_job_id,
+    request_body_name,
+)
 from visionq.state.records import ImageRecord, ImageSource, JobRecord
 from visionq.storage import BlobStore
 from visionq.storage.spool import sha256_of
@@ -58,6 +65,17 @@ class _Pending:
     data: bytes | None = None
     upload: BinaryIO | None = None
     info: images.ImageInfo | None = None
+
+
+@dataclass
+class _Checked:
+    """A request that passed every check, before anything of it is stored."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    sampling: dict[str, Any]
+    pending: list[_Pending]
+    webhook_url: str | None
 
 
 @contextmanager
@@ -207,7 +225,7 @@ class Intake:
         with _about(param):
             return images.probe(fp, max_pixels=self._settings.max_image_pixels)
 
-    def _check_webhook(self, url: str) -> None:
+    def check_webhook(self, url: str) -> None:
         """A webhook is refused at submit, not found out hours later by a failed delivery."""
         if self._settings.webhook_secret is None:
             raise InvalidRequest(
@@ -258,16 +276,9 @@ class Intake:
             if not self._store.has_image(sha):
                 self._put(item)
 
-    def submit(
-        self,
-        request: JobRequest,
-        *,
-        tenant: str,
-        uploads: Sequence[BinaryIO] = (),
-        remember: IdempotencyRecord | None = None,
-        request_id: str | None = None,
-    ) -> JobRecord:
-        """Store the images and write the job with its prepare task's message, together."""
+    def _checked(self, request: JobRequest, uploads: Sequence[BinaryIO]) -> _Checked:
+        """Every check of `submit` that needs nothing stored: the request as it will be
+        kept, and its images checked but not yet stored."""
         model = self.resolve_model(request)
         messages = normalise_messages(request, len(uploads))
         sampling = request.sampling()
@@ -276,7 +287,29 @@ class Intake:
         self._check_context(model, messages, pending)
         webhook_url = request.webhook.url if request.webhook else None
         if webhook_url is not None:
-            self._check_webhook(webhook_url)
+            self.check_webhook(webhook_url)
+        return _Checked(model, messages, sampling, pending, webhook_url)
+
+    def check(self, request: JobRequest, *, tenant: str) -> None:
+        """Raise what `submit` would refuse `tenant`'s request for, storing nothing (a
+        batch's lines are checked this way before any of them becomes a job)."""
+        del tenant  # the check of a `file-` image (visionq.files) is the tenant's
+        self._checked(request, ())
+
+    def submit(
+        self,
+        request: JobRequest,
+        *,
+        tenant: str,
+        uploads: Sequence[BinaryIO] = (),
+        remember: IdempotencyRecord | None = None,
+        request_id: str | None = None,
+        batch: BatchLine | None = None,
+    ) -> JobRecord:
+        """Store the images and write the job with its prepare task's message, together.
+        A `batch` line's prepare message waits behind every other (`Broker.prepare_push`)."""
+        checked = self._checked(request, uploads)
+        messages, pending = checked.messages, checked.pending
         image_records = self.store(pending)
         counter = iter(range(len(pending)))
         for message in messages:
@@ -287,23 +320,24 @@ class Intake:
         stored_request: StoredRequest = {
             "messages": messages,
             "max_completion_tokens": request.max_completion_tokens,
-            "sampling": sampling,
+            "sampling": checked.sampling,
             "resize": request.resize,
         }
         job_id, inline = self._keep_request(stored_request)
         try:
             record = self._jobs.create(
                 tenant=tenant,
-                model=model,
+                model=checked.model,
                 api=request.api,
                 request=inline,
                 images=image_records,
-                webhook_url=webhook_url,
+                webhook_url=checked.webhook_url,
                 metadata=request.metadata,
                 remember=remember,
                 request_id=request_id,
-                message=self._broker.prepare_push,
+                message=functools.partial(self._broker.prepare_push, behind=batch is not None),
                 job_id=job_id,
+                batch=batch,
             )
         except BaseException:
             if inline is None:

@@ -266,3 +266,40 @@ def whole_number(text: str, *, max_digits: int = 6) -> int | None:
     if text.isascii() and text.isdigit() and len(text) <= max_digits:
         return int(text)
     return None
+
+
+class BatchWebhook(_Strict):
+    url: str = Field(min_length=1, max_length=2048)
+
+
+class BatchCreate(_Strict):
+    """The body of `POST /v1/batches` (OpenAI's, plus visionq's `webhook` and `priority`)."""
+
+    input_file_id: str = Field(min_length=1)
+    endpoint: Literal["/v1/chat/completions"]
+    completion_window: Literal["24h"]
+    metadata: dict[str, str] | None = None
+    webhook: BatchWebhook | None = None
+    priority: Literal["batch", "interactive"] = "batch"
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return JobRequest._metadata_limits(value)
+
+
+class AnthropicBatchRequest(BaseModel):
+    """One request of an Anthropic message batch; `params` is checked line by line."""
+
+    model_config = ConfigDict(extra="forbid")
+    custom_id: str
+    params: dict[str, Any]
+
+
+class AnthropicBatchCreate(_Strict):
+    """The body of `POST /anthropic/v1/messages/batches` (Anthropic's, plus visionq's
+    `webhook` and `priority`)."""
+
+    requests: list[AnthropicBatchRequest] = Field(min_length=1, max_length=50_000)
+    webhook: BatchWebhook | None = None
+    priority: Literal["batch", "interactive"] = "batch"

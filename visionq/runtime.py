@@ -21,10 +21,12 @@ from visionq.broker import Broker
 from visionq.broker.celery_redis import CeleryRedis
 from visionq.media.urlfetch import UrlFetcher
 from visionq.settings import Settings
+from visionq.state.batches import BatchStore
 from visionq.state.jobs import JobStore
 from visionq.state.leases import LeaseKeeper, Leases
 from visionq.state.outbox import Outbox
 from visionq.state.pacing import Pacer
+from visionq.state.redis import redis_errors
 from visionq.storage import BlobStore, open_store
 from visionq.upstream.client import UpstreamClient
 from visionq.webhooks import Signer
@@ -40,16 +42,29 @@ class Resources:
     outbox: Outbox
     store: BlobStore
     broker: Broker
+    batches: BatchStore
 
     @classmethod
     def open(cls, settings: Settings, client: redis.Redis) -> Resources:
+        broker = CeleryRedis(client)
+
+        def wake_batch(batch_id: str) -> None:
+            with redis_errors():
+                client.lpush(*broker.batch_push(batch_id))
+
         return cls(
             settings=settings,
             client=client,
-            jobs=JobStore(client, ttl=settings.result_ttl, queued_grace=settings.queued_grace),
+            jobs=JobStore(
+                client,
+                ttl=settings.result_ttl,
+                queued_grace=settings.queued_grace,
+                wake_batch=wake_batch,
+            ),
             outbox=Outbox(client),
             store=open_store(settings.storage_url),
-            broker=CeleryRedis(client),
+            broker=broker,
+            batches=BatchStore(client, ttl=settings.result_ttl, message=broker.batch_push),
         )
 
 

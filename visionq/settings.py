@@ -157,6 +157,9 @@ class Settings(BaseModel):
     #: Where `visionq api` also answers /healthz, /readyz and /metrics, on threads of
     #: their own, so that they answer while every request thread is busy (0: not served).
     health_port: int = Field(default=0, ge=0, le=65535)
+    #: Lines of one batch that may be jobs at once (visionq.pipeline.batching): enough to
+    #: keep the upstream budget busy, few enough that Redis holds a window, not the batch.
+    batch_window: int = Field(default=256, ge=2)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -190,6 +193,7 @@ class Settings(BaseModel):
             "VISIONQ_METRICS_PORT": "metrics_port",
             "VISIONQ_HEALTH_PORT": "health_port",
             "VISIONQ_BODY_READ_TIMEOUT": "body_read_timeout",
+            "VISIONQ_BATCH_WINDOW": "batch_window",
             # prometheus-client's own variable, so that it and we agree on the directory.
             "PROMETHEUS_MULTIPROC_DIR": "metrics_dir",
         }

@@ -2,7 +2,8 @@
 
 Each round it queues the webhook deliveries that are due (outbox), the stage of every
 unfinished job whose lease ran out (its worker died, or its message was lost) and the
-upstream tickets that died with a worker (`visionq.state.pacing.TicketAudit`), and removes the
+upstream tickets that died with a worker (`visionq.state.pacing.TicketAudit`), the task of
+every unended batch that nobody is advancing (`BatchStore.claim_due`), and removes the
 images and bodies of jobs that expired (retention). Any number may run, since claims
 are atomic, but one is enough: a few Redis calls a round.
 """
@@ -16,6 +17,7 @@ import time
 
 from visionq import retention
 from visionq.broker import (
+    BATCH_TASK,
     PREPARE_QUEUE,
     PREPARE_TASK,
     UPSTREAM_QUEUE,
@@ -51,6 +53,8 @@ def run(settings: Settings) -> None:
         try:
             for job_id, token in outbox.claim_due(now=time.time(), lease=settings.webhook_lease):
                 app.send_task(WEBHOOK_TASK, args=[job_id, token], queue=WEBHOOK_QUEUE)
+            for batch_id in rt.batches.claim_due(now=time.time()):
+                app.send_task(BATCH_TASK, args=[batch_id], queue=PREPARE_QUEUE)
             for job_id in broker.claim_stranded(PREPARE_QUEUE, older_than=settings.job_lease):
                 if leases.received(job_id):  # still queued: looked at again a lease from now
                     log.warning("job %s: its worker never started it; queued again", job_id)

@@ -1,4 +1,4 @@
-"""The three tasks, each a few lines: find this process's `Runtime`, call a pipeline step,
+"""The four tasks, each a few lines: find this process's `Runtime`, call a pipeline step,
 and turn what the step reports into Celery's vocabulary (chain to the next queue, retry
 with a countdown).
 
@@ -17,6 +17,8 @@ from celery import Celery, Task, shared_task
 
 from visionq import pipeline
 from visionq.broker import (
+    BATCH_TASK,
+    BATCH_TIME_LIMIT,
     PREPARE_TASK,
     PREPARE_TIME_LIMIT,
     SOFT_LIMIT_MARGIN,
@@ -65,3 +67,14 @@ def upstream(self: Task, model: str) -> None:
 )
 def webhook(self: Task, job_id: str, token: str) -> None:
     pipeline.deliver_webhook(job_id, token, runtime(self.app))
+
+
+@shared_task(
+    name=BATCH_TASK,
+    bind=True,
+    time_limit=BATCH_TIME_LIMIT,
+    soft_time_limit=BATCH_TIME_LIMIT - SOFT_LIMIT_MARGIN,
+)
+def batch(self: Task, batch_id: str) -> None:
+    # Whatever the batch needs now: validation, admitting lines, or its end.
+    pipeline.advance_batch(batch_id, runtime(self.app))

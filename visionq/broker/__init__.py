@@ -29,6 +29,9 @@ QUEUES = (PREPARE_QUEUE, UPSTREAM_QUEUE, WEBHOOK_QUEUE)
 PREPARE_TASK = "visionq.prepare"
 UPSTREAM_TASK = "visionq.upstream"
 WEBHOOK_TASK = "visionq.webhook"
+#: Advances one batch (validates it, admits lines, ends it); CPU-bound like prepare, and
+#: on its queue.
+BATCH_TASK = "visionq.batch"
 
 #: Pool per queue, chosen by measurement: prepare is CPU-bound (decode, encode) and wants
 #: processes; upstream waits on the network for minutes and wants many cheap threads (here
@@ -39,6 +42,8 @@ DEFAULT_CONCURRENCY = {PREPARE_QUEUE: 2, UPSTREAM_QUEUE: 64, WEBHOOK_QUEUE: 16}
 #: Hard time limits in seconds: past one the pool ends the task (and a prefork child).
 #: Each task's soft limit is 10 s shorter, so that it may still log why it was stopped.
 PREPARE_TIME_LIMIT = 300
+#: Validating a 200 MB input streams it once; admitting a window of lines is seconds.
+BATCH_TIME_LIMIT = 900
 WEBHOOK_TIME_LIMIT = 60
 SOFT_LIMIT_MARGIN = 10
 
@@ -52,6 +57,7 @@ def time_limits(settings: Settings) -> dict[str, int]:
     """Each task's hard time limit, by task name."""
     return {
         PREPARE_TASK: PREPARE_TIME_LIMIT,
+        BATCH_TASK: BATCH_TIME_LIMIT,
         UPSTREAM_TASK: upstream_time_limit(settings),
         WEBHOOK_TASK: WEBHOOK_TIME_LIMIT,
     }
@@ -61,12 +67,19 @@ class Broker(Protocol):
     """What the core asks of the broker. Everything else (consuming, and publishing from
     the workers and the sweeper) goes through Celery itself, in `workers/`."""
 
-    def prepare_push(self, job_id: str) -> tuple[str, str]:
+    def prepare_push(self, job_id: str, *, behind: bool = False) -> tuple[str, str]:
         """The Redis list and the payload that enqueue the prepare stage of `job_id`.
 
         The intake LPUSHes them in the same script that writes the job record, so that
         a job exists exactly when its message does and a submit costs one round trip.
+        `behind`: a batch line's, taken only when no other prepare message waits, so
+        that a batch never queues in front of interactive jobs.
         """
+        ...
+
+    def batch_push(self, batch_id: str) -> tuple[str, str]:
+        """The Redis list and the payload that enqueue the batch task of `batch_id`, for
+        the script that wakes the batch to push in the same step."""
         ...
 
     def waiting_list(self, queue: str) -> str:

@@ -9,10 +9,11 @@ consumer, so that an upgrade of either that moves them fails there.
 
 kombu's Redis transport keeps a queue's messages of priority 0 in a list named after the
 queue, and those of a priority p > 0 in `{queue}\\x06\\x16{p}` (its `sep` and
-`priority_steps`). We send no priority, so every message of ours waits in the queue's own
-list. A message a worker has taken and not yet acknowledged (`acks_late`) is kept under
-its delivery tag in the hash `unacked` and the sorted set `unacked_index` (scored by when
-it was taken), and is given back to its queue after the visibility timeout.
+`priority_steps`). Every message of ours waits in the queue's own list but batch lines'
+prepare messages, which wait in the lowest step's (`prepare_push`). A message a worker
+has taken and not yet acknowledged (`acks_late`) is kept under its delivery tag in the
+hash `unacked` and the sorted set `unacked_index` (scored by when it was taken), and is
+given back to its queue after the visibility timeout.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, cast
 import redis
 
 from visionq.broker import (
+    BATCH_TASK,
     PREPARE_QUEUE,
     PREPARE_TASK,
     QUEUES,
@@ -60,59 +62,70 @@ def _lists(queue: str) -> list[str]:
     return [queue if p == 0 else f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS]
 
 
+def _message(task: str, queue: str, args: list[str], priority: int) -> tuple[str, str]:
+    """Celery's task protocol 2 (headers, and a body `[args, kwargs, embed]` base64 in a
+    JSON envelope), with properties carrying the `delivery_tag` under which a worker
+    keeps it unacknowledged until done, which `claim_stranded` reads; and the list of
+    `queue` that kombu keeps messages of that priority in."""
+    task_id = str(uuid.uuid4())
+    body = [args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    headers: dict[str, Any] = {
+        "lang": "py",
+        "task": task,
+        "id": task_id,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, None],
+        "root_id": task_id,
+        "parent_id": None,
+        "argsrepr": repr(args),
+        "kwargsrepr": "{}",
+        "origin": _origin(),
+        "ignore_result": None,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+    }
+    envelope = {
+        "body": base64.b64encode(json.dumps(body).encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": {
+            "correlation_id": task_id,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": priority,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    return _lists(queue)[_PRIORITY_STEPS.index(priority)], json.dumps(envelope)
+
+
 class CeleryRedis:
     """The `visionq.broker.Broker` of Celery workers on kombu's Redis transport."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
 
-    def prepare_push(self, job_id: str) -> tuple[str, str]:
+    def prepare_push(self, job_id: str, *, behind: bool = False) -> tuple[str, str]:
         """What `send_task(PREPARE_TASK, args=[job_id])` would LPUSH, and to which list.
 
         Written by the intake in the job's own script rather than through Celery's
-        publisher, which costs about 1 ms of CPU and a round trip of its own. It is
-        Celery's task protocol 2 (headers, and a body `[args, kwargs, embed]` base64 in a
-        JSON envelope), with properties carrying the `delivery_tag` under which a worker
-        keeps it unacknowledged until done, which `claim_stranded` reads.
+        publisher, which costs about 1 ms of CPU and a round trip of its own. `behind`
+        gives it kombu's lowest priority step: a worker's BRPOP names a queue's lists in
+        priority order, so it takes a batch line only when no other message waits (and
+        kombu restores an unacknowledged one to the same list).
         """
-        task_id = str(uuid.uuid4())
-        body = [[job_id], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
-        headers: dict[str, Any] = {
-            "lang": "py",
-            "task": PREPARE_TASK,
-            "id": task_id,
-            "shadow": None,
-            "eta": None,
-            "expires": None,
-            "group": None,
-            "group_index": None,
-            "retries": 0,
-            "timelimit": [None, None],
-            "root_id": task_id,
-            "parent_id": None,
-            "argsrepr": repr([job_id]),
-            "kwargsrepr": "{}",
-            "origin": _origin(),
-            "ignore_result": None,
-            "replaced_task_nesting": 0,
-            "stamped_headers": None,
-            "stamps": {},
-        }
-        envelope = {
-            "body": base64.b64encode(json.dumps(body).encode()).decode(),
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": headers,
-            "properties": {
-                "correlation_id": task_id,
-                "delivery_mode": 2,
-                "delivery_info": {"exchange": "", "routing_key": PREPARE_QUEUE},
-                "priority": 0,
-                "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
-            },
-        }
-        return self.waiting_list(PREPARE_QUEUE), json.dumps(envelope)
+        return _message(PREPARE_TASK, PREPARE_QUEUE, [job_id], _PRIORITY_STEPS[-1] if behind else 0)
+
+    def batch_push(self, batch_id: str) -> tuple[str, str]:
+        return _message(BATCH_TASK, PREPARE_QUEUE, [batch_id], 0)
 
     def waiting_list(self, queue: str) -> str:
         return queue
@@ -209,6 +222,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Routes rather than a `queue` on each task's decorator, which Celery 5.7 deprecates.
         "task_routes": {
             PREPARE_TASK: {"queue": PREPARE_QUEUE},
+            BATCH_TASK: {"queue": PREPARE_QUEUE},
             UPSTREAM_TASK: {"queue": UPSTREAM_QUEUE},
             WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE},
         },

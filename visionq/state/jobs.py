@@ -30,11 +30,12 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
 
-from visionq.errors import Canceled, Conflict, NotFound, VisionqError
+from visionq.errors import Canceled, Conflict, NotFound, StaleLine, VisionqError
 from visionq.models import TERMINAL_STATUSES, JobStatus, StoredRequest, StoredResult
 from visionq.ops import metrics
 from visionq.state import keys
@@ -65,6 +66,26 @@ MAX_LIST_SCAN = 1000
 FirstMessage = Callable[[str], tuple[str, str]]
 
 
+@dataclass(frozen=True)
+class BatchLine:
+    """What makes a new job a batch's line: `JobStore.create` admits it only while `line`
+    is the batch's next, and moves the batch past it (to `next_cursor`) in the same step."""
+
+    batch_id: str
+    line: int
+    custom_id: str
+    next_cursor: int
+
+
+#: A finished batch line's counter on its batch, from how the job ended.
+def _batch_counter(status: str, error: VisionqError | None) -> str:
+    if status == "succeeded":
+        return "completed"
+    if status == "canceled":
+        return "canceled"
+    return "expired" if error is not None and error.type == "batch_expired" else "failed"
+
+
 def new_job_id() -> str:
     """Ids sort by creation time (microseconds, then randomness), which is what lets a
     tenant's list page newest-first with a cursor that new jobs never disturb. (Across
@@ -89,8 +110,12 @@ class JobStore:
         ttl: int,
         queued_grace: float,
         clock: Callable[[], float] = time.time,
+        wake_batch: Callable[[str], object] | None = None,
     ) -> None:
+        """`wake_batch(batch_id)` queues a batch's task: called when a line's finish leaves
+        the batch room for more lines, or none running (the transition says when)."""
         self._redis = client
+        self._wake_batch = wake_batch
         self._ttl = ttl
         self._queued_grace = queued_grace
         self._clock = clock
@@ -114,12 +139,15 @@ class JobStore:
         request_id: str | None = None,
         message: FirstMessage | None = None,
         job_id: str | None = None,
+        batch: BatchLine | None = None,
     ) -> JobRecord:
         """Write a queued job, and in the same step `remember` (how an Idempotency-Key
         comes to name its job) and `message(job_id)`, its first broker message.
         `request_id` is the API request's, kept so that every task's logs can name it.
         `request` None: it is too large to keep here, and the caller has stored it under
-        `request_body_name(job_id)` (with the `job_id` it made for that)."""
+        `request_body_name(job_id)` (with the `job_id` it made for that).
+        A `batch` line is admitted in the same step, or `StaleLine` when its batch has
+        moved past the line (nothing is written then)."""
         job_id = job_id or new_job_id()
         now = self._clock()
         fields: JobFields = {
@@ -142,6 +170,9 @@ class JobStore:
             "metadata": metadata or {},
             "request_id": request_id,
         }
+        if batch is not None:
+            fields["batch_id"], fields["custom_id"] = batch.batch_id, batch.custom_id
+            fields["line"] = batch.line
         if request is not None:
             fields["request"] = request
         else:
@@ -154,8 +185,17 @@ class JobStore:
             if remember is not None
             else (keys.job(job_id), "", 0)
         )
+        batch_keys = (
+            [
+                keys.batch(batch.batch_id),
+                keys.batch_part(batch.batch_id, keys.BATCH_JOBS_SUFFIX),
+                keys.batch_part(batch.batch_id, keys.BATCH_OPEN_SUFFIX),
+            ]
+            if batch is not None
+            else [keys.job(job_id)] * 3
+        )
         with redis_errors():
-            self._create(
+            created = self._create(
                 keys=[
                     keys.job(job_id),
                     keys.EXPIRY,
@@ -164,6 +204,7 @@ class JobStore:
                     keys.job_blobs(job_id),
                     queue,
                     remembered[0],
+                    *batch_keys,
                     *(keys.blob(sha) for sha in blobs),
                 ],
                 args=[
@@ -176,10 +217,14 @@ class JobStore:
                     remembered[1],
                     remembered[2],
                     len(blobs),
+                    "" if batch is None else batch.line,
+                    0 if batch is None else batch.next_cursor,
                     *blobs,
                     *(item for pair in mapping.items() for item in pair),
                 ],
             )
+        if created != 1:
+            raise StaleLine(f"the batch has moved past line {batch.line if batch else 0}")
         return JobRecord(job_id, tenant, "queued", fields)
 
     def list_jobs(
@@ -235,6 +280,16 @@ class JobStore:
             raw = self._redis.hgetall(keys.job(job_id))
         return self._record(job_id, cast(dict[bytes, bytes], raw))
 
+    def load_many(self, job_ids: list[str]) -> dict[str, JobRecord]:
+        """The records of those of `job_ids` that still exist, in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(keys.job(job_id))
+        with redis_errors():
+            raws = pipe.execute()
+        found = (self._record(job_id, raw) for job_id, raw in zip(job_ids, raws, strict=True))
+        return {record.id: record for record in found if record is not None}
+
     @staticmethod
     def _record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord | None:
         if not raw:
@@ -259,9 +314,13 @@ class JobStore:
         status: str = "",
         fields: dict[str, Any] | None = None,
         unless: str = "",
+        counter: str = "failed",
+        usage: dict[str, Any] | None = None,
     ) -> bool:
-        """Run the guarded transition; whether it was applied."""
+        """Run the guarded transition; whether it was applied. A finish of a batch line
+        adds to its batch's `counter` (and, for a success, the `usage`)."""
         terminal = status in TERMINAL_STATUSES
+        usage = usage or {}
         args: list[Any] = [
             " ".join(allowed),
             status,
@@ -270,6 +329,11 @@ class JobStore:
             self._clock(),
             unless,
             job_id,
+            keys.BATCH_PREFIX,
+            keys.BATCH_OPEN_SUFFIX,
+            counter,
+            int(usage.get("prompt_tokens") or 0),
+            int(usage.get("completion_tokens") or 0),
         ]
         for name, value in encode_fields(fields or {}).items():
             args += [name, value]
@@ -278,6 +342,10 @@ class JobStore:
                 keys=[keys.job(job_id), keys.DONE_CHANNEL, keys.OUTBOX, keys.LEASES, keys.EXPIRY],
                 args=args,
             )
+        if isinstance(reply, list) and reply[0] == 2:
+            if self._wake_batch is not None:
+                self._wake_batch(reply[1].decode())
+            return True
         return bool(reply == 1)
 
     def save_images(self, job_id: str, images: list[ImageRecord], *, input_tokens: int) -> bool:
@@ -299,17 +367,29 @@ class JobStore:
         )
 
     def succeed(self, job_id: str, result: StoredResult) -> bool:
-        return self._finish(job_id, "succeeded", {"result": result})
+        return self._finish(
+            job_id, "succeeded", {"result": result}, counter="completed", usage=result["usage"]
+        )
 
     def fail(self, job_id: str, error: VisionqError) -> bool:
-        return self._finish(job_id, "failed", {"error": error.to_dict()})
+        return self._finish(
+            job_id, "failed", {"error": error.to_dict()}, counter=_batch_counter("failed", error)
+        )
+
+    def end_line(self, job_id: str, error: VisionqError) -> bool:
+        """End an unfinished batch line that its batch no longer runs: `canceled` when
+        the batch was cancelled, `failed` with `batch_expired` when it expired."""
+        status = "canceled" if error.type == "canceled" else "failed"
+        return self._finish(
+            job_id, status, {"error": error.to_dict()}, counter=_batch_counter(status, error)
+        )
 
     def cancel(self, job_id: str, *, tenant: str) -> JobRecord:
         """Cancel an unfinished job; a finished one is a conflict (API.md)."""
         record = self.get(job_id, tenant=tenant)
         if not record.finished:
             error = Canceled("canceled by the client")
-            if self._finish(job_id, "canceled", {"error": error.to_dict()}):
+            if self._finish(job_id, "canceled", {"error": error.to_dict()}, counter="canceled"):
                 # Counted where the transition is applied: of two racing cancels, only
                 # the one that made it counts.
                 metrics.JOBS_FINISHED.labels(record.model, "canceled", error.type).inc()
@@ -319,9 +399,24 @@ class JobStore:
             raise Conflict(f"job {job_id} is already {record.status}", param="id")
         return record
 
-    def _finish(self, job_id: str, status: str, fields: dict[str, Any]) -> bool:
+    def _finish(
+        self,
+        job_id: str,
+        status: str,
+        fields: dict[str, Any],
+        *,
+        counter: str,
+        usage: dict[str, Any] | None = None,
+    ) -> bool:
         fields = {**fields, "completed_at": round(self._clock(), 3)}
-        return self._apply(job_id, allowed=("queued", "running"), status=status, fields=fields)
+        return self._apply(
+            job_id,
+            allowed=("queued", "running"),
+            status=status,
+            fields=fields,
+            counter=counter,
+            usage=usage,
+        )
 
     def wait(self, job_id: str, *, tenant: str, timeout: float) -> JobRecord:
         """The job, once finished or after `timeout` seconds, whichever comes first."""

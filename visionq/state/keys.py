@@ -96,3 +96,31 @@ def uploads(tenant: str) -> str:
 
 def probe(host: str, pid: int) -> str:
     return f"{PROBE_PREFIX}{host}:{pid}"
+
+
+# Batches (`visionq.state.batches`).
+
+#: A batch's hash: `BATCH_PREFIX + id`.
+BATCH_PREFIX = "vq:batch:"
+#: After a batch's hash: its line jobs in line order (a list), the ids of its unfinished
+#: ones (a set), the lines that failed before they became jobs (a hash by line), and the
+#: lock of the one worker advancing it.
+BATCH_JOBS_SUFFIX = ":jobs"
+BATCH_OPEN_SUFFIX = ":open"
+BATCH_REFUSED_SUFFIX = ":refused"
+BATCH_LOCK_SUFFIX = ":lock"
+#: Unended batches by when the sweeper should next make sure one is being advanced.
+BATCHES_DUE = "vq:batches:due"
+
+
+def batch(batch_id: str) -> str:
+    return f"{BATCH_PREFIX}{batch_id}"
+
+
+def batch_part(batch_id: str, suffix: str) -> str:
+    return f"{BATCH_PREFIX}{batch_id}{suffix}"
+
+
+def tenant_batches(tenant: str) -> str:
+    """Like `tenant_jobs`: the tenant's batch ids at score 0, ordered by id (= by time)."""
+    return f"vq:tenant:{tenant}:batches"

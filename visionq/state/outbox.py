@@ -9,10 +9,11 @@ that dies with its worker comes due again when the lease runs out (at least once
 webhook-id). Retries are later scores, not Celery countdowns (a countdown of hours would
 outlive the broker's visibility timeout).
 
-This module owns the outbox (`keys.OUTBOX`) and the delivery state in the job's `webhook`
-field. Each attempt settles in one Lua step (state and outbox together) and only if no
-redelivery started meanwhile: a redelivery bumps the state's `generation`. Two scripts of
-`jobs` also write them, in the same step as the job: `jobs/create` writes the first
+This module owns the outbox (`keys.OUTBOX`) and the delivery state in the job's
+`webhook` field (and a batch's: its entries are batch ids, added by `batches/finish`).
+Each attempt settles in one Lua step (state and outbox together) and only if no
+redelivery started meanwhile: a redelivery bumps the state's `generation`. Two scripts
+of `jobs` also write them, in the same step as the job: `jobs/create` writes the first
 delivery state, and `jobs/transition` puts a finished job with a webhook in the outbox.
 """
 
@@ -30,6 +31,13 @@ from visionq.state import keys
 from visionq.state.jobs import JobStore
 from visionq.state.records import JobRecord
 from visionq.state.redis import redis_errors, script
+
+
+def _holder(event_of: str) -> str:
+    """The hash whose `webhook` field an outbox entry's delivery state is: a job's, or an
+    ended batch's (`batches/finish` puts a batch with a webhook here too)."""
+    return keys.batch(event_of) if event_of.startswith("batch_") else keys.job(event_of)
+
 
 #: What the redelivery script takes for finished.
 _TERMINAL = " ".join(sorted(TERMINAL_STATUSES))
@@ -60,7 +68,7 @@ class Outbox:
         with redis_errors():
             return bool(
                 self._settle(
-                    keys=[keys.job(job_id), keys.OUTBOX],
+                    keys=[_holder(job_id), keys.OUTBOX],
                     args=[
                         job_id,
                         str(state.get("generation") or 0),

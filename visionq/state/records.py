@@ -75,6 +75,10 @@ class JobFields(TypedDict, total=False):
     lease_until: str
     received_until: str
     prepare_attempts: str
+    #: A batch line's job: its batch, the line's `custom_id` and its 1-based line number.
+    batch_id: str
+    custom_id: str
+    line: int
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,7 @@ def decode_fields(raw: dict[str, str]) -> JobFields:
             out[name] = json.loads(value)
         elif name in ("created_at", "started_at", "completed_at"):
             out[name] = float(value)
-        elif name in ("attempts", "input_tokens", "request_body", "prepared"):
+        elif name in ("attempts", "input_tokens", "request_body", "prepared", "line"):
             out[name] = int(value)
         else:
             out[name] = value

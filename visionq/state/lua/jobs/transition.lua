@@ -10,27 +10,50 @@
 -- ARGV[5] = now (Unix seconds)
 -- ARGV[6] = a field that must be absent, or ""
 -- ARGV[7] = the job id
--- ARGV[8..] = field/value pairs to set
+-- ARGV[8] = keys.BATCH_PREFIX
+-- ARGV[9] = keys.BATCH_OPEN_SUFFIX
+-- ARGV[10] = the batch counter a finish adds to (completed, failed, canceled, expired)
+-- ARGV[11], ARGV[12] = the prompt and completion tokens a success used
+-- ARGV[13..] = field/value pairs to set
 --
 -- The one guarded step of a job's status: compare and set. Writes the hash, and with a
 -- TTL the expiry index. A finishing step also publishes the id on the done channel (for
 -- waiters), takes the job out of the lease index, and, when the job has a webhook, puts
 -- it in the outbox, all in the same step, so the event cannot be lost between the two.
--- Returns 1 when applied, {0, current status} when refused, nil when the job is missing.
+-- A batch line's finish is counted on its batch (batches) in the same step too; when the
+-- batch then has room for more lines, or none left running, it is flagged `wake`.
+-- Returns 1 when applied ({2, batch id} when the caller should wake that batch), {0,
+-- current status} when refused, nil when the job is missing.
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return nil end
 if not string.find(' ' .. ARGV[1] .. ' ', ' ' .. cur .. ' ', 1, true) then return {0, cur} end
 if ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[6]) == 1 then return {0, cur} end
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
-if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
+if #ARGV > 12 then redis.call('HSET', KEYS[1], unpack(ARGV, 13)) end
 if tonumber(ARGV[3]) > 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[3])
   redis.call('ZADD', KEYS[5], tonumber(ARGV[5]) + tonumber(ARGV[3]), ARGV[7])
 end
-if ARGV[4] ~= '' then
-  redis.call('PUBLISH', KEYS[2], ARGV[4])
-  redis.call('ZREM', KEYS[4], ARGV[4])
-  local webhook = redis.call('HGET', KEYS[1], 'webhook')
-  if webhook and webhook ~= 'null' then redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4]) end
+if ARGV[4] == '' then return 1 end
+redis.call('PUBLISH', KEYS[2], ARGV[4])
+redis.call('ZREM', KEYS[4], ARGV[4])
+local webhook = redis.call('HGET', KEYS[1], 'webhook')
+if webhook and webhook ~= 'null' then redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4]) end
+local batch = redis.call('HGET', KEYS[1], 'batch_id')
+if not batch then return 1 end
+local bkey = ARGV[8] .. batch
+-- Its batch counts it only while the line is open: not once the batch has ended.
+if redis.call('SREM', bkey .. ARGV[9], ARGV[4]) == 0 then return 1 end
+redis.call('HINCRBY', bkey, ARGV[10], 1)
+local running = redis.call('HINCRBY', bkey, 'in_flight', -1)
+if tonumber(ARGV[11]) > 0 then redis.call('HINCRBY', bkey, 'prompt_tokens', ARGV[11]) end
+if tonumber(ARGV[12]) > 0 then redis.call('HINCRBY', bkey, 'completion_tokens', ARGV[12]) end
+local b = redis.call('HMGET', bkey, 'status', 'admitted', 'total', 'window', 'wake')
+if b[5] then return 1 end
+local more = b[1] == 'in_progress' and tonumber(b[2]) < tonumber(b[3])
+  and running * 2 <= tonumber(b[4])
+if more or running <= 0 then
+  redis.call('HSET', bkey, 'wake', 1)
+  return {2, batch}
 end
 return 1
