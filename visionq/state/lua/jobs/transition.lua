@@ -13,7 +13,8 @@
 -- ARGV[8] = keys.BATCH_PREFIX
 -- ARGV[9] = keys.BATCH_OPEN_SUFFIX
 -- ARGV[10] = the batch counter a finish adds to (completed, failed, canceled, expired)
--- ARGV[11], ARGV[12] = the prompt and completion tokens a success used
+-- ARGV[11] = the prompt tokens a success used
+-- ARGV[12] = the completion tokens a success used
 -- ARGV[13..] = field/value pairs to set
 --
 -- The one guarded step of a job's status: compare and set. Writes the hash, and with a
