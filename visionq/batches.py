@@ -10,6 +10,7 @@ of 50,000 lines answers in milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -159,10 +160,8 @@ class Batches:
         for name in ("output_file_id", "error_file_id", "input_file_id"):
             file_id = record.fields.get(name)
             if isinstance(file_id, str):
-                try:
+                with contextlib.suppress(NotFound):  # its TTL, or the client, came first
                     self._files.delete(file_id, tenant=tenant)
-                except NotFound:
-                    pass
         self._store.delete(batch_id, tenant=tenant)
 
     def results(self, batch_id: str, *, tenant: str, api: BatchApi) -> tuple[Any, int] | None:
