@@ -34,11 +34,15 @@ _ANTHROPIC_ERRORS = {
 }
 
 
-def _usage(record: BatchRecord) -> dict[str, int]:
+def _usage(record: BatchRecord) -> dict[str, Any]:
+    """OpenAI's batch `usage`: summed over finished lines as they finish (prompt and
+    completion), and exactly, details included, from the results once the batch ended."""
     prompt, completion = record.count("prompt_tokens"), record.count("completion_tokens")
     return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": record.count("cached_tokens")},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": record.count("reasoning_tokens")},
         "total_tokens": prompt + completion,
     }
 
@@ -49,7 +53,7 @@ def _webhook(record: BatchRecord) -> dict[str, Any] | None:
 
 
 def openai_batch(record: BatchRecord) -> dict[str, Any]:
-    """OpenAI's batch object; `usage` and `webhook` are visionq's, and `request_counts`
+    """OpenAI's batch object; `webhook` and `priority` are visionq's, and `request_counts`
     adds `canceled` (lines a cancel stopped: in the error file, not in `failed`)."""
     f = record.fields
     errors = f.get("errors")

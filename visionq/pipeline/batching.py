@@ -313,7 +313,19 @@ def _write_lines(
     """Every line's result, in line order; what was written, counted. Anthropic's one
     results file gets every line; OpenAI's output file the successes and its error file
     the rest."""
-    counts = dict.fromkeys(("completed", "failed", "canceled", "expired"), 0)
+    counts = dict.fromkeys(
+        (
+            "completed",
+            "failed",
+            "canceled",
+            "expired",
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "reasoning_tokens",
+        ),
+        0,
+    )
     anthropic = batch.fields["api"] == "anthropic"
     refused = rt.batches.refused(batch.id)
     index = 0
@@ -323,6 +335,8 @@ def _write_lines(
     ) -> None:
         kind = _kind(job, error)
         counts[kind] += 1
+        if job is not None and kind == "completed":
+            _add_usage(counts, job.fields["result"]["usage"])
         if anthropic:
             output.write(batch_objects.anthropic_line(custom_id, job, error))
             return
@@ -349,6 +363,16 @@ def _write_lines(
     if index < batch.count("total"):
         _write_unadmitted(batch, rt, index, write, final=final)
     return counts
+
+
+def _add_usage(counts: dict[str, int], usage: dict[str, Any]) -> None:
+    """One line's upstream usage into the batch's sums (OpenAI's detail fields)."""
+    counts["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
+    counts["completion_tokens"] += int(usage.get("completion_tokens") or 0)
+    details = usage.get("prompt_tokens_details") or {}
+    counts["cached_tokens"] += int(details.get("cached_tokens") or 0)
+    details = usage.get("completion_tokens_details") or {}
+    counts["reasoning_tokens"] += int(details.get("reasoning_tokens") or 0)
 
 
 def _kind(job: JobRecord | None, error: dict[str, Any] | None) -> str:

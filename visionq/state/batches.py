@@ -92,6 +92,8 @@ class BatchFields(TypedDict, total=False):
     expired: int
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
     #: Set when the batch's lines were stopped: "cancelled" or "expired".
     ending: str
     output_file_id: str
@@ -135,6 +137,8 @@ _INTS = (
     *COUNTERS,
     "prompt_tokens",
     "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
 )
 
 
