@@ -25,8 +25,8 @@ from pathlib import Path
 from bench.report import Check, markdown, table
 
 RESULTS = Path(__file__).resolve().parent / "results"
-#: In the order they run and are reported; B7 is `pacing`.
-BENCHMARKS = ("intake", "e2e", "scaleout", "images", "tokens", "autofit", "pacing")
+#: In the order they run and are reported; B7 is `pacing`, B8 `batch`.
+BENCHMARKS = ("intake", "e2e", "scaleout", "images", "tokens", "autofit", "pacing", "batch")
 
 
 def _machine() -> dict[str, object]:

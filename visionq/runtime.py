@@ -64,7 +64,12 @@ class Resources:
             outbox=Outbox(client),
             store=open_store(settings.storage_url),
             broker=broker,
-            batches=BatchStore(client, ttl=settings.result_ttl, message=broker.batch_push),
+            batches=BatchStore(
+                client,
+                ttl=settings.result_ttl,
+                message=broker.batch_push,
+                lock_seconds=settings.job_lease,
+            ),
         )
 
 

@@ -33,7 +33,7 @@ from visionq.errors import BatchExpired, Canceled, StaleLine, Unavailable, Visio
 from visionq.intake import Intake
 from visionq.ops import logs
 from visionq.runtime import Runtime
-from visionq.state.batches import LOCK_SECONDS, BatchRecord
+from visionq.state.batches import BatchRecord
 from visionq.state.jobs import BatchLine
 from visionq.state.records import JobRecord
 
@@ -97,7 +97,7 @@ def _step(batch_id: str, rt: Runtime) -> None:
     if batch.count("in_flight") <= 0 and (stopping or all_in):
         _finalize(batch, rt)
     else:
-        rt.batches.look_at(batch_id, min(now + 2 * LOCK_SECONDS, batch.fields["expires_at"]))
+        rt.batches.look_at(batch_id, min(now + 2 * rt.batches.lock_seconds, batch.fields["expires_at"]))
 
 
 def _validate(batch: BatchRecord, rt: Runtime) -> None:

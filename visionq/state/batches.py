@@ -52,8 +52,6 @@ BatchApi = Literal["openai", "anthropic"]
 ENDED: frozenset[str] = frozenset({"failed", "completed", "expired", "cancelled"})
 #: How many lines of a batch may be jobs at once, unless configured (`batch_window`).
 COUNTERS = ("completed", "failed", "canceled", "expired")
-#: The lock of the worker advancing a batch lasts this long unrenewed.
-LOCK_SECONDS = 30.0
 #: A batch that never ends (its workers gone for good) still leaves Redis in the end.
 UNENDED_TTL = 30 * 86_400
 
@@ -185,9 +183,14 @@ class BatchStore:
         *,
         ttl: int,
         message: BatchMessage,
+        lock_seconds: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`lock_seconds`: how long the lock of a worker advancing a batch lasts
+        unrenewed, and so how soon the sweeper gives a dead holder's batch to another
+        (a job's lease, like every other stage)."""
         self._redis = client
+        self.lock_seconds = lock_seconds
         self._ttl = ttl
         self._message = message
         self._clock = clock
@@ -210,7 +213,7 @@ class BatchStore:
         with redis_errors():
             self._create(
                 keys=[keys.batch(batch_id), keys.tenant_batches(tenant), keys.BATCHES_DUE, queue],
-                args=[batch_id, now + LOCK_SECONDS, payload, UNENDED_TTL, *mapping],
+                args=[batch_id, now + self.lock_seconds, payload, UNENDED_TTL, *mapping],
             )
         return BatchRecord(batch_id, tenant, "validating", fields)
 
@@ -369,7 +372,7 @@ class BatchStore:
             return bool(
                 self._lock(
                     keys=[keys.batch_part(batch_id, keys.BATCH_LOCK_SUFFIX), keys.batch(batch_id)],
-                    args=[token, int(LOCK_SECONDS * 1000)],
+                    args=[token, int(self.lock_seconds * 1000)],
                 )
             )
 
@@ -377,7 +380,7 @@ class BatchStore:
         with redis_errors():
             self._renew_lock(
                 keys=[keys.batch_part(batch_id, keys.BATCH_LOCK_SUFFIX)],
-                args=[token, int(LOCK_SECONDS * 1000)],
+                args=[token, int(self.lock_seconds * 1000)],
             )
 
     def unlock(self, batch_id: str, token: str) -> bool:
@@ -404,7 +407,7 @@ class BatchStore:
                 keys=[keys.BATCHES_DUE],
                 args=[
                     now,
-                    now + LOCK_SECONDS,
+                    now + self.lock_seconds,
                     limit,
                     keys.BATCH_PREFIX,
                     keys.BATCH_LOCK_SUFFIX,
