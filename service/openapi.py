@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from service.openapi_batches import ANSWER_MODELS, REQUEST_MODELS, batch_paths
 from visionq import __version__
 from visionq.models import (
     ErrorResponse,
@@ -32,6 +33,8 @@ _MODELS: list[type[BaseModel]] = [
     ErrorResponse,
     Health,
     TokenCount,
+    *REQUEST_MODELS,
+    *ANSWER_MODELS,
 ]
 _REQUEST_EXAMPLE = {
     "model": "mimo-v2.5",
@@ -145,7 +148,10 @@ _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": 
 @cache
 def openapi_document() -> dict[str, Any]:
     _, schema = models_json_schema(
-        [(m, "validation" if m in (JobRequest, JobForm) else "serialization") for m in _MODELS],
+        [
+            (m, "validation" if m in (JobRequest, JobForm, *REQUEST_MODELS) else "serialization")
+            for m in _MODELS
+        ],
         ref_template=_REF,
     )
     wait = {
@@ -292,6 +298,7 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
+    paths.update(batch_paths(_json, _errors, _ref))
     return {
         "openapi": "3.1.0",
         "info": {

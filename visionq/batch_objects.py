@@ -8,6 +8,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from pydantic import BaseModel
+
+from visionq.models import Batch, MessageBatch
 from visionq.state.batches import BatchRecord
 from visionq.state.records import JobRecord
 
@@ -54,68 +57,81 @@ def _webhook(record: BatchRecord) -> dict[str, Any] | None:
 
 def openai_batch(record: BatchRecord) -> dict[str, Any]:
     """OpenAI's batch object; `webhook` and `priority` are visionq's, and `request_counts`
-    adds `canceled` (lines a cancel stopped: in the error file, not in `failed`)."""
+    adds `canceled` (lines a cancel stopped: in the error file, not in `failed`). Built
+    through `models.Batch`, which the OpenAPI document is rendered from."""
     f = record.fields
     errors = f.get("errors")
-    return {
-        "id": record.id,
-        "object": "batch",
-        "endpoint": f["endpoint"],
-        "errors": None if not errors else {"object": "list", "data": errors},
-        "input_file_id": f["input_file_id"],
-        "completion_window": f["completion_window"],
-        "status": record.status,
-        "output_file_id": f.get("output_file_id"),
-        "error_file_id": f.get("error_file_id"),
-        "created_at": int(f["created_at"]),
-        "in_progress_at": _seconds(f.get("in_progress_at")),
-        "expires_at": int(f["expires_at"]),
-        "finalizing_at": _seconds(f.get("finalizing_at")),
-        "completed_at": _seconds(f.get("completed_at")),
-        "failed_at": _seconds(f.get("failed_at")),
-        "expired_at": _seconds(f.get("expired_at")),
-        "cancelling_at": _seconds(f.get("cancelling_at")),
-        "cancelled_at": _seconds(f.get("cancelled_at")),
-        "request_counts": {
-            "total": record.count("total"),
-            "completed": record.count("completed"),
-            "failed": record.count("failed") + record.count("expired"),
-            "canceled": record.count("canceled"),
+    return _shaped(
+        Batch,
+        {
+            "id": record.id,
+            "object": "batch",
+            "endpoint": f["endpoint"],
+            "errors": None if not errors else {"object": "list", "data": errors},
+            "input_file_id": f["input_file_id"],
+            "completion_window": f["completion_window"],
+            "status": record.status,
+            "output_file_id": f.get("output_file_id"),
+            "error_file_id": f.get("error_file_id"),
+            "created_at": int(f["created_at"]),
+            "in_progress_at": _seconds(f.get("in_progress_at")),
+            "expires_at": int(f["expires_at"]),
+            "finalizing_at": _seconds(f.get("finalizing_at")),
+            "completed_at": _seconds(f.get("completed_at")),
+            "failed_at": _seconds(f.get("failed_at")),
+            "expired_at": _seconds(f.get("expired_at")),
+            "cancelling_at": _seconds(f.get("cancelling_at")),
+            "cancelled_at": _seconds(f.get("cancelled_at")),
+            "request_counts": {
+                "total": record.count("total"),
+                "completed": record.count("completed"),
+                "failed": record.count("failed") + record.count("expired"),
+                "canceled": record.count("canceled"),
+            },
+            "metadata": f.get("metadata"),
+            "usage": _usage(record),
+            "webhook": _webhook(record),
+            "priority": f["priority"],
         },
-        "metadata": f.get("metadata"),
-        "usage": _usage(record),
-        "webhook": _webhook(record),
-        "priority": f["priority"],
-    }
+    )
 
 
 def anthropic_batch(record: BatchRecord, *, results_url: str) -> dict[str, Any]:
-    """Anthropic's message batch object; `results_url` once it has ended."""
+    """Anthropic's message batch object; `results_url` once it has ended (through
+    `models.MessageBatch`)."""
     f = record.fields
     ended = record.ended
     total = record.count("total")
     finished = sum(record.count(n) for n in ("completed", "failed", "canceled", "expired"))
     ended_at = _ended_at(record)
-    return {
-        "id": record.id,
-        "type": "message_batch",
-        "processing_status": "ended" if ended else _ANTHROPIC_STATUS[record.status],
-        "request_counts": {
-            "processing": 0 if ended else max(0, total - finished),
-            "succeeded": record.count("completed"),
-            "errored": record.count("failed"),
-            "canceled": record.count("canceled"),
-            "expired": record.count("expired"),
+    return _shaped(
+        MessageBatch,
+        {
+            "id": record.id,
+            "type": "message_batch",
+            "processing_status": "ended" if ended else _ANTHROPIC_STATUS[record.status],
+            "request_counts": {
+                "processing": 0 if ended else max(0, total - finished),
+                "succeeded": record.count("completed"),
+                "errored": record.count("failed"),
+                "canceled": record.count("canceled"),
+                "expired": record.count("expired"),
+            },
+            "ended_at": _iso(ended_at),
+            "created_at": _iso(f["created_at"]),
+            "expires_at": _iso(f["expires_at"]),
+            "cancel_initiated_at": _iso(f.get("cancelling_at")),
+            "archived_at": None,
+            "results_url": results_url if ended else None,
+            "usage": _usage(record),
+            "webhook": _webhook(record),
         },
-        "ended_at": _iso(ended_at),
-        "created_at": _iso(f["created_at"]),
-        "expires_at": _iso(f["expires_at"]),
-        "cancel_initiated_at": _iso(f.get("cancelling_at")),
-        "archived_at": None,
-        "results_url": results_url if ended else None,
-        "usage": _usage(record),
-        "webhook": _webhook(record),
-    }
+    )
+
+
+def _shaped(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """`data` checked against its documented model, as JSON-ready data."""
+    return model.model_validate(data).model_dump(mode="json")
 
 
 def anthropic_results_path(batch_id: str) -> str:

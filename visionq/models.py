@@ -303,3 +303,88 @@ class AnthropicBatchCreate(_Strict):
     requests: list[AnthropicBatchRequest] = Field(min_length=1, max_length=50_000)
     webhook: BatchWebhook | None = None
     priority: Literal["batch", "interactive"] = "batch"
+
+
+class BatchRequestCounts(BaseModel):
+    total: int
+    completed: int
+    failed: int
+    #: visionq's: lines a cancel stopped (in the error file, not in `failed`).
+    canceled: int
+
+
+class Batch(BaseModel):
+    """OpenAI's batch object; `webhook` and `priority` are visionq's additions."""
+
+    id: str
+    object: Literal["batch"]
+    endpoint: str
+    errors: dict[str, Any] | None
+    input_file_id: str
+    completion_window: str
+    status: Literal[
+        "validating",
+        "failed",
+        "in_progress",
+        "finalizing",
+        "completed",
+        "expired",
+        "cancelling",
+        "cancelled",
+    ]
+    output_file_id: str | None
+    error_file_id: str | None
+    created_at: int
+    in_progress_at: int | None
+    expires_at: int
+    finalizing_at: int | None
+    completed_at: int | None
+    failed_at: int | None
+    expired_at: int | None
+    cancelling_at: int | None
+    cancelled_at: int | None
+    request_counts: BatchRequestCounts
+    metadata: dict[str, str] | None
+    usage: dict[str, Any]
+    webhook: dict[str, Any] | None
+    priority: Literal["batch", "interactive"]
+
+
+class BatchList(BaseModel):
+    object: Literal["list"]
+    data: list[Batch]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class MessageBatchCounts(BaseModel):
+    processing: int
+    succeeded: int
+    errored: int
+    canceled: int
+    expired: int
+
+
+class MessageBatch(BaseModel):
+    """Anthropic's message batch; `usage` and `webhook` are visionq's additions."""
+
+    id: str
+    type: Literal["message_batch"]
+    processing_status: Literal["in_progress", "canceling", "ended"]
+    request_counts: MessageBatchCounts
+    ended_at: str | None
+    created_at: str
+    expires_at: str
+    cancel_initiated_at: str | None
+    archived_at: str | None
+    results_url: str | None
+    usage: dict[str, Any]
+    webhook: dict[str, Any] | None
+
+
+class MessageBatchList(BaseModel):
+    data: list[MessageBatch]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None

@@ -97,7 +97,9 @@ def _step(batch_id: str, rt: Runtime) -> None:
     if batch.count("in_flight") <= 0 and (stopping or all_in):
         _finalize(batch, rt)
     else:
-        rt.batches.look_at(batch_id, min(now + 2 * rt.batches.lock_seconds, batch.fields["expires_at"]))
+        rt.batches.look_at(
+            batch_id, min(now + 2 * rt.batches.lock_seconds, batch.fields["expires_at"])
+        )
 
 
 def _validate(batch: BatchRecord, rt: Runtime) -> None:
