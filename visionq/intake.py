@@ -335,7 +335,9 @@ class Intake:
                 metadata=request.metadata,
                 remember=remember,
                 request_id=request_id,
-                message=functools.partial(self._broker.prepare_push, behind=batch is not None),
+                message=functools.partial(
+                    self._broker.prepare_push, behind=batch is not None and batch.behind
+                ),
                 job_id=job_id,
                 batch=batch,
             )

@@ -231,8 +231,13 @@ def _admit_line(batch: BatchRecord, line: batchlines.Line, rt: Runtime) -> bool:
         _intake(rt).submit(
             request,
             tenant=batch.tenant,
-            batch=BatchLine(batch.id, line.index, custom_id, line.end),
-            lane="batch" if batch.fields["priority"] == "batch" else "interactive",
+            batch=BatchLine(
+                batch.id,
+                line.index,
+                custom_id,
+                line.end,
+                behind=batch.fields["priority"] == "batch",
+            ),
         )
     except StaleLine:
         return False

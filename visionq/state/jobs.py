@@ -75,6 +75,8 @@ class BatchLine:
     line: int
     custom_id: str
     next_cursor: int
+    #: The batch's priority is `batch`: its lines wait behind interactive jobs.
+    behind: bool = True
 
 
 #: A finished batch line's counter on its batch, from how the job ended.
