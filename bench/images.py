@@ -158,7 +158,7 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
             "max_image_bytes": MAX_BASE64,
         }
         rt = Runtime.from_settings(Settings(**settings))
-        intake = Intake(rt.settings, rt.store, rt.jobs, rt.broker)
+        intake = Intake(rt.settings, rt.store, rt.jobs, rt.broker, rt.files.records)
         figures: dict[str, Any] = {"files": {}, "max_image_bytes": MAX_BASE64}
         for name, path in files.items():
             with Image.open(path) as image:

@@ -7,6 +7,7 @@ import functools
 import redis
 from flask import current_app
 
+from visionq.batches import Batches
 from visionq.intake import Intake
 from visionq.ops import metrics
 from visionq.runtime import Resources
@@ -35,8 +36,11 @@ class Services:
         )
         shared = Resources.open(settings, redis.Redis(connection_pool=pool))
         self.redis, self.store, self.jobs = shared.client, shared.store, shared.jobs
-        self.outbox, self.broker, self.batches = shared.outbox, shared.broker, shared.batches
-        self.intake = Intake(settings, self.store, self.jobs, self.broker)
+        self.outbox, self.broker, self.files = shared.outbox, shared.broker, shared.files
+        self.intake = Intake(settings, self.store, self.jobs, self.broker, self.files.records)
+        self.batches = Batches(
+            settings, shared.batches, self.files, self.intake, self.jobs, self.store
+        )
         self.idempotency = IdempotencyKeys(self.redis)
         #: Writes Redis refused in this process: counted, and logged now and then.
         self.write_refusals = WriteRefusals()

@@ -180,7 +180,7 @@ def cancel_job(job_id: str) -> Any:
 @blueprint.post("/v1/tokens")
 def count_tokens() -> Any:
     job_request, uploads = parse_job_request()
-    return jsonify(services().intake.count_tokens(job_request, uploads=uploads))
+    return jsonify(services().intake.count_tokens(job_request, tenant=g.tenant, uploads=uploads))
 
 
 @blueprint.get("/v1/jobs")

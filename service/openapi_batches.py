@@ -1,5 +1,6 @@
-"""The batch routes of the OpenAPI document (both forms), rendered from `visionq.models`
-like the rest; `service.openapi` adds them to its paths and these models to its schemas."""
+"""The bulk routes of the OpenAPI document (files, and batches in both forms), rendered
+from `visionq.models` like the rest; `service.openapi` adds them to its paths and these
+models to its schemas."""
 
 from __future__ import annotations
 
@@ -13,13 +14,26 @@ from visionq.models import (
     Batch,
     BatchCreate,
     BatchList,
+    FileDeleted,
+    FileForm,
+    FileList,
+    FileObject,
     MessageBatch,
     MessageBatchList,
 )
 
 #: Request models (validated) and answer models (serialized), for the schemas.
-REQUEST_MODELS: list[type[BaseModel]] = [BatchCreate, AnthropicBatchCreate]
-ANSWER_MODELS: list[type[BaseModel]] = [Batch, BatchList, MessageBatch, MessageBatchList]
+REQUEST_MODELS: list[type[BaseModel]] = [BatchCreate, AnthropicBatchCreate, FileForm]
+ANSWER_MODELS: list[type[BaseModel]] = [
+    Batch,
+    BatchList,
+    MessageBatch,
+    MessageBatchList,
+    FileObject,
+    FileList,
+    FileDeleted,
+]
+_FILE_ID = {"name": "file_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 _BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 100}}
@@ -38,7 +52,53 @@ def batch_paths(
 
     batch = json(Batch, "the batch")
     message_batch = json(MessageBatch, "the message batch")
+    file = json(FileObject, "the file")
     return {
+        "/v1/files": {
+            "post": {
+                "summary": "Upload a file: a JSONL batch input, or an image (purpose vision)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": ref(FileForm)}},
+                },
+                "responses": {"200": file, **errors(400, 401, 408, 413, 415, 422, 503)},
+            },
+            "get": {
+                "summary": "The tenant's files",
+                "parameters": [
+                    {"name": "purpose", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "after", "in": "query", "schema": {"type": "string"}},
+                    {"name": "order", "in": "query", "schema": {"enum": ["asc", "desc"]}},
+                ],
+                "responses": {"200": json(FileList, "a page"), **errors(400, 401, 503)},
+            },
+        },
+        "/v1/files/{file_id}": {
+            "get": {
+                "summary": "Read a file's record",
+                "parameters": [_FILE_ID],
+                "responses": {"200": file, **errors(401, 404, 503)},
+            },
+            "delete": {
+                "summary": "Delete a file (its bytes go unless a job still uses them)",
+                "parameters": [_FILE_ID],
+                "responses": {"200": json(FileDeleted, "deleted"), **errors(401, 404, 503)},
+            },
+        },
+        "/v1/files/{file_id}/content": {
+            "get": {
+                "summary": "The file's bytes, streamed",
+                "parameters": [_FILE_ID],
+                "responses": {
+                    "200": {
+                        "description": "the bytes",
+                        "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+                    },
+                    **errors(401, 404, 503),
+                },
+            }
+        },
         "/v1/batches": {
             "post": {
                 "summary": "Create a batch from an uploaded JSONL file (OpenAI's Batch API)",

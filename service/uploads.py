@@ -251,7 +251,11 @@ class UploadRequest(Request):
         content_length: int | None = None,
     ) -> IO[bytes]:
         services = current_app.extensions["visionq"]
-        spool: Spool = services.store.spool(max_bytes=services.settings.max_image_bytes)
+        settings = services.settings
+        # A batch file may be as large as a whole request; its purpose's own cap is held
+        # once the form (which may come after the file) has been read.
+        cap = settings.max_request_bytes if self.path == "/v1/files" else settings.max_image_bytes
+        spool: Spool = services.store.spool(max_bytes=cap)
         # Closed at the request's end even when parsing fails before Werkzeug lists it.
         self._spools.append(spool)
         return spool

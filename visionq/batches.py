@@ -16,24 +16,37 @@ import time
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
+from visionq import retention
 from visionq.errors import Conflict, InvalidRequest, NotFound
 from visionq.files import Files
 from visionq.intake import Intake
 from visionq.models import AnthropicBatchRequest
 from visionq.settings import Settings
 from visionq.state.batches import BatchApi, BatchFields, BatchRecord, BatchStore
+from visionq.state.jobs import JobStore
 from visionq.state.records import WebhookRecord
+from visionq.storage import BlobStore
 
 #: OpenAI's only completion window, and Anthropic's fixed one.
 COMPLETION_WINDOW_SECONDS = 24 * 3600
 
 
 class Batches:
-    def __init__(self, settings: Settings, store: BatchStore, files: Files, intake: Intake) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: BatchStore,
+        files: Files,
+        intake: Intake,
+        jobs: JobStore,
+        blob_store: BlobStore,
+    ) -> None:
         self._settings = settings
         self._store = store
         self._files = files
         self._intake = intake
+        self._jobs = jobs
+        self._blob_store = blob_store
 
     def create(
         self,
@@ -161,7 +174,9 @@ class Batches:
             file_id = record.fields.get(name)
             if isinstance(file_id, str):
                 with contextlib.suppress(NotFound):  # its TTL, or the client, came first
-                    self._files.delete(file_id, tenant=tenant)
+                    retention.delete_file(
+                        self._files, self._jobs, self._blob_store, file_id, tenant=tenant
+                    )
         self._store.delete(batch_id, tenant=tenant)
 
     def results(self, batch_id: str, *, tenant: str, api: BatchApi) -> tuple[Any, int] | None:

@@ -23,15 +23,18 @@ from visionq.broker import Broker
 from visionq.errors import (
     ContextLengthExceeded,
     InvalidRequest,
+    NotFound,
     PayloadTooLarge,
     UrlRefused,
     VisionqError,
 )
+from visionq.files import FILE_ID_PREFIX
 from visionq.media import images
 from visionq.media.urlfetch import check_public, check_url_syntax
 from visionq.messages import UPLOAD_PREFIX, normalise_messages, text_fields
 from visionq.models import JobRequest, StoredRequest, whole_number
 from visionq.settings import Settings
+from visionq.state.files import FileStore
 from visionq.state.idempotency import IdempotencyKeys, IdempotencyRecord
 from visionq.state.jobs import (
     REQUEST_INLINE_BYTES,
@@ -65,6 +68,9 @@ class _Pending:
     data: bytes | None = None
     upload: BinaryIO | None = None
     info: images.ImageInfo | None = None
+    #: A vision file's image, stored already.
+    blob: str | None = None
+    file_id: str | None = None
 
 
 @dataclass
@@ -90,12 +96,18 @@ def _about(param: str) -> Iterator[None]:
 
 class Intake:
     def __init__(
-        self, settings: Settings, store: BlobStore, jobs: JobStore, broker: Broker
+        self,
+        settings: Settings,
+        store: BlobStore,
+        jobs: JobStore,
+        broker: Broker,
+        files: FileStore,
     ) -> None:
         self._settings = settings
         self._store = store
         self._jobs = jobs
         self._broker = broker
+        self._files = files
 
     def resolve_model(self, request: JobRequest) -> str:
         model = request.model or self._settings.default_model
@@ -105,7 +117,7 @@ class Intake:
         return model
 
     def check_images(
-        self, messages: list[dict[str, Any]], uploads: Sequence[BinaryIO]
+        self, messages: list[dict[str, Any]], uploads: Sequence[BinaryIO], *, tenant: str
     ) -> list[_Pending]:
         """Every image of the request checked cheaply, in order; nothing stored yet."""
         pending: list[_Pending] = []
@@ -116,15 +128,19 @@ class Intake:
                 if part["type"] != "image_url":
                     continue
                 param = f"messages[{m}].content[{p}].image_url.url"
-                pending.append(self._check_one(part["image_url"]["url"], param, uploads))
+                pending.append(self._check_one(part["image_url"]["url"], param, uploads, tenant))
         if not pending:
             raise InvalidRequest("a job needs at least one image", param="images")
         if len(pending) > MAX_IMAGES_PER_JOB:
             raise InvalidRequest(f"a job takes at most {MAX_IMAGES_PER_JOB} images", param="images")
         return pending
 
-    def _check_one(self, url: str, param: str, uploads: Sequence[BinaryIO]) -> _Pending:
+    def _check_one(
+        self, url: str, param: str, uploads: Sequence[BinaryIO], tenant: str
+    ) -> _Pending:
         limit = self._settings.max_image_bytes
+        if url.startswith(FILE_ID_PREFIX):
+            return self._vision_file(url, param, tenant)
         if url.startswith(UPLOAD_PREFIX):
             index = whole_number(url[len(UPLOAD_PREFIX) :])
             if index is None or index >= len(uploads):
@@ -147,11 +163,27 @@ class Intake:
             check_url_syntax(url)
         except UrlRefused:
             raise InvalidRequest(
-                "an image URL must be http(s)://, a data: URL, or upload:<n>", param=param
+                "an image URL must be http(s)://, a data: URL, a file- id, or upload:<n>",
+                param=param,
             ) from None
         if len(url) > 8192:
             raise InvalidRequest("an image URL is at most 8192 characters", param=param)
         return _Pending("url", param, url=url)
+
+    def _vision_file(self, file_id: str, param: str, tenant: str) -> _Pending:
+        """A `file-` id of the tenant's vision file: its image, stored already, with the
+        size its upload measured (another tenant's id is as unknown as a missing one)."""
+        try:
+            record = self._files.get(file_id, tenant=tenant)
+        except NotFound:
+            raise InvalidRequest(f"no file {file_id!r}", param=param) from None
+        f = record.fields
+        if record.purpose != "vision" or "sha256" not in f:
+            raise InvalidRequest(
+                f"file {file_id!r} has purpose {record.purpose!r}, not vision", param=param
+            )
+        info = images.ImageInfo(f["format"], f["width"], f["height"])
+        return _Pending("file", param, blob=f["sha256"], file_id=file_id, info=info)
 
     def check_text(self, messages: list[dict[str, Any]], sampling: dict[str, Any]) -> None:
         """The caps on what a job carries besides its images, before anything is stored:
@@ -253,6 +285,8 @@ class Intake:
             record: ImageRecord = {"index": index, "source": item.source}
             if item.url is not None:
                 record["url"] = item.url
+            elif item.blob is not None and item.file_id is not None:
+                record["blob"], record["file_id"] = item.blob, item.file_id
             else:
                 record["blob"] = self._put(item)
             records.append(record)
@@ -276,14 +310,14 @@ class Intake:
             if not self._store.has_image(sha):
                 self._put(item)
 
-    def _checked(self, request: JobRequest, uploads: Sequence[BinaryIO]) -> _Checked:
+    def _checked(self, request: JobRequest, uploads: Sequence[BinaryIO], tenant: str) -> _Checked:
         """Every check of `submit` that needs nothing stored: the request as it will be
         kept, and its images checked but not yet stored."""
         model = self.resolve_model(request)
         messages = normalise_messages(request, len(uploads))
         sampling = request.sampling()
         self._check_text_as_given(request, messages, sampling)
-        pending = self.check_images(messages, uploads)
+        pending = self.check_images(messages, uploads, tenant=tenant)
         self._check_context(model, messages, pending)
         webhook_url = request.webhook.url if request.webhook else None
         if webhook_url is not None:
@@ -293,8 +327,7 @@ class Intake:
     def check(self, request: JobRequest, *, tenant: str) -> None:
         """Raise what `submit` would refuse `tenant`'s request for, storing nothing (a
         batch's lines are checked this way before any of them becomes a job)."""
-        del tenant  # the check of a `file-` image (visionq.files) is the tenant's
-        self._checked(request, ())
+        self._checked(request, (), tenant)
 
     def submit(
         self,
@@ -308,7 +341,7 @@ class Intake:
     ) -> JobRecord:
         """Store the images and write the job with its prepare task's message, together.
         A `batch` line's prepare message waits behind every other (`Broker.prepare_push`)."""
-        checked = self._checked(request, uploads)
+        checked = self._checked(request, uploads, tenant)
         messages, pending = checked.messages, checked.pending
         image_records = self.store(pending)
         counter = iter(range(len(pending)))
@@ -398,13 +431,13 @@ class Intake:
         return job_id, None
 
     def count_tokens(
-        self, request: JobRequest, *, uploads: Sequence[BinaryIO] = ()
+        self, request: JobRequest, *, tenant: str, uploads: Sequence[BinaryIO] = ()
     ) -> dict[str, Any]:
         """`POST /v1/tokens`: MiMo's count for each image from its header; nothing is stored."""
         self.resolve_model(request)
         messages = normalise_messages(request, len(uploads))
         self._check_text_as_given(request, messages, request.sampling())
-        pending = self.check_images(messages, uploads)
+        pending = self.check_images(messages, uploads, tenant=tenant)
         counted = []
         for index, item in enumerate(pending):
             if item.info is None:

@@ -166,8 +166,9 @@ class JobImage(BaseModel):
     """One image of a job; all but `index` and `source` are null until a worker validated it."""
 
     index: int
-    source: Literal["upload", "data_url", "url"]
+    source: Literal["upload", "data_url", "url", "file"]
     url: str | None = None
+    file_id: str | None = None
     format: str | None = None
     width: int | None = None
     height: int | None = None
@@ -234,6 +235,9 @@ class Job(BaseModel):
     attempts: int = 0
     webhook: WebhookState | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    #: A batch line's job: its batch and the line's custom_id (absent otherwise).
+    batch_id: str | None = None
+    custom_id: str | None = None
 
 
 class TokenCountImage(BaseModel):
@@ -388,3 +392,41 @@ class MessageBatchList(BaseModel):
     has_more: bool
     first_id: str | None
     last_id: str | None
+
+
+class FileObject(BaseModel):
+    """OpenAI's file object; a vision file adds what its upload measured (visionq's)."""
+
+    id: str
+    object: Literal["file"]
+    bytes: int
+    created_at: int
+    expires_at: int
+    filename: str
+    purpose: Literal["batch", "batch_output", "vision"]
+    status: Literal["processed"]
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    image_tokens: int | None = None
+
+
+class FileList(BaseModel):
+    object: Literal["list"]
+    data: list[FileObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"]
+    deleted: bool
+
+
+class FileForm(BaseModel):
+    """The multipart form of `POST /v1/files`."""
+
+    file: bytes = Field(json_schema_extra={"format": "binary"})
+    purpose: Literal["batch", "vision"]

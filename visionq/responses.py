@@ -26,8 +26,10 @@ def job(record: JobRecord) -> Job:
     ]
     tokens = [image["image_tokens"] for image in images]
     webhook = f.get("webhook")
+    batch = {n: f[n] for n in ("batch_id", "custom_id") if n in f}  # type: ignore[literal-required]
     return Job.model_validate(
         {
+            **batch,
             "id": record.id,
             "object": "job",
             "status": record.status,

@@ -11,6 +11,7 @@ so it sits above both rather than in `visionq.state`, which knows no files.
 
 from __future__ import annotations
 
+from visionq.files import Files
 from visionq.state.jobs import JobStore, request_body_name
 from visionq.storage import BlobStore
 
@@ -41,10 +42,20 @@ def delete_job(jobs: JobStore, store: BlobStore, job_id: str, *, tenant: str) ->
     _remove_bodies(store, job_id)
 
 
+def delete_file(
+    files: Files, jobs: JobStore, store: BlobStore, file_id: str, *, tenant: str
+) -> None:
+    """The record first (a later GET is 404), then its bytes: a batch file's body, or a
+    vision file's image unless a job or another file still uses it."""
+    _remove_images(jobs, store, files.records.delete(file_id, tenant=tenant), job_id=file_id)
+    store.delete_body(file_id)
+
+
 def remove_expired(
     jobs: JobStore, store: BlobStore, *, now: float, limit: int = EXPIRED_PER_CALL
 ) -> list[str]:
-    """Remove the files of up to `limit` jobs whose record has expired; their ids.
+    """Remove the files of up to `limit` jobs (and files, `file-` ids) whose record has
+    expired; their ids.
 
     One Redis call when nothing is due. Several sweepers may run it at once: each job is
     claimed by one, and should that one die before the end, another takes it over later.

@@ -2,7 +2,8 @@
 store, the leases, the pacer and the store the same way, from the same settings.
 
 `Resources` is what every process works with (the API, each worker, the sweeper): the job
-records, the webhook outbox, the image and body store and the broker, over one Redis
+records, the webhook outbox, the image and body store, the broker, the batches and the
+files, over one Redis
 client, which each process opens as suits it (the API a bounded pool its request threads
 queue on). `Runtime` adds what the job's steps need: leases and the shared upstream
 budget, the upstream client, the URL fetchers and the webhook signer. The workers and the
@@ -19,9 +20,11 @@ import redis
 from visionq import webhooks
 from visionq.broker import Broker
 from visionq.broker.celery_redis import CeleryRedis
+from visionq.files import Files
 from visionq.media.urlfetch import UrlFetcher
 from visionq.settings import Settings
 from visionq.state.batches import BatchStore
+from visionq.state.files import FileStore
 from visionq.state.jobs import JobStore
 from visionq.state.leases import LeaseKeeper, Leases
 from visionq.state.outbox import Outbox
@@ -43,10 +46,12 @@ class Resources:
     store: BlobStore
     broker: Broker
     batches: BatchStore
+    files: Files
 
     @classmethod
     def open(cls, settings: Settings, client: redis.Redis) -> Resources:
         broker = CeleryRedis(client)
+        store = open_store(settings.storage_url)
 
         def wake_batch(batch_id: str) -> None:
             with redis_errors():
@@ -62,7 +67,7 @@ class Resources:
                 wake_batch=wake_batch,
             ),
             outbox=Outbox(client),
-            store=open_store(settings.storage_url),
+            store=store,
             broker=broker,
             batches=BatchStore(
                 client,
@@ -70,6 +75,7 @@ class Resources:
                 message=broker.batch_push,
                 lock_seconds=settings.job_lease,
             ),
+            files=Files(settings, store, FileStore(client, ttl=settings.result_ttl)),
         )
 
 

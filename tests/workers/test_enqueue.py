@@ -16,6 +16,7 @@ from visionq.broker.celery_redis import CeleryRedis
 from visionq.intake import Intake
 from visionq.models import JobRequest
 from visionq.settings import Settings
+from visionq.state.files import FileStore
 from visionq.state.jobs import JobStore
 from visionq.storage import open_store
 from workers.app import create_celery
@@ -79,7 +80,13 @@ def test_a_job_queued_by_the_fast_path_runs_on_a_real_worker(stack: Stack) -> No
     settings = Settings.from_env(stack.env)
     client = redis.Redis.from_url(stack.redis_url)
     jobs = JobStore(client, ttl=600, queued_grace=300)
-    intake = Intake(settings, open_store(settings.storage_url), jobs, CeleryRedis(client))
+    intake = Intake(
+        settings,
+        open_store(settings.storage_url),
+        jobs,
+        CeleryRedis(client),
+        FileStore(client, ttl=600),
+    )
     request = JobRequest.model_validate(
         {"prompt": "what is it", "images": [data_url(CORPUS / "good" / "hopper.jpg")]}
     )

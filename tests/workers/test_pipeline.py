@@ -47,7 +47,7 @@ def _submit(rt: Runtime, prompt: str, *paths: Path) -> str:
     uploads = [io.BytesIO(p.read_bytes()) for p in paths]
     request = JobRequest(prompt=prompt, images=[])
     return (
-        Intake(rt.settings, rt.store, rt.jobs, rt.broker)
+        Intake(rt.settings, rt.store, rt.jobs, rt.broker, rt.files.records)
         .submit(request, tenant="t", uploads=uploads)
         .id
     )
@@ -152,7 +152,11 @@ def test_context_window_is_checked_before_the_call(
     # Images at URLs are counted only once fetched: the worker refuses the job.
     urls = [f"{image_server}/good/hopper.png", *[f"{image_server}/good/hopper.jpg"] * 6]
     request = JobRequest(prompt="x", images=urls)
-    big = Intake(rt.settings, rt.store, rt.jobs, rt.broker).submit(request, tenant="t").id
+    big = (
+        Intake(rt.settings, rt.store, rt.jobs, rt.broker, rt.files.records)
+        .submit(request, tenant="t")
+        .id
+    )
     assert pipeline.prepare(job_id, rt)
     assert not pipeline.prepare(big, rt)
     assert (

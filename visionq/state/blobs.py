@@ -9,6 +9,10 @@ drops their references; `delete_job` drops them at once. Either hands back the i
 nobody uses any more, locked (`keys.blob_lock`): an intake storing the same bytes
 meanwhile sees the lock and stores them again once the file is gone.
 
+A vision file (`visionq.state.files`) holds its image the same way, under its own id:
+its id is in the image's set of users and in the expiry index, and it has a set of its
+own images (`files/create`); `claim_expired` reads a file's hash for a `file-` id.
+
 This module owns those four families: the image sets, the job sets, the locks and the
 expiry index. Two scripts of `jobs` also write them, in the same step as the job's own
 keys: `jobs/create` (a new job's references and its expiry) and `jobs/transition` (a
@@ -48,6 +52,22 @@ class Blobs:
                 keys=[keys.job(job_id), keys.job_blobs(job_id)],
                 args=[job_id, keys.BLOB_PREFIX, *shas],
             )
+
+    def delete_file(self, file_id: str, *, tenant: str) -> list[str]:
+        """Remove a file's record and its reference to its image, as `delete_job` does
+        for a job; returns the images no job or file uses any more, locked."""
+        file_keys = [
+            keys.file(file_id),
+            keys.tenant_files(tenant),
+            keys.LEASES,
+            keys.EXPIRY,
+            keys.job_blobs(file_id),
+        ]
+        with redis_errors():
+            orphans = self._delete_job(
+                keys=file_keys, args=[file_id, LOCK_MS, keys.BLOB_PREFIX, keys.BLOB_LOCK_SUFFIX]
+            )
+        return [sha.decode() for sha in orphans]
 
     def delete_job(self, job_id: str, *, tenant: str, named: Iterable[str]) -> list[str]:
         """Remove the job and its references; returns the stored images that no other job
@@ -91,6 +111,7 @@ class Blobs:
             keys.JOB_BLOBS_PREFIX,
             keys.BLOB_PREFIX,
             keys.BLOB_LOCK_SUFFIX,
+            keys.FILE_PREFIX,
         ]
         with redis_errors():
             reply = self._claim_expired(keys=[keys.EXPIRY], args=args)

@@ -124,3 +124,23 @@ def batch_part(batch_id: str, suffix: str) -> str:
 def tenant_batches(tenant: str) -> str:
     """Like `tenant_jobs`: the tenant's batch ids at score 0, ordered by id (= by time)."""
     return f"vq:tenant:{tenant}:batches"
+
+
+# Files (`visionq.state.files`).
+
+#: A file's hash: `FILE_PREFIX + id`. A file id starts with `file-`, as OpenAI's do.
+FILE_PREFIX = "vq:file:"
+
+
+def file(file_id: str) -> str:
+    return f"{FILE_PREFIX}{file_id}"
+
+
+def tenant_files(tenant: str) -> str:
+    """Like `tenant_jobs`: the tenant's file ids at score 0, ordered by id (= by time)."""
+    return f"vq:tenant:{tenant}:files"
+
+
+def holder(holder_id: str) -> str:
+    """The hash of a holder of stored images: a job's, or a vision file's (`file-` ids)."""
+    return file(holder_id) if holder_id.startswith("file-") else job(holder_id)

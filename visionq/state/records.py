@@ -16,7 +16,7 @@ from typing import Any, Literal, Required, TypedDict, cast
 from visionq.models import TERMINAL_STATUSES, JobStatus, StoredRequest, StoredResult
 
 Api = Literal["openai", "anthropic"]
-ImageSource = Literal["upload", "data_url", "url"]
+ImageSource = Literal["upload", "data_url", "url", "file"]
 
 
 class ImageRecord(TypedDict, total=False):
@@ -28,6 +28,8 @@ class ImageRecord(TypedDict, total=False):
     source: Required[ImageSource]
     url: str
     blob: str
+    #: A vision file's id (`source: "file"`): its image is `blob`, stored at its upload.
+    file_id: str
     format: str
     width: int
     height: int

@@ -51,6 +51,10 @@ class BlobStore(Protocol):
     def open_body(self, name: str) -> tuple[BinaryIO, int]:
         """The body and its length; `FileNotFoundError` when missing."""
 
+    def open_body_at(self, name: str, offset: int) -> BinaryIO:
+        """The body from byte `offset` on, read as it streams (not copied first), so a
+        batch input is read a window of lines at a time; `FileNotFoundError` when missing."""
+
     def delete_body(self, name: str) -> None: ...
 
     def ping(self) -> None:

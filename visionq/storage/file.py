@@ -104,6 +104,11 @@ class FileStore(SpoolingStore):
         fp = path.open("rb")
         return fp, os.fstat(fp.fileno()).st_size
 
+    def open_body_at(self, name: str, offset: int) -> BinaryIO:
+        fp = self._body_path(name).open("rb")
+        fp.seek(offset)
+        return fp
+
     def delete_body(self, name: str) -> None:
         self._body_path(name).unlink(missing_ok=True)
 

@@ -180,7 +180,7 @@ def _submit(rt: Runtime, image: str | Path) -> str:
     uploads = [] if isinstance(image, str) else [io.BytesIO(image.read_bytes())]
     request = JobRequest(prompt="x", images=[image] if isinstance(image, str) else [])
     return (
-        Intake(rt.settings, rt.store, rt.jobs, rt.broker)
+        Intake(rt.settings, rt.store, rt.jobs, rt.broker, rt.files.records)
         .submit(request, tenant="t", uploads=uploads)
         .id
     )

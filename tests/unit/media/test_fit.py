@@ -208,7 +208,7 @@ def _prepared(rt: Runtime, path: Path, resize: str) -> dict:
     request = JobRequest(prompt="p", images=[], resize=resize)
     with path.open("rb") as upload:
         job_id = (
-            Intake(rt.settings, rt.store, rt.jobs, rt.broker)
+            Intake(rt.settings, rt.store, rt.jobs, rt.broker, rt.files.records)
             .submit(request, tenant="t", uploads=[upload])
             .id
         )

@@ -19,6 +19,7 @@ from visionq.intake import Intake
 from visionq.models import JobRequest
 from visionq.settings import Settings
 from visionq.state import keys
+from visionq.state.files import FileStore
 from visionq.state.jobs import JobStore
 from visionq.state.records import JobRecord
 
@@ -162,7 +163,11 @@ def test_an_intake_reusing_an_image_being_removed_keeps_it(
 
     long = JobStore(redis_db, ttl=3600, queued_grace=300)
     intake = Intake(
-        Settings(storage_url="file:///unused"), backend.store, long, CeleryRedis(redis_db)
+        Settings(storage_url="file:///unused"),
+        backend.store,
+        long,
+        CeleryRedis(redis_db),
+        FileStore(redis_db, ttl=3600),
     )
     submitted: list[JobRecord] = []
     request = JobRequest(prompt="what is it?")
