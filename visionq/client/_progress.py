@@ -112,12 +112,16 @@ class Reporter:
         self._clock = clock
         self._start = clock()
         self._samples: deque[Sample] = deque()
+        self._total = 0
         self._drawn = False
         self._last: tuple[str, int, int] | None = None
         self._last_at = float("-inf")
 
     def update(self, label: str, done: int, total: int) -> None:
         now = self._clock()
+        if self._samples and total != self._total:
+            self._samples.clear()  # a new count (validated: now the lines): a new rate
+        self._total = total
         self._samples.append((now, done))
         while len(self._samples) > 2 and self._samples[1][0] < now - RATE_WINDOW:
             self._samples.popleft()
