@@ -7,6 +7,7 @@ without a clock or a server; `Reporter` only decides when and how to write them.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -128,7 +129,7 @@ class Reporter:
         per_second = rate(self._samples)
         if self.tty:
             line = tty_line(label, done, total, per_second, self.unit)
-            self._stream.write(f"\r\x1b[K{line}")
+            self._stream.write(f"\r\x1b[K{line[: self._columns() - 1]}")
             self._drawn = True
         else:
             state = (label, done, total)
@@ -141,6 +142,14 @@ class Reporter:
             self._stream.write(line + "\n")
             self._last, self._last_at = state, now
         self._stream.flush()
+
+    def _columns(self) -> int:
+        """The terminal's width: a line wider than it would wrap, and `\\r` would then
+        redraw only its last part."""
+        try:
+            return os.get_terminal_size(self._stream.fileno()).columns or 10**6
+        except (OSError, ValueError, AttributeError):  # not a real terminal (a test's)
+            return 10**6
 
     def close(self) -> None:
         """End the line on a terminal, so that what follows starts on its own."""
