@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from visionq.client._errors import BatchNotEnded, BatchWaitTimeout, Unreachable
+from visionq.client._errors import ApiError, BatchNotEnded, BatchWaitTimeout, Unreachable
 from visionq.client._multipart import MultipartBody
 from visionq.client._types import (
     MAX_PAGE_SIZE,
@@ -336,7 +336,8 @@ class Batches:
         `find_images` reads them), one line per image.
 
         Each distinct content is uploaded once as a `vision` file (two paths with the same
-        bytes share one upload); `on_upload(done, total)` counts those uploads. Other
+        bytes share one upload); `on_upload(done, total)` counts those uploads. An image
+        the API refuses is an `ApiError` whose message starts with its path. Other
         keyword arguments (`temperature`, ...) go into every line's body.
         """
         images = find_images(sources)
@@ -345,7 +346,11 @@ class Batches:
         if on_upload is not None:
             on_upload(0, len(groups))
         for done, paths in enumerate(groups.values(), start=1):
-            uploaded = self._client.files.create(paths[0], "vision")
+            try:
+                uploaded = self._client.files.create(paths[0], "vision")
+            except ApiError as exc:  # say which of thousands of images it was
+                message = f"{paths[0]}: {exc.message}"
+                raise ApiError(exc.status, exc.type, message, exc.param, exc.retry_after) from exc
             file_ids |= dict.fromkeys(paths, uploaded.id)
             if on_upload is not None:
                 on_upload(done, len(groups))

@@ -16,6 +16,7 @@ from flask import Flask, Response, jsonify, request
 
 from tests.support.servers import serving, wsgi_server
 from visionq.client import (
+    ApiError,
     Batch,
     BatchNotEnded,
     BatchResult,
@@ -116,6 +117,9 @@ class StandIn:
         def upload() -> Any:
             part = request.files["file"]
             data = part.read()
+            if data.startswith(b"II*"):
+                error = {"type": "unsupported_media_type", "message": "tiff", "param": "file"}
+                return jsonify({"error": error}), 415
             file_id = f"file-{len(self.uploads)}"
             self.contents[file_id] = data
             self.uploads.append(
@@ -238,6 +242,19 @@ def test_each_content_is_uploaded_once_and_every_path_gets_its_line(
             "metadata": {"run": "1"},
         }
     ]
+
+
+def test_a_refused_image_is_named_in_the_error(
+    tmp_path: Path, stand_in: tuple[StandIn, Client]
+) -> None:
+    api, client = stand_in
+    _write(tmp_path / "imgs" / "a.png", b"\x89PNG a")
+    tiff = _write(tmp_path / "imgs" / "b.png", b"II*\x00 a tiff named png")
+    with pytest.raises(ApiError) as refused:
+        client.batches.create_from_images([tmp_path / "imgs"], "describe")
+    assert (refused.value.status, refused.value.type) == (415, "unsupported_media_type")
+    assert refused.value.message == f"{tiff}: tiff" and refused.value.param == "file"
+    assert api.created == []
 
 
 def _image_url(line: dict[str, Any]) -> str:
