@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import requests
 
+from visionq.client._batches import Batches, Files
 from visionq.client._errors import ApiError, Unreachable, WaitTimeout
 from visionq.client._types import MAX_PAGE_SIZE, MAX_WAIT_SECONDS, Job, JobPage, TokenCount
 
@@ -59,6 +60,9 @@ class Client:
         key = api_key or os.environ.get("VISIONQ_KEY")
         if key:
             self._session.headers["Authorization"] = f"Bearer {key}"
+        #: The Files API (`client.files.create(...)`) and the Batch API (`client.batches`).
+        self.files = Files(self)
+        self.batches = Batches(self)
 
     def close(self) -> None:
         self._session.close()
@@ -87,17 +91,7 @@ class Client:
         due) is `Unreachable`: whatever answered is not the API this client speaks to.
         """
         url = f"{self.base_url}{path}"
-        limit = self.timeout + wait
-        try:
-            response = self._session.request(method, url, timeout=limit, **kwargs)
-        except requests.Timeout as exc:
-            raise Unreachable(f"no answer from {self.base_url} within {limit:g}s") from exc
-        except requests.ConnectionError as exc:
-            raise Unreachable(f"cannot connect to {self.base_url}") from exc
-        except requests.RequestException as exc:
-            raise Unreachable(f"{url}: {exc}") from exc
-        if not 200 <= response.status_code < 300:
-            raise ApiError.from_response(response)
+        response = self._send(method, path, wait=wait, **kwargs)
         try:
             answer = None if response.status_code == 204 else response.json()
         except ValueError:
@@ -108,6 +102,42 @@ class Client:
             raise Unreachable(
                 f"{url} answered {response.status_code} with JSON that is not the API's"
             ) from exc
+
+    def _send(
+        self, method: str, path: str, *, wait: float = 0.0, **kwargs: Any
+    ) -> requests.Response:
+        """The 2xx response to one call, or the error it maps to (`stream=True` leaves the
+        body to be read, and the response to be closed, by the caller)."""
+        url = f"{self.base_url}{path}"
+        limit = self.timeout + wait
+        try:
+            response = self._session.request(method, url, timeout=limit, **kwargs)
+        except requests.Timeout as exc:
+            raise Unreachable(f"no answer from {self.base_url} within {limit:g}s") from exc
+        except requests.ConnectionError as exc:
+            raise Unreachable(f"cannot connect to {self.base_url}") from exc
+        except requests.RequestException as exc:
+            raise Unreachable(f"{url}: {exc}") from exc
+        if not 200 <= response.status_code < 300:
+            try:
+                raise ApiError.from_response(response)
+            finally:
+                response.close()
+        return response
+
+    def _stream(self, path: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+        """The body of `GET path` in chunks as they arrive, never whole in memory. The
+        request is made before the first chunk is asked for, so a 404 is raised here."""
+        response = self._send("GET", path, stream=True)
+
+        def chunks() -> Iterator[bytes]:
+            with response:
+                try:
+                    yield from response.iter_content(chunk_size)
+                except requests.RequestException as exc:
+                    raise Unreachable(f"{self.base_url}{path}: {exc}") from exc
+
+        return chunks()
 
     def _send_with_images(
         self,

@@ -7,6 +7,8 @@
     ├── Unreachable               no usable answer: connection refused, DNS, time-out, or a
     │                             server there that does not speak the API
     ├── WaitTimeout               wait()/watch() gave up; `.jobs` holds the last states seen
+    │   └── BatchWaitTimeout      batches.wait() gave up; `.batch` holds the last state seen
+    ├── BatchNotEnded             a batch's results were asked for before it ended
     └── WebhookVerificationFailed a webhook whose headers, signature, timestamp or body do
                                   not check
 """
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING
 import requests
 
 if TYPE_CHECKING:
-    from visionq.client._types import Job
+    from visionq.client._types import Batch, Job
 
 
 class ClientError(Exception):
@@ -70,6 +72,27 @@ class WaitTimeout(ClientError):
         super().__init__(f"timed out after {timeout:g}s waiting for {pending}")
         self.timeout = timeout
         self.jobs = jobs
+
+
+class BatchWaitTimeout(WaitTimeout):
+    """`batches.wait` ran out of time; `batch` is the batch as last seen."""
+
+    def __init__(self, timeout: float, batch: Batch) -> None:
+        ClientError.__init__(
+            self, f"timed out after {timeout:g}s waiting for {batch.id} {batch.status}"
+        )
+        self.timeout = timeout
+        self.jobs = ()
+        self.batch = batch
+
+
+class BatchNotEnded(ClientError):
+    """A batch's results exist once it has ended (its output and error files are written
+    once, at the end); `batch` is the batch as it is now."""
+
+    def __init__(self, batch: Batch) -> None:
+        super().__init__(f"{batch.id} is {batch.status}: its results come once it has ended")
+        self.batch = batch
 
 
 class WebhookVerificationFailed(ClientError):

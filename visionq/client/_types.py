@@ -166,3 +166,196 @@ class WebhookEvent:
     timestamp: int
     job: Job
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+#: OpenAI's batch states (API.md, "Batches"), and those a batch never leaves.
+BATCH_STATUSES = (
+    "validating",
+    "failed",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "expired",
+    "cancelling",
+    "cancelled",
+)
+BATCH_TERMINAL_STATUSES = frozenset({"failed", "completed", "expired", "cancelled"})
+#: What a `POST /v1/files` is for: a JSONL batch input, or one image used as `file-<id>`.
+FILE_PURPOSES = ("batch", "vision")
+
+
+@dataclass(frozen=True)
+class FileObject:
+    """The API's file object (OpenAI's shape); batch output and error files are files too
+    (purpose `batch_output`)."""
+
+    id: str
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: str | None = None
+    expires_at: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FileObject:
+        if not data["id"]:
+            raise KeyError("id")
+        return cls(**_known(cls, data), raw=dict(data))
+
+
+@dataclass(frozen=True)
+class FilePage:
+    """One page of `GET /v1/files`; the next page starts `after` the last id."""
+
+    data: tuple[FileObject, ...]
+    has_more: bool
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FilePage:
+        return cls(tuple(FileObject.from_dict(f) for f in data["data"]), bool(data["has_more"]))
+
+
+@dataclass(frozen=True)
+class BatchRequestCounts:
+    """Lines in all and by outcome; `canceled` is visionq's (lines a cancel stopped)."""
+
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    canceled: int = 0
+
+    @property
+    def done(self) -> int:
+        """Lines that have an outcome, whichever."""
+        return self.completed + self.failed + self.canceled
+
+
+@dataclass(frozen=True)
+class BatchError:
+    """Why an input line failed validation (`line` is 1-based), or why the batch did."""
+
+    code: str
+    message: str
+    line: int | None = None
+    param: str | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The API's batch object (OpenAI's shape plus visionq's `usage`, `webhook`,
+    `priority`); `raw` is the JSON as received."""
+
+    id: str
+    status: str
+    input_file_id: str
+    created_at: int
+    endpoint: str = "/v1/chat/completions"
+    completion_window: str = "24h"
+    request_counts: BatchRequestCounts = field(default_factory=BatchRequestCounts)
+    errors: tuple[BatchError, ...] = ()
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    metadata: dict[str, str] | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    webhook: dict[str, Any] | None = None
+    priority: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Batch:
+        """The batch in `data`; KeyError, TypeError or AttributeError when it is not one."""
+        if not data["id"]:
+            raise KeyError("id")
+        counts = data.get("request_counts") or {}
+        errors = (data.get("errors") or {}).get("data") or ()
+        nested = {
+            "request_counts": BatchRequestCounts(**_known(BatchRequestCounts, counts)),
+            "errors": tuple(BatchError(**_known(BatchError, e)) for e in errors),
+            "usage": data.get("usage") or {},
+        }
+        return cls(**(_known(cls, data) | nested), raw=dict(data))
+
+    @property
+    def finished(self) -> bool:
+        return self.status in BATCH_TERMINAL_STATUSES
+
+    @property
+    def reason(self) -> str | None:
+        """Why a batch did not complete, in a line; None while it runs or once completed."""
+        if self.status not in BATCH_TERMINAL_STATUSES - {"completed"}:
+            return None
+        if self.errors:
+            first = self.errors[0]
+            where = f"line {first.line}: " if first.line is not None else ""
+            more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+            return f"{first.code}: {where}{first.message}{more}"
+        counts = self.request_counts
+        return {
+            "expired": f"the completion window ({self.completion_window}) ran out",
+            "cancelled": "cancelled",
+        }.get(self.status, "failed") + f" with {counts.done} of {counts.total} lines done"
+
+
+@dataclass(frozen=True)
+class BatchPage:
+    """One page of `GET /v1/batches`, newest first; the next page starts `after` the last id."""
+
+    data: tuple[Batch, ...]
+    has_more: bool
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BatchPage:
+        return cls(tuple(Batch.from_dict(b) for b in data["data"]), bool(data["has_more"]))
+
+
+@dataclass(frozen=True)
+class BatchLineFailure:
+    """Why one line failed (`code` is a job error type, `batch_expired` or
+    `batch_cancelled`)."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One line of a batch's output or error file (OpenAI's shape): `response` holds the
+    chat completion when the line succeeded, `error` why it did not."""
+
+    id: str
+    custom_id: str
+    response: dict[str, Any] | None = None
+    error: BatchLineFailure | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BatchResult:
+        error = data.get("error")
+        failure = BatchLineFailure(**_known(BatchLineFailure, error)) if error else None
+        return cls(data["id"], data["custom_id"], data.get("response"), failure, raw=dict(data))
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.status_code == 200
+
+    @property
+    def status_code(self) -> int | None:
+        return self.response.get("status_code") if self.response else None
+
+    @property
+    def content(self) -> str | None:
+        """The answer's text when the line succeeded, else None."""
+        if not self.ok or self.response is None:
+            return None
+        content = self.response["body"]["choices"][0]["message"].get("content")
+        return content if isinstance(content, str) else None

@@ -1,4 +1,5 @@
-"""The client side of the `visionq` command: submit, get, list, cancel, delete, watch, tokens.
+"""The client side of the `visionq` command: submit, get, list, cancel, delete, watch, tokens,
+and `batch create|get|list|cancel|watch|results`.
 
 Every call goes through `visionq.client.Client`; there is no HTTP code here. The server
 and key come from VISIONQ_URL (default http://127.0.0.1:8000; `--url` overrides it) and
@@ -6,13 +7,17 @@ VISIONQ_KEY. Output is for people by default: the answer of a succeeded job, a t
 `list`, a line per image for `tokens`. `--json` prints the API's JSON instead, as one
 document, for scripts. While waiting, a status line with the elapsed time is redrawn on
 stderr, only when stderr is a terminal, so pipes and logs get nothing but the result.
+A batch's progress (images uploaded, then lines done of total, rate and ETA) goes to
+stderr too: a bar redrawn in place on a terminal, else a plain line on each change of
+state and at most one every few seconds while the count moves.
 
 exit codes:
   0  success
-  1  the job failed or was canceled (any of them, for `watch`)
+  1  the job failed or was canceled (any of them, for `watch`); the batch failed,
+     expired or was cancelled
   2  usage error: bad arguments, a file that cannot be read
   3  the API refused the request (4xx: bad input, not found, unauthorized, conflict,
-     rate limited)
+     rate limited), or a batch's results were asked for before it ended
   4  the service is unreachable or unavailable (no connection, time-out, 5xx)
   5  timed out waiting for the job(s) to finish (`--timeout`)
 """
@@ -29,7 +34,17 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Self, TextIO
 
-from visionq.client import JOB_STATUSES, ApiError, Client, Job, Unreachable, WaitTimeout
+from visionq.client import (
+    JOB_STATUSES,
+    ApiError,
+    Batch,
+    BatchNotEnded,
+    Client,
+    Job,
+    Unreachable,
+    WaitTimeout,
+)
+from visionq.client._progress import Reporter
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
@@ -231,6 +246,168 @@ def _tokens(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def batch_summary(batch: Batch) -> str:
+    """`batch_... in_progress 120/500 lines (118 completed, 2 failed)`, and why it did not
+    complete when it did not."""
+    counts = batch.request_counts
+    text = f"{batch.id} {batch.status}"
+    if counts.total:
+        parts = [f"{counts.completed} completed", f"{counts.failed} failed"]
+        if counts.canceled:
+            parts.append(f"{counts.canceled} canceled")
+        text += f" {counts.done}/{counts.total} lines ({', '.join(parts)})"
+    if batch.reason:
+        text += f": {batch.reason}"
+    return text
+
+
+def _batch_outcome(batch: Batch) -> int:
+    return EXIT_JOB_FAILED if batch.finished and batch.status != "completed" else EXIT_OK
+
+
+def _show_batch(batch: Batch, as_json: bool) -> int:
+    if as_json:
+        _print_json(batch.raw)
+    else:
+        print(batch_summary(batch))
+    return _batch_outcome(batch)
+
+
+def _metadata(pairs: Sequence[str]) -> dict[str, str] | None:
+    if not pairs:
+        return None
+    bad = [pair for pair in pairs if "=" not in pair]
+    if bad:
+        raise ValueError(f"--metadata takes KEY=VALUE, not {bad[0]!r}")
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def _batch_create(client: Client, args: argparse.Namespace) -> int:
+    sources: list[str] = args.inputs
+    jsonl = len(sources) == 1 and sources[0].lower().endswith(".jsonl")
+    try:
+        options: dict[str, Any] = {
+            "metadata": _metadata(args.metadata),
+            "webhook_url": args.webhook,
+            "priority": args.priority,
+        }
+        if jsonl:
+            given = [f"--{name}" for name in ("prompt", "model", "system") if getattr(args, name)]
+            if given:
+                raise ValueError(f"{', '.join(given)}: a JSONL input carries its own bodies")
+            upload = Reporter(sys.stderr, "KiB")
+            batch = client.batches.create_from_jsonl(
+                sources[0],
+                on_upload=lambda sent, size: upload.update(
+                    "uploading", -(-sent // 1024), -(-size // 1024)
+                ),
+                **options,
+            )
+        else:
+            if not args.prompt:
+                raise ValueError("--prompt is needed for a batch of images")
+            upload = Reporter(sys.stderr, "images")
+            batch = client.batches.create_from_images(
+                sources,
+                args.prompt,
+                model=args.model,
+                system=args.system,
+                on_upload=lambda done, total: upload.update("uploading", done, total),
+                **options,
+            )
+    except ValueError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    upload.close()
+    if not args.wait:
+        return _show_batch(batch, args.json)
+    return _follow_batch(client, batch.id, args)
+
+
+def _follow_batch(client: Client, batch_id: str, args: argparse.Namespace) -> int:
+    """Draw the batch's progress until it ends, then write its results (`-o FILE`, else
+    stdout; with `--json` and no `-o`, the batch object instead); exit 1 with the reason
+    unless it completed."""
+    progress = Reporter(sys.stderr, "lines")
+
+    def on_progress(batch: Batch) -> None:
+        progress.update(batch.status, batch.request_counts.done, batch.request_counts.total)
+
+    try:
+        batch = client.batches.wait(batch_id, on_progress=on_progress, timeout=args.timeout)
+    finally:
+        progress.close()
+    if batch.status == "failed":  # in validation: nothing ran, there are no results
+        _error(batch_summary(batch))
+        for error in batch.errors[1:]:
+            where = f"line {error.line}: " if error.line is not None else ""
+            print(f"  {error.code}: {where}{error.message}", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    if args.output:
+        written = client.batches.download_results(batch.id, args.output)
+        print(f"{written} results written to {args.output}", file=sys.stderr)
+    elif args.json:
+        _print_json(batch.raw)
+    else:
+        sys.stdout.flush()
+        client.batches.download_results(batch.id, sys.stdout.buffer)
+    if batch.status != "completed":
+        _error(batch_summary(batch))
+    return _batch_outcome(batch)
+
+
+def _batch_get(client: Client, args: argparse.Namespace) -> int:
+    return _show_batch(client.batches.get(args.batch_id), args.json)
+
+
+def _batch_cancel(client: Client, args: argparse.Namespace) -> int:
+    _show_batch(client.batches.cancel(args.batch_id), args.json)
+    return EXIT_OK
+
+
+def _batch_watch(client: Client, args: argparse.Namespace) -> int:
+    return _follow_batch(client, args.batch_id, args)
+
+
+def _batch_results(client: Client, args: argparse.Namespace) -> int:
+    if args.output:
+        written = client.batches.download_results(args.batch_id, args.output)
+        print(f"{written} results written to {args.output}", file=sys.stderr)
+    else:
+        client.batches.download_results(args.batch_id, sys.stdout.buffer)
+    return EXIT_OK
+
+
+def batch_table(batches: Sequence[Batch]) -> str:
+    """`batch list`'s table: one row per batch, columns as wide as their widest cell."""
+    rows = [("ID", "STATUS", "CREATED", "DONE", "TOTAL", "FAILED")]
+    for batch in batches:
+        created = datetime.fromtimestamp(batch.created_at).strftime("%Y-%m-%d %H:%M:%S")
+        counts = batch.request_counts
+        rows.append(
+            (
+                batch.id,
+                batch.status,
+                created,
+                str(counts.done),
+                str(counts.total),
+                str(counts.failed),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _batch_list(client: Client, args: argparse.Namespace) -> int:
+    batches = list(client.batches.list(limit=args.limit))
+    if args.json:
+        _print_json([batch.raw for batch in batches])
+    else:
+        print(batch_table(batches) if batches else "no batches")
+    return EXIT_OK
+
+
 def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
@@ -251,6 +428,9 @@ def _with_client(command: Command) -> Callable[[argparse.Namespace], int]:
             except WaitTimeout as exc:
                 _error(str(exc))
                 return EXIT_TIMEOUT
+            except BatchNotEnded as exc:
+                _error(str(exc))
+                return EXIT_REFUSED
             except OSError as exc:  # a local file to upload; the client maps its own I/O
                 _error(str(exc))
                 return EXIT_USAGE
@@ -276,8 +456,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--timeout", type=float, default=600, help="seconds to wait (default 600; exit 5 after)"
     )
 
-    def command(name: str, run: Command, summary: str, *, waits: bool = False) -> Any:
-        parser = sub.add_parser(
+    def command(
+        name: str, run: Command, summary: str, *, waits: bool = False, under: Any = sub
+    ) -> Any:
+        parser = under.add_parser(
             name,
             help=summary,
             description=summary,
@@ -315,3 +497,66 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     tokens = command("tokens", _tokens, "count MiMo's image tokens, per image and in total")
     tokens.add_argument("images", nargs="+", metavar="FILE_OR_DATA_URL")
     tokens.add_argument("--model")
+
+    _add_batch_commands(sub, common, command)
+
+
+def _add_batch_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+    command: Callable[..., Any],
+) -> None:
+    """`visionq batch ...`: the Batch API from the command line."""
+    summary = "batches: many images or requests, one prompt, one results file"
+    group = sub.add_parser("batch", help=summary, description=summary)
+    under = group.add_subparsers(dest="batch_command", required=True, metavar="COMMAND")
+
+    def following(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--timeout", type=float, help="seconds to wait (default: until it ends; exit 5 after)"
+        )
+        parser.add_argument(
+            "-o", "--output", metavar="FILE", help="write the results here (default: stdout)"
+        )
+
+    def batch_command(name: str, run: Command, text: str) -> Any:
+        parser = command(name, run, text, under=under)
+        parser.prog = f"{group.prog} {name}"
+        return parser
+
+    create = batch_command(
+        "create",
+        _batch_create,
+        "create a batch from a JSONL file, or from images and folders of images (each "
+        "image uploaded once, one line per image)",
+    )
+    create.add_argument("inputs", nargs="+", metavar="FILE.jsonl | DIR_OR_IMAGE")
+    create.add_argument("--prompt", help="asked about every image (images only)")
+    create.add_argument("--model")
+    create.add_argument("--system", help="a system message for every image")
+    create.add_argument("--webhook", metavar="URL", help="signed event when the batch ends")
+    create.add_argument("--priority", choices=("batch", "interactive"))
+    create.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
+    create.add_argument("--wait", action="store_true", help="follow it, then write its results")
+    following(create)
+
+    get = batch_command("get", _batch_get, "show a batch: its status and counts")
+    get.add_argument("batch_id", metavar="BATCH_ID")
+
+    cancel = batch_command("cancel", _batch_cancel, "cancel a batch (finished lines stay)")
+    cancel.add_argument("batch_id", metavar="BATCH_ID")
+
+    watch = batch_command(
+        "watch", _batch_watch, "follow a batch with a progress bar, then write its results"
+    )
+    watch.add_argument("batch_id", metavar="BATCH_ID")
+    following(watch)
+
+    results = batch_command(
+        "results", _batch_results, "write an ended batch's results: every line, as JSONL"
+    )
+    results.add_argument("batch_id", metavar="BATCH_ID")
+    results.add_argument("-o", "--output", metavar="FILE", help="write them here (default: stdout)")
+
+    batches = batch_command("list", _batch_list, "list your batches, newest first")
+    batches.add_argument("--limit", type=_positive, default=20, help="how many (default 20)")
