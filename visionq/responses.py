@@ -26,7 +26,7 @@ def job(record: JobRecord) -> Job:
     ]
     tokens = [image["image_tokens"] for image in images]
     webhook = f.get("webhook")
-    batch = {n: f[n] for n in ("batch_id", "custom_id") if n in f}  # type: ignore[literal-required]
+    batch = {n: f[n] for n in ("batch_id", "custom_id") if n in f}
     return Job.model_validate(
         {
             **batch,

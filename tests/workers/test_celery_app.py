@@ -9,6 +9,7 @@ from pathlib import Path
 from celery import signals
 
 from visionq.broker import (
+    BATCH_TASK,
     PREPARE_QUEUE,
     PREPARE_TASK,
     UPSTREAM_QUEUE,
@@ -36,6 +37,7 @@ def test_each_task_has_its_queue_and_time_limits(tmp_path: Path) -> None:
     app.finalize()
     queues = {
         PREPARE_TASK: PREPARE_QUEUE,
+        BATCH_TASK: PREPARE_QUEUE,
         UPSTREAM_TASK: UPSTREAM_QUEUE,
         WEBHOOK_TASK: WEBHOOK_QUEUE,
     }

@@ -33,6 +33,8 @@ class JobImage:
     index: int
     source: str
     url: str | None = None
+    #: A vision file's id, for an image given as `file-...`.
+    file_id: str | None = None
     format: str | None = None
     width: int | None = None
     height: int | None = None
@@ -90,6 +92,9 @@ class Job:
     attempts: int = 0
     webhook: WebhookState | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    #: A batch line's job: its batch and the line's custom_id.
+    batch_id: str | None = None
+    custom_id: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
