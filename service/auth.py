@@ -21,8 +21,10 @@ def tenant_for_key(settings: Settings, key: str) -> str | None:
 
 
 def authenticate() -> None:
-    """Every /v1 route needs a client key (`Authorization: Bearer` or `api-key`)."""
-    if not request.path.startswith("/v1/"):
+    """Every /v1 and /anthropic route needs a client key (`Authorization: Bearer` or
+    `api-key`; on /anthropic also `x-api-key`, as the Anthropic SDK sends it)."""
+    anthropic = request.path.startswith("/anthropic/")
+    if not (request.path.startswith("/v1/") or anthropic):
         return
     settings = services().settings
     if settings.auth_disabled:
@@ -33,6 +35,8 @@ def authenticate() -> None:
         key = header[7:].strip()
     else:
         key = request.headers.get("api-key", "")
+    if not key and anthropic:
+        key = request.headers.get("x-api-key", "")
     tenant = tenant_for_key(settings, key) if key else None
     if tenant is None:
         raise Unauthorized("missing or unknown API key")

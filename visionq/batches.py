@@ -57,8 +57,10 @@ class Batches:
         metadata: dict[str, str] | None = None,
         webhook_url: str | None = None,
         priority: str = "batch",
+        total: int = 0,
     ) -> BatchRecord:
-        """A `validating` batch over an uploaded input file of `tenant`'s."""
+        """A `validating` batch over an uploaded input file of `tenant`'s; `total`, when the
+        caller knows it (an Anthropic batch's requests), counts its lines from the start."""
         try:
             record = self._files.get(input_file_id, tenant=tenant)
         except NotFound:
@@ -98,6 +100,7 @@ class Batches:
             "window": self._settings.batch_window,
             "metadata": metadata,
             "webhook": webhook,
+            "total": total,
         }
         return self._store.create(tenant=tenant, fields=fields)
 
@@ -126,6 +129,7 @@ class Batches:
             input_file_id=record.id,
             webhook_url=webhook_url,
             priority=priority,
+            total=len(requests),
         )
 
     def get(self, batch_id: str, *, tenant: str, api: BatchApi | None = None) -> BatchRecord:

@@ -110,7 +110,7 @@ def test_every_line_runs_as_a_job_and_lands_in_its_file(stack: Stack, image_serv
     assert batch["request_counts"] == {"total": 5, "completed": 3, "failed": 2, "canceled": 0}
     for stamp in ("created_at", "in_progress_at", "finalizing_at", "completed_at"):
         assert isinstance(batch[stamp], int), stamp
-    assert batch["usage"]["prompt_tokens"] > 0
+    assert batch["usage"]["input_tokens"] > 0 and batch["usage"]["output_tokens"] > 0
 
     output = content(stack, batch["output_file_id"])
     assert [o["custom_id"] for o in output] == ["by-data-url", "by-url", "old-field-name"]

@@ -71,7 +71,8 @@ def _jsonl(lines: list[dict[str, Any]]) -> bytes:
 
 def test_the_openai_sdk_uploads_runs_and_downloads_a_batch(stack: Stack) -> None:
     client = _openai(stack)
-    image = client.files.create(file=HOPPER.open("rb"), purpose="vision")
+    with HOPPER.open("rb") as fp:
+        image = client.files.create(file=fp, purpose="vision")
     assert image.purpose == "vision" and image.bytes == HOPPER.stat().st_size
     data_url = "data:image/png;base64," + base64.b64encode(HOPPER.read_bytes()).decode()
     lines = [
@@ -192,7 +193,7 @@ def test_the_anthropic_sdk_runs_a_message_batch(stack: Stack) -> None:
     assert ended.ended_at is not None and ended.results_url is not None
     results = {r.custom_id: r.result for r in client.messages.batches.results(batch.id)}
     assert results["one"].type == "succeeded"
-    assert results["one"].message.content[0].type == "text"
+    assert "text" in {block.type for block in results["one"].message.content}
     assert results["two"].type == "errored"
     assert results["two"].error.error.type == "invalid_request_error"
 
