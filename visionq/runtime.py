@@ -28,7 +28,7 @@ from visionq.state.files import FileStore
 from visionq.state.jobs import JobStore
 from visionq.state.leases import LeaseKeeper, Leases
 from visionq.state.outbox import Outbox
-from visionq.state.pacing import Pacer
+from visionq.state.pacing import Lane, Pacer
 from visionq.state.redis import redis_errors
 from visionq.storage import BlobStore, open_store
 from visionq.upstream.client import UpstreamClient
@@ -119,7 +119,13 @@ class Runtime(Resources):
         )
 
     def hand_on(
-        self, job_id: str, *, model: str, tenant: str, retry_in: float | None = None
+        self,
+        job_id: str,
+        *,
+        model: str,
+        tenant: str,
+        retry_in: float | None = None,
+        lane: Lane = "interactive",
     ) -> None:
         """Give a prepared job to `model`'s upstream stage: at once, or for a retry
         `retry_in` seconds from now. The caller sends (or keeps) a ticket for it.
@@ -131,4 +137,4 @@ class Runtime(Resources):
         """
         self.leases.release(job_id, look_in=(retry_in or 0.0) + self.leases.lease)
         due = 0.0 if retry_in is None else time.time() + retry_in
-        self.pacer.offer(job_id, model=model, tenant=tenant, due=due)
+        self.pacer.offer(job_id, model=model, tenant=tenant, due=due, lane=lane)

@@ -70,7 +70,12 @@ def run(settings: Settings) -> None:
                     # Offered, not handed on (`Runtime.hand_on`): the sweep above has
                     # already set when to look at the job again, and its dead holder's
                     # lease is left as it was.
-                    pacer.offer(expired.job_id, model=expired.model, tenant=expired.tenant)
+                    pacer.offer(
+                        expired.job_id,
+                        model=expired.model,
+                        tenant=expired.tenant,
+                        lane="batch" if expired.lane == "batch" else "interactive",
+                    )
                     app.send_task(UPSTREAM_TASK, args=[expired.model], queue=UPSTREAM_QUEUE)
             upstream_list = broker.waiting_list(UPSTREAM_QUEUE)
             tickets = pacer.tickets(broker_list=upstream_list) if expiring else []

@@ -18,7 +18,7 @@ from visionq.errors import (
 )
 from visionq.models import StoredResult
 from visionq.ops import logs, metrics
-from visionq.pipeline.outcomes import bind_job, count_finish, fail_job
+from visionq.pipeline.outcomes import bind_job, count_finish, fail_job, lane_of
 from visionq.retries import retry_delay, retry_reason
 from visionq.runtime import Runtime
 from visionq.state.records import JobRecord
@@ -82,7 +82,9 @@ def _call_upstream(rt: Runtime, record: JobRecord, attempt: int) -> float | None
             rt.pacer.pause(model, exc.retry_after or 1.0)
         if attempt < rt.settings.upstream_max_attempts:
             retry_in = retry_delay(attempt, exc.retry_after)
-            rt.hand_on(job_id, model=model, tenant=record.tenant, retry_in=retry_in)
+            rt.hand_on(
+                job_id, model=model, tenant=record.tenant, retry_in=retry_in, lane=lane_of(record)
+            )
             reason = retry_reason(exc.upstream_status)
             metrics.UPSTREAM_RETRIES.labels(model, reason).inc()
             log.info(

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from visionq.errors import VisionqError
 from visionq.ops import logs, metrics
 from visionq.runtime import Runtime
+from visionq.state.pacing import Lane
 from visionq.state.records import JobRecord
 
 log = logging.getLogger("visionq.pipeline")
@@ -23,6 +24,11 @@ def holding_lease(rt: Runtime, job_id: str) -> Iterator[None]:
         yield
     finally:
         rt.keeper.drop(job_id)
+
+
+def lane_of(record: JobRecord) -> Lane:
+    """The pacer's lane of a job: a batch line of priority `batch` waits behind the rest."""
+    return "batch" if record.fields.get("lane") == "batch" else "interactive"
 
 
 def bind_job(record: JobRecord, attempt: int) -> None:

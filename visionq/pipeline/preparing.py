@@ -18,7 +18,7 @@ from visionq.errors import (
 from visionq.media import fit, guards, images
 from visionq.models import StoredRequest
 from visionq.ops import logs, metrics
-from visionq.pipeline.outcomes import bind_job, fail_job, holding_lease
+from visionq.pipeline.outcomes import bind_job, fail_job, holding_lease, lane_of
 from visionq.runtime import Runtime
 from visionq.settings import Settings
 from visionq.state.jobs import request_body_name
@@ -73,7 +73,7 @@ def prepare(job_id: str, rt: Runtime) -> str | None:
         if prepared is None:
             return None
         model = record.model
-        rt.hand_on(job_id, model=model, tenant=record.tenant)
+        rt.hand_on(job_id, model=model, tenant=record.tenant, lane=lane_of(record))
         image_tokens = sum(image["image_tokens"] for image in prepared)
         metrics.TOKENS.labels(model, "image_estimate").inc(image_tokens)
         log.info(

@@ -175,6 +175,8 @@ class JobStore:
         if batch is not None:
             fields["batch_id"], fields["custom_id"] = batch.batch_id, batch.custom_id
             fields["line"] = batch.line
+            if batch.behind:
+                fields["lane"] = "batch"
         if request is not None:
             fields["request"] = request
         else:

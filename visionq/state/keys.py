@@ -47,6 +47,9 @@ PACE_SINCE = ":since"
 PACE_SLOTS = ":slots"
 PACE_TICKETS = ":tickets"
 PACE_PAUSED = ":paused_until"
+#: Batch lines wait in a rotation and queues of their own, behind interactive jobs.
+PACE_BATCH_TENANTS = ":batch_tenants"
+PACE_BATCH_QUEUE = ":bq:"
 #: The `limits` library's storage prefix for the pacer's request and token windows, and
 #: the namespaces of its two items.
 PACE_LIMITS_PREFIX = "vq:limits"
@@ -86,8 +89,8 @@ def pace(model: str, part: str) -> str:
     return f"{PACE_PREFIX}{model}{part}"
 
 
-def pace_queue(model: str, tenant: str) -> str:
-    return f"{PACE_PREFIX}{model}{PACE_QUEUE}{tenant}"
+def pace_queue(model: str, tenant: str, *, batch: bool = False) -> str:
+    return f"{PACE_PREFIX}{model}{PACE_BATCH_QUEUE if batch else PACE_QUEUE}{tenant}"
 
 
 def uploads(tenant: str) -> str:

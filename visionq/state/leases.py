@@ -46,6 +46,8 @@ class Expired:
     stage: str  # "prepare" or "upstream": which task to queue again
     model: str
     tenant: str
+    #: The pacer's lane it waits in once prepared ("interactive" or "batch").
+    lane: str = "interactive"
 
 
 class Leases:
@@ -114,10 +116,11 @@ class Leases:
                     keys.JOB_PREFIX,
                     keys.PACE_PREFIX,
                     keys.PACE_QUEUE,
+                    keys.PACE_BATCH_QUEUE,
                 ],
             )
         values = [v.decode() for v in flat]
-        return [Expired(*values[i : i + 4]) for i in range(0, len(values), 4)]
+        return [Expired(*values[i : i + 5]) for i in range(0, len(values), 5)]
 
 
 class LeaseKeeper:

@@ -16,7 +16,10 @@ Fairness cannot come from the broker: its queue is first in, first out, and a te
 10,000 messages would sit in front of another tenant's one. So a ready job waits in its
 tenant's queue here, and the Celery message for the upstream stage is only a ticket:
 whichever ticket gets a turn takes the next job round-robin across tenants, the tenant
-served longest ago first. Every ready job has a ticket; a ticket that finds no due job
+served longest ago first. Batch lines (`lane="batch"`) wait in a second rotation of their
+own and are taken only when no interactive job is due, so a batch of 50,000 lines keeps
+an interactive job waiting no longer than the turn already under way; among batch lines
+the tenants take turns in the same way. Every ready job has a ticket; a ticket that finds no due job
 (its job went with an earlier ticket) does nothing. Within one worker process one thread
 at a time waits for room, the others behind a lock, so the budget is polled by each
 process rather than by each of its threads.
@@ -48,6 +51,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import redis
 from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
@@ -62,6 +66,7 @@ from visionq.state.redis import redis_errors, script
 
 log = logging.getLogger(__name__)
 
+Lane = Literal["interactive", "batch"]
 #: How often a waiting worker looks for a free slot again.
 SLOT_POLL_SECONDS = 0.05
 #: Tenants a turn looks through for one whose next job is due (the rest wait a backoff).
@@ -177,11 +182,14 @@ class Pacer:
         self._tickets: dict[str, set[str]] = {}
         self._tickets_lock = threading.Lock()
 
-    def offer(self, job_id: str, *, model: str, tenant: str, due: float = 0.0) -> None:
-        """Put a ready job in its tenant's queue; the caller sends it a ticket."""
+    def offer(
+        self, job_id: str, *, model: str, tenant: str, due: float = 0.0, lane: Lane = "interactive"
+    ) -> None:
+        """Put a ready job in its tenant's queue of its lane; the caller sends it a ticket."""
+        batch = lane == "batch"
         offer_keys = [
-            keys.pace(model, keys.PACE_TENANTS),
-            keys.pace_queue(model, tenant),
+            keys.pace(model, keys.PACE_BATCH_TENANTS if batch else keys.PACE_TENANTS),
+            keys.pace_queue(model, tenant, batch=batch),
             keys.PACE_MODELS,
             keys.pace(model, keys.PACE_SINCE),
         ]
@@ -212,7 +220,11 @@ class Pacer:
         taken: Turn | None = None
         with redis_errors():
             anything_ready = self._enter(
-                keys=[keys.pace(model, keys.PACE_TENANTS), keys.pace(model, keys.PACE_TICKETS)],
+                keys=[
+                    keys.pace(model, keys.PACE_TENANTS),
+                    keys.pace(model, keys.PACE_TICKETS),
+                    keys.pace(model, keys.PACE_BATCH_TENANTS),
+                ],
                 args=[ticket, self._clock() + self._leases.lease],
             )
         if not anything_ready:
@@ -259,6 +271,8 @@ class Pacer:
                     keys.PACE_TICKETS,
                     keys.PACE_TENANTS,
                     keys.PACE_QUEUE,
+                    keys.PACE_BATCH_TENANTS,
+                    keys.PACE_BATCH_QUEUE,
                 ],
             )
         queued = int(flat[0])
@@ -314,6 +328,7 @@ class Pacer:
             keys.pace(model, keys.PACE_SERVED),
             keys.pace(model, keys.PACE_SINCE),
             keys.pace(model, keys.PACE_TICKETS),
+            keys.pace(model, keys.PACE_BATCH_TENANTS),
         ]
         while True:
             with redis_errors():
@@ -324,6 +339,7 @@ class Pacer:
                         keys.pace(model, keys.PACE_QUEUE),
                         _TENANTS_PER_TURN,
                         ticket,
+                        keys.pace(model, keys.PACE_BATCH_QUEUE),
                     ],
                 )
             if head is None:
@@ -385,6 +401,13 @@ def waiting_jobs(client: redis.Redis) -> dict[str, int]:
     """Per model, the prepared jobs waiting in the pacer's queues (due now or later)."""
     with redis_errors():
         flat = script(client, "pacing/waiting")(
-            keys=[keys.PACE_MODELS], args=[keys.PACE_PREFIX, keys.PACE_TENANTS, keys.PACE_QUEUE]
+            keys=[keys.PACE_MODELS],
+            args=[
+                keys.PACE_PREFIX,
+                keys.PACE_TENANTS,
+                keys.PACE_QUEUE,
+                keys.PACE_BATCH_TENANTS,
+                keys.PACE_BATCH_QUEUE,
+            ],
         )
     return {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}

@@ -81,6 +81,8 @@ class JobFields(TypedDict, total=False):
     batch_id: str
     custom_id: str
     line: int
+    #: "batch" for a batch line that waits behind interactive jobs (pacing's lanes).
+    lane: str
 
 
 @dataclass(frozen=True)

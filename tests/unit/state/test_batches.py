@@ -13,6 +13,7 @@ from visionq.errors import BatchExpired, Canceled, InvalidImage, StaleLine
 from visionq.state import keys
 from visionq.state.batches import BatchFields, BatchRecord, BatchStore
 from visionq.state.jobs import BatchLine, JobStore
+from visionq.state.leases import Leases
 
 
 @pytest.fixture
@@ -162,3 +163,14 @@ def test_an_ended_batch_no_longer_counts_its_lines(
     assert loaded.status == "cancelled" and loaded.count("failed") == 0
     assert redis_db.zscore(keys.BATCHES_DUE, batch.id) is None
     assert 0 < redis_db.ttl(keys.batch(batch.id)) <= 120
+
+
+def test_a_batch_lines_job_keeps_its_lane_through_the_sweep(
+    jobs: JobStore, batches: BatchStore, redis_db: redis.Redis
+) -> None:
+    batch = _batch(batches)
+    job = _admit(jobs, batch, 1)
+    assert jobs.get(job, tenant="t").fields["lane"] == "batch"
+    later = Leases(redis_db, lease=5, clock=lambda: time.time() + 1000)
+    [expired] = later.expired(queued_grace=300)
+    assert (expired.job_id, expired.stage, expired.lane) == (job, "prepare", "batch")

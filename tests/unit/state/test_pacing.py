@@ -15,7 +15,7 @@ from tests.unit.state.clock import Clock
 from visionq.settings import Settings
 from visionq.state.jobs import JobStore
 from visionq.state.leases import LeaseKeeper, Leases
-from visionq.state.pacing import Pacer, rpm_item
+from visionq.state.pacing import Lane, Pacer, rpm_item, waiting_jobs
 
 MODEL = "mimo-v2.5"
 
@@ -26,7 +26,9 @@ def _pacer(client: redis.Redis, *, clock: Callable[[], float] = time.time, **bud
     return Pacer(client, settings, leases, LeaseKeeper(interval=1), clock=clock)
 
 
-def _ready(client: redis.Redis, pacer: Pacer, tenant: str, due: float = 0.0) -> str:
+def _ready(
+    client: redis.Redis, pacer: Pacer, tenant: str, due: float = 0.0, lane: Lane = "interactive"
+) -> str:
     """A prepared job handed on to the upstream stage, waiting in its tenant's queue."""
     jobs = JobStore(client, ttl=600, queued_grace=300)
     record = bare_job(jobs, tenant=tenant)
@@ -34,7 +36,7 @@ def _ready(client: redis.Redis, pacer: Pacer, tenant: str, due: float = 0.0) -> 
     leases.take(record.id, "prepare")
     jobs.save_images(record.id, [], input_tokens=0)
     leases.release(record.id, look_in=5)
-    pacer.offer(record.id, model=MODEL, tenant=tenant, due=due)
+    pacer.offer(record.id, model=MODEL, tenant=tenant, due=due, lane=lane)
     return record.id
 
 
@@ -145,3 +147,21 @@ def test_a_job_bigger_than_the_token_budget_goes_alone(redis_db) -> None:
     redis_db.flushdb()  # a new minute, as far as the budget can tell
     second.join(3)
     assert not second.is_alive()
+
+
+def test_interactive_jobs_go_before_batch_lines_of_any_tenant(redis_db) -> None:
+    pacer = _pacer(redis_db, rpm=6000)
+    lines = [_ready(redis_db, pacer, "big", lane="batch") for _ in range(3)]
+    mine = _ready(redis_db, pacer, "big")
+    other = _ready(redis_db, pacer, "small")
+    assert waiting_jobs(redis_db) == {MODEL: 5}
+    assert [_take(pacer) for _ in range(2)] == [mine, other]
+    assert [_take(pacer) for _ in range(3)] == lines
+    assert _take(pacer) is None
+
+
+def test_two_tenants_batch_lines_take_turns(redis_db) -> None:
+    pacer = _pacer(redis_db, rpm=6000)
+    a = [_ready(redis_db, pacer, "a", lane="batch") for _ in range(3)]
+    b = [_ready(redis_db, pacer, "b", lane="batch") for _ in range(3)]
+    assert [_take(pacer) for _ in range(6)] == [a[0], b[0], a[1], b[1], a[2], b[2]]

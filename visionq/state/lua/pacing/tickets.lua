@@ -5,6 +5,8 @@
 -- ARGV[3] = keys.PACE_TICKETS
 -- ARGV[4] = keys.PACE_TENANTS
 -- ARGV[5] = keys.PACE_QUEUE
+-- ARGV[6] = keys.PACE_BATCH_TENANTS
+-- ARGV[7] = keys.PACE_BATCH_QUEUE
 --
 -- The tickets in the broker's list (of every model: its messages are not read), then per
 -- model with jobs waiting: due jobs, live tickets, and registrations that expired (their
@@ -15,12 +17,16 @@ for _, model in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local prefix = ARGV[2] .. model
   local lost = redis.call('ZREMRANGEBYSCORE', prefix .. ARGV[3], '-inf', ARGV[1])
   local tenants = redis.call('ZRANGE', prefix .. ARGV[4], 0, -1)
-  if #tenants == 0 then
+  local lines = redis.call('ZRANGE', prefix .. ARGV[6], 0, -1)
+  if #tenants == 0 and #lines == 0 then
     redis.call('SREM', KEYS[1], model)
   else
     local due = 0
     for _, tenant in ipairs(tenants) do
       due = due + redis.call('ZCOUNT', prefix .. ARGV[5] .. tenant, '-inf', ARGV[1])
+    end
+    for _, tenant in ipairs(lines) do
+      due = due + redis.call('ZCOUNT', prefix .. ARGV[7] .. tenant, '-inf', ARGV[1])
     end
     table.insert(out, model)
     table.insert(out, due)

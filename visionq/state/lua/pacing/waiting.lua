@@ -2,6 +2,8 @@
 -- ARGV[1] = keys.PACE_PREFIX
 -- ARGV[2] = keys.PACE_TENANTS
 -- ARGV[3] = keys.PACE_QUEUE
+-- ARGV[4] = keys.PACE_BATCH_TENANTS
+-- ARGV[5] = keys.PACE_BATCH_QUEUE
 --
 -- Per model: the jobs waiting in its queues, due now or later. Writes nothing.
 local out = {}
@@ -10,6 +12,9 @@ for _, model in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local waiting = 0
   for _, tenant in ipairs(redis.call('ZRANGE', prefix .. ARGV[2], 0, -1)) do
     waiting = waiting + redis.call('ZCARD', prefix .. ARGV[3] .. tenant)
+  end
+  for _, tenant in ipairs(redis.call('ZRANGE', prefix .. ARGV[4], 0, -1)) do
+    waiting = waiting + redis.call('ZCARD', prefix .. ARGV[5] .. tenant)
   end
   table.insert(out, model)
   table.insert(out, waiting)
