@@ -73,6 +73,17 @@ SLOT_POLL_SECONDS = 0.05
 _TENANTS_PER_TURN = 100
 
 
+#: The share of a model's requests per minute that batch lines may take: the rest of each
+#: window stays free for interactive calls, so one arriving while a batch keeps the budget
+#: full waits for no window to turn (at least one request of every window is left).
+BATCH_SHARE = 0.98
+_BATCH_SHARE = ":batch"
+
+
+def batch_rpm(rpm: int) -> int:
+    return max(1, min(rpm - 1, math.floor(rpm * BATCH_SHARE)))
+
+
 def rpm_item(rpm: int) -> RateLimitItemPerSecond:
     """`rpm` per minute as the smallest whole-second window that divides the minute."""
     common = math.gcd(rpm, 60)
@@ -87,6 +98,7 @@ class Turn:
     attempt: int
     #: Unix time since when the job has been ready for this attempt (prepared, or due).
     ready_since: float
+    lane: Lane = "interactive"
 
 
 @dataclass(frozen=True)
@@ -239,7 +251,7 @@ class Pacer:
                 if taken is not None:
                     job_id = taken.job_id
                     self._keeper.hold(job_id, lambda: self._leases.renew(job_id))
-                    self._wait_for_request(model, budget.rpm)
+                    self._wait_for_request(model, budget.rpm, lane=taken.lane)
             yield taken
         finally:
             self._leave(model, ticket, slot, taken)
@@ -349,11 +361,23 @@ class Pacer:
             # Not taken: canceled, deleted, finished, or a live worker holds it.
             attempt = self._leases.take(job_id, "upstream")
             if attempt is not None:
-                return Turn(job_id, attempt, ready_since=float(head[1]))
+                lane: Lane = "batch" if head[2] == b"batch" else "interactive"
+                return Turn(job_id, attempt, ready_since=float(head[1]), lane=lane)
 
-    def _wait_for_request(self, model: str, rpm: int) -> None:
-        item = rpm_item(rpm)
+    def _wait_for_request(self, model: str, rpm: int, *, lane: Lane) -> None:
         waits = _Waits(model)
+        if lane == "batch":
+            # A batch line also takes a hit in a window a little smaller than the budget,
+            # so that every window keeps room for an interactive call (`batch_rpm`).
+            share = rpm_item(batch_rpm(rpm))
+            while True:
+                with redis_errors():
+                    if self._requests.hit(share, f"{model}{_BATCH_SHARE}"):
+                        break
+                    reset = self._requests.get_window_stats(share, f"{model}{_BATCH_SHARE}")
+                waits.held_by("batch_share")
+                time.sleep(min(5.0, max(0.005, reset.reset_time - time.time())))
+        item = rpm_item(rpm)
         while True:
             with redis_errors():
                 paused_until = float(self._redis.get(keys.pace(model, keys.PACE_PAUSED)) or 0)

@@ -165,3 +165,15 @@ def test_two_tenants_batch_lines_take_turns(redis_db) -> None:
     a = [_ready(redis_db, pacer, "a", lane="batch") for _ in range(3)]
     b = [_ready(redis_db, pacer, "b", lane="batch") for _ in range(3)]
     assert [_take(pacer) for _ in range(6)] == [a[0], b[0], a[1], b[1], a[2], b[2]]
+
+
+def test_batch_lines_leave_room_in_every_window_for_an_interactive_call(redis_db) -> None:
+    pacer = _pacer(redis_db, rpm=120)  # 2 a second: batch lines may take 1 of them
+    lines = [_ready(redis_db, pacer, "big", lane="batch") for _ in range(2)]
+    started = time.monotonic()
+    assert _take(pacer) == lines[0]
+    mine = _ready(redis_db, pacer, "small")
+    assert _take(pacer) == mine
+    assert time.monotonic() - started < 0.5  # the window's second request was kept for it
+    assert _take(pacer) == lines[1]
+    assert time.monotonic() - started >= 0.5  # the next line waited for the window to turn

@@ -9,11 +9,12 @@
 -- ARGV[4] = the ticket
 -- ARGV[5] = the prefix of the model's tenants' batch queues
 --
--- The due head of the tenant served longest ago, and since when it has been ready; the
+-- The due head of the tenant served longest ago, since when it has been ready and its
+-- lane; the
 -- ticket that took it no longer waits (the job's lease covers it from here). Interactive
 -- jobs first: a batch line is taken only when no interactive job is due, and batch lines
 -- too take turns by tenant, so two tenants' batches share what is left evenly.
-local function head_of(rotation, prefix)
+local function head_of(rotation, prefix, lane)
   local tenants = redis.call('ZRANGE', rotation, 0, tonumber(ARGV[3]) - 1)
   for _, tenant in ipairs(tenants) do
     local queue = prefix .. tenant
@@ -28,11 +29,11 @@ local function head_of(rotation, prefix)
       end
       local since = redis.call('HGET', KEYS[3], head[1]) or ARGV[1]
       redis.call('HDEL', KEYS[3], head[1])
-      return {head[1], since}
+      return {head[1], since, lane}
     elseif redis.call('EXISTS', queue) == 0 then
       redis.call('ZREM', rotation, tenant)
     end
   end
   return nil
 end
-return head_of(KEYS[1], ARGV[2]) or head_of(KEYS[5], ARGV[5])
+return head_of(KEYS[1], ARGV[2], 'interactive') or head_of(KEYS[5], ARGV[5], 'batch')
