@@ -47,9 +47,13 @@ def _png(seed: int) -> bytes:
     return out.getvalue()
 
 
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 def _image_server(root: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    handler = functools.partial(_Quiet, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
@@ -107,8 +111,13 @@ def _batch(api: str, batch_id: str) -> dict[str, Any]:
     return dict(requests.get(f"{api}/v1/batches/{batch_id}", headers=HEADERS, timeout=30).json())
 
 
-def _pids(stack: Any, prefix: str) -> list[int]:
-    return [c.pid for c in stack.children if any(prefix in str(a) for a in c.args)]
+def _pid(stack: Any, command: str, queue: str | None = None) -> int:
+    """The child running `visionq COMMAND` (for a worker, the one of `queue`)."""
+    for child in stack.children:
+        args = [str(a) for a in child.args]
+        if args[3] == command and (queue is None or queue in args):
+            return int(child.pid)
+    raise LookupError(command)
 
 
 def run(quick: bool, out: Path) -> dict[str, Any]:
@@ -122,7 +131,11 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
         with running(
             workers={"prepare": 1, "upstream": 1, "webhooks": 1},
             simulator_args=("--rpm", "0", "--latency", str(LATENCY)),
-            env={"VISIONQ_UPSTREAM_RPM": str(rpm), "VISIONQ_UPSTREAM_CONCURRENCY": "64"},
+            env={
+                "VISIONQ_UPSTREAM_RPM": str(rpm),
+                "VISIONQ_UPSTREAM_CONCURRENCY": "64",
+                "VISIONQ_ALLOW_PRIVATE_URLS": "true",  # the images are served on loopback
+            },
         ) as stack:
             return _measure(stack, base, lines=lines, rpm=rpm, window=window, probes=probes)
     finally:
@@ -150,15 +163,14 @@ def _measure(
     store = redis.Redis.from_url(stack.redis_url)
     redis_idle = int(store.info("memory")["used_memory"])
     data = _input(lines, urls, files)
-    api_pid = _pids(stack, "api")[0]
-    prepare_pid = _pids(stack, "worker-prepare")[0] if _pids(stack, "worker-prepare") else None
-    rss_before = _tree_rss(api_pid) + (_tree_rss(prepare_pid) if prepare_pid else 0)
+    api_pid, prepare_pid = _pid(stack, "api"), _pid(stack, "worker", "prepare")
+    rss_before = _tree_rss(api_pid) + _tree_rss(prepare_pid)
     peak = [rss_before]
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            peak.append(_tree_rss(api_pid) + (_tree_rss(prepare_pid) if prepare_pid else 0))
+            peak.append(_tree_rss(api_pid) + _tree_rss(prepare_pid))
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
