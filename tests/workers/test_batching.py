@@ -1,0 +1,104 @@
+"""The batch step called directly, without Celery: a window of lines at a time, and the
+end of a batch whose completion window passed, on a real Redis and file storage."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from tests.support import CORPUS, data_url
+from visionq import pipeline
+from visionq.batches import Batches
+from visionq.intake import Intake
+from visionq.runtime import Runtime
+from visionq.settings import Settings
+
+LINES = 7
+
+
+def _line(n: int) -> bytes:
+    body = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": data_url(CORPUS / "good" / "hopper.png")},
+                    },
+                    {"type": "text", "text": f"line {n}"},
+                ],
+            }
+        ]
+    }
+    line = {"custom_id": f"c{n}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+    return json.dumps(line).encode() + b"\n"
+
+
+@pytest.fixture
+def rt(redis_url: str, tmp_path: Path) -> Runtime:
+    settings = Settings(redis_url=redis_url, storage_url=f"file://{tmp_path}", batch_window=4)
+    return Runtime.from_settings(settings)
+
+
+def _batch(rt: Runtime) -> str:
+    def write(out: BinaryIO) -> None:
+        for n in range(1, LINES + 1):
+            out.write(_line(n))
+
+    intake = Intake(rt.settings, rt.store, rt.jobs, rt.broker, rt.files.records)
+    batches = Batches(rt.settings, rt.batches, rt.files, intake, rt.jobs, rt.store)
+    upload = rt.files.write_input(tenant="t", filename="in.jsonl", write=write)
+    return batches.create(tenant="t", api="openai", input_file_id=upload.id).id
+
+
+def test_lines_become_jobs_a_window_at_a_time(rt: Runtime) -> None:
+    batch_id = _batch(rt)
+    pipeline.advance_batch(batch_id, rt)
+    batch = rt.batches.get(batch_id, tenant="t")
+    assert batch.status == "in_progress" and batch.count("total") == LINES
+    assert (batch.count("admitted"), batch.count("in_flight")) == (4, 4)
+    jobs = rt.batches.line_jobs(batch_id, 0, 100)
+    assert [rt.jobs.get(j, tenant="t").fields["custom_id"] for j in jobs] == [
+        "c1",
+        "c2",
+        "c3",
+        "c4",
+    ]
+    pipeline.advance_batch(batch_id, rt)  # no room: nothing more
+    assert rt.batches.get(batch_id, tenant="t").count("admitted") == 4
+
+
+def test_an_expired_batch_ends_every_unfinished_line_and_keeps_the_finished(rt: Runtime) -> None:
+    batch_id = _batch(rt)
+    pipeline.advance_batch(batch_id, rt)
+    first = rt.batches.line_jobs(batch_id, 0, 1)[0]
+    result = {
+        "content": "done",
+        "reasoning_content": None,
+        "finish_reason": "stop",
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2},
+        "response": {"object": "chat.completion"},
+    }
+    assert rt.jobs.succeed(first, result)  # type: ignore[arg-type]
+    rt.batches.move(batch_id, allowed=("in_progress",), fields={"expires_at": time.time() - 1})
+    pipeline.advance_batch(batch_id, rt)
+    batch = rt.batches.get(batch_id, tenant="t")
+    assert batch.status == "expired" and batch.fields.get("expired_at")
+    assert (batch.count("completed"), batch.count("expired"), batch.count("failed")) == (1, 6, 0)
+    output, _ = rt.files.open_content(batch.fields["output_file_id"], tenant="t")
+    errors, _ = rt.files.open_content(batch.fields["error_file_id"], tenant="t")
+    with output, errors:
+        done = [json.loads(x) for x in output.read().splitlines()]
+        ended = [json.loads(x) for x in errors.read().splitlines()]
+    assert [d["custom_id"] for d in done] == ["c1"]
+    assert [e["custom_id"] for e in ended] == [f"c{n}" for n in range(2, LINES + 1)]
+    assert {e["error"]["code"] for e in ended} == {"batch_expired"}
+    # The admitted lines' jobs ended too, so no worker will call the upstream for them.
+    for job_id in rt.batches.line_jobs(batch_id, 1, 10):
+        job = rt.jobs.get(job_id, tenant="t")
+        assert job.status == "failed" and job.fields["error"]["type"] == "batch_expired"
