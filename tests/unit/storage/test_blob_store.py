@@ -199,3 +199,14 @@ def test_an_oversized_image_leaves_no_temporary_file(tmp_path: Path) -> None:
     with pytest.raises(PayloadTooLarge):
         store.put_image([b"x" * 600, b"y" * 600], max_bytes=1000)
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_body_is_read_from_an_offset_as_it_streams(backend: Backend) -> None:
+    lines = b"".join(f'{{"line": {n}}}\n'.encode() for n in range(2000))
+    backend.store.write_body("file-x", lambda out: out.write(lines))
+    offset = lines.index(b'{"line": 1500}')
+    with backend.store.open_body_at("file-x", offset) as fp:
+        assert fp.readline() == b'{"line": 1500}\n'
+        assert fp.read() == lines[offset + 15 :]
+    with pytest.raises(FileNotFoundError):
+        backend.store.open_body_at("file-missing", 0)
