@@ -11,6 +11,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from service.deps import services
 from service.jobs_api import json_body
+from service.pages import cursor_page
 from visionq import batch_objects
 from visionq.errors import Conflict, InvalidRequest
 from visionq.models import AnthropicBatchCreate, BatchCreate, whole_number
@@ -68,16 +69,7 @@ def list_batches() -> Any:
     page, more = services().batches.list_page(
         tenant=g.tenant, limit=_limit(), after=request.args.get("after"), api="openai"
     )
-    data = [_openai(b) for b in page]
-    return jsonify(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": more,
-        }
-    )
+    return jsonify(cursor_page([_openai(b) for b in page], more))
 
 
 @blueprint.post("/v1/batches/<batch_id>/cancel")
@@ -108,15 +100,7 @@ def list_message_batches() -> Any:
     page, more = services().batches.list_page(
         tenant=g.tenant, limit=_limit(), after=request.args.get("after_id"), api="anthropic"
     )
-    data = [_anthropic(b) for b in page]
-    return jsonify(
-        {
-            "data": data,
-            "has_more": more,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-        }
-    )
+    return jsonify(cursor_page([_anthropic(b) for b in page], more, openai=False))
 
 
 @blueprint.post("/anthropic/v1/messages/batches/<batch_id>/cancel")

@@ -8,6 +8,7 @@ from typing import Any, BinaryIO
 from flask import Blueprint, Response, g, jsonify, request
 
 from service.deps import services
+from service.pages import cursor_page
 from visionq import retention
 from visionq.errors import InvalidRequest
 from visionq.models import FileObject, whole_number
@@ -77,16 +78,7 @@ def list_files() -> Any:
         after=request.args.get("after"),
         newest_first=order == "desc",
     )
-    data = [file_object(r) for r in page]
-    return jsonify(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": more,
-        }
-    )
+    return jsonify(cursor_page([file_object(r) for r in page], more))
 
 
 @blueprint.get("/v1/files/<file_id>")

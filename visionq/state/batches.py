@@ -35,6 +35,7 @@ import redis
 
 from visionq.errors import NotFound
 from visionq.state import keys
+from visionq.state.pages import index_page
 from visionq.state.records import WebhookRecord
 from visionq.state.redis import redis_errors, script
 
@@ -244,31 +245,14 @@ class BatchStore:
     ) -> tuple[list[BatchRecord], bool]:
         """A page of the tenant's batches, newest first, after the batch `after`, and
         whether more follow. Ids of batches that expired are dropped as they are met."""
-        index = keys.tenant_batches(tenant)
-        upper = f"({after}" if after else "+"
-        found: list[BatchRecord] = []
-        with redis_errors():
-            while len(found) <= limit:
-                ids = [
-                    i.decode()
-                    for i in cast(
-                        list[bytes],
-                        self._redis.zrevrangebylex(index, upper, "-", start=0, num=limit + 1),
-                    )
-                ]
-                if not ids:
-                    break
-                pipe = self._redis.pipeline(transaction=False)
-                for batch_id in ids:
-                    pipe.hgetall(keys.batch(batch_id))
-                for batch_id, raw in zip(ids, pipe.execute(), strict=True):
-                    record = self._record(batch_id, raw)
-                    if record is None:
-                        self._redis.zrem(index, batch_id)
-                    else:
-                        found.append(record)
-                upper = f"({ids[-1]}"
-        return found[:limit], len(found) > limit
+        return index_page(
+            self._redis,
+            keys.tenant_batches(tenant),
+            key=keys.batch,
+            read=self._record,
+            limit=limit,
+            after=after,
+        )
 
     def delete(self, batch_id: str, *, tenant: str) -> None:
         """Remove an ended batch's record and what it kept beside it (its line jobs stay,

@@ -24,6 +24,7 @@ import redis
 from visionq.errors import NotFound
 from visionq.state import keys
 from visionq.state.blobs import Blobs
+from visionq.state.pages import index_page
 from visionq.state.redis import redis_errors, script
 
 FilePurpose = Literal["batch", "batch_output", "vision"]
@@ -123,29 +124,16 @@ class FileStore:
     ) -> tuple[list[FileRecord], bool]:
         """A page of the tenant's files after the file `after`, and whether more follow.
         Ids of files that expired are dropped as they are met."""
-        index = keys.tenant_files(tenant)
-        found: list[FileRecord] = []
-        bound = f"({after}" if after else ("+" if newest_first else "-")
-        with redis_errors():
-            while len(found) <= limit:
-                if newest_first:
-                    page = self._redis.zrevrangebylex(index, bound, "-", start=0, num=limit + 1)
-                else:
-                    page = self._redis.zrangebylex(index, bound, "+", start=0, num=limit + 1)
-                ids = [i.decode() for i in cast(list[bytes], page)]
-                if not ids:
-                    break
-                pipe = self._redis.pipeline(transaction=False)
-                for file_id in ids:
-                    pipe.hgetall(keys.file(file_id))
-                for file_id, raw in zip(ids, pipe.execute(), strict=True):
-                    record = self._record(file_id, raw)
-                    if record is None:
-                        self._redis.zrem(index, file_id)
-                    elif purpose is None or record.purpose == purpose:
-                        found.append(record)
-                bound = f"({ids[-1]}"
-        return found[:limit], len(found) > limit
+        return index_page(
+            self._redis,
+            keys.tenant_files(tenant),
+            key=keys.file,
+            read=self._record,
+            limit=limit,
+            after=after,
+            newest_first=newest_first,
+            keep=lambda record: purpose is None or record.purpose == purpose,
+        )
 
     def delete(self, file_id: str, *, tenant: str) -> list[str]:
         """Remove the file if `tenant` owns it; returns the images nobody uses any more,
