@@ -9,8 +9,6 @@ each process does.
 from __future__ import annotations
 
 import json
-import os
-import pty
 import re
 import subprocess
 import sys
@@ -19,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import CORPUS, KEYS, Stack, data_url
+from tests.support.processes import run_on_terminal
 from visionq.broker import DEFAULT_CONCURRENCY
 from visionq.client import Client
 from visionq.dev.ports import free_port
@@ -203,27 +202,8 @@ def test_tokens_per_image_and_total(stack: Stack, client: Client) -> None:
 
 def test_the_progress_line_is_drawn_only_on_a_terminal(stack: Stack) -> None:
     args = [sys.executable, "-m", "visionq", "submit", JPEG, "--prompt", "[sim:latency=2]"]
-    controller, terminal = pty.openpty()
-    with subprocess.Popen(
-        [*args, "--wait"],
-        env=_env(stack, KEYS["alice"]),
-        stdout=subprocess.PIPE,
-        stderr=terminal,
-        stdin=subprocess.DEVNULL,
-    ) as child:
-        os.close(terminal)
-        drawn = bytearray()
-        while True:
-            try:
-                chunk = os.read(controller, 4096)
-            except OSError:  # EIO: the child closed the terminal's last end
-                break
-            if not chunk:
-                break
-            drawn += chunk
-        stdout = child.stdout.read() if child.stdout else b""
-    os.close(controller)
-    assert child.returncode == 0, drawn
+    code, drawn, stdout = run_on_terminal([*args, "--wait"], _env(stack, KEYS["alice"]))
+    assert code == 0, drawn
     assert stdout.startswith(b"simulator saw 1 image(s)")
     assert re.search(rb"\r\x1b\[Kjob_\w+ (queued|running)  \d+\.\ds", drawn), drawn
     assert drawn.endswith(b"\r\x1b[K")  # the line is cleared before the answer

@@ -5,8 +5,6 @@ cancel, list, and the results as typed lines and as a JSONL file."""
 from __future__ import annotations
 
 import json
-import os
-import pty
 import re
 import shutil
 import subprocess
@@ -18,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support import CORPUS, KEYS, Stack, data_url
+from tests.support.processes import run_on_terminal
 from visionq.client import ApiError, Batch, BatchNotEnded, Client, FileObject
 from visionq.client._batches import image_line
 
@@ -220,23 +219,8 @@ def test_the_cli_draws_a_bar_on_a_terminal(stack: Stack, tmp_path: Path) -> None
     path = _jsonl(tmp_path, [_line(f"n{n}", "[sim:latency=1]") for n in range(4)])
     env = dict(stack.env, VISIONQ_URL=stack.base_url, VISIONQ_KEY=KEYS["alice"])
     args = [sys.executable, "-m", "visionq", "batch", "create", str(path), "--wait"]
-    controller, terminal = pty.openpty()
-    with subprocess.Popen(
-        args, env=env, stdout=subprocess.PIPE, stderr=terminal, stdin=subprocess.DEVNULL
-    ) as child:
-        os.close(terminal)
-        drawn = bytearray()
-        while True:
-            try:
-                chunk = os.read(controller, 4096)
-            except OSError:  # EIO: the child closed the terminal's last end
-                break
-            if not chunk:
-                break
-            drawn += chunk
-        stdout = child.stdout.read() if child.stdout else b""
-    os.close(controller)
-    assert child.returncode == 0, drawn
+    code, drawn, stdout = run_on_terminal(args, env)
+    assert code == 0, drawn
     assert re.search(rb"\r\x1b\[K(validating|in_progress) ", drawn), drawn
     assert b"\r\x1b[Kcompleted [########################] 4/4 100.0%" in drawn, drawn
     assert len(stdout.splitlines()) == 4

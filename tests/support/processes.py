@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +51,25 @@ def wait_for_http(url: str, process: Process, timeout: float = 30.0) -> None:
         ports.wait_for_http(url, process.popen, timeout)
     except RuntimeError as exc:
         raise RuntimeError(f"{process.name}: {exc}\n{process.tail()}") from None
+
+
+def run_on_terminal(args: list[str], env: dict[str, str]) -> tuple[int, bytes, bytes]:
+    """Run a command with its stderr on a pseudo-terminal (as a person at a terminal sees
+    it) and its stdout piped; its exit status, what it drew, and what it printed."""
+    controller, terminal = pty.openpty()
+    with subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=terminal, stdin=subprocess.DEVNULL
+    ) as child:
+        os.close(terminal)
+        drawn = bytearray()
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the child closed the terminal's last end
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        stdout = child.stdout.read() if child.stdout else b""
+    os.close(controller)
+    return child.returncode, bytes(drawn), stdout

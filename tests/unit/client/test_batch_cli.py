@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.processes import run_on_terminal
 from tests.support.servers import serving, wsgi_server
 from tests.unit.client.test_batches import StandIn, _batch
 
@@ -95,24 +95,9 @@ def test_on_a_terminal_the_bar_is_redrawn_and_results_go_to_stdout(
         stand_in,
         _batch("completed", request_counts=COUNTS | {"completed": 2}, output_file_id="file-out"),
     )
-    controller, terminal = pty.openpty()
     args = [sys.executable, "-m", "visionq", "batch", "watch", "batch_1"]
-    with subprocess.Popen(
-        args, env=env, stdout=subprocess.PIPE, stderr=terminal, stdin=subprocess.DEVNULL
-    ) as child:
-        os.close(terminal)
-        drawn = bytearray()
-        while True:
-            try:
-                chunk = os.read(controller, 4096)
-            except OSError:  # EIO: the child closed the terminal's last end
-                break
-            if not chunk:
-                break
-            drawn += chunk
-        stdout = child.stdout.read() if child.stdout else b""
-    os.close(controller)
-    assert child.returncode == 0, drawn
+    code, drawn, stdout = run_on_terminal(args, env)
+    assert code == 0, drawn
     assert b"\r\x1b[Kin_progress [############............] 1/2 50.0%" in drawn, drawn
     assert b"\r\x1b[Kcompleted [########################] 2/2 100.0%" in drawn, drawn
     assert drawn.endswith(b"\r\n")  # the bar's line is ended before the process ends
