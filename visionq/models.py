@@ -309,6 +309,19 @@ class AnthropicBatchCreate(_Strict):
     priority: Literal["batch", "interactive"] = "batch"
 
 
+#: OpenAI's batch statuses, which both forms of batch move through.
+BatchStatus = Literal[
+    "validating",
+    "failed",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "expired",
+    "cancelling",
+    "cancelled",
+]
+
+
 class BatchRequestCounts(BaseModel):
     total: int
     completed: int
@@ -326,16 +339,7 @@ class Batch(BaseModel):
     errors: dict[str, Any] | None
     input_file_id: str
     completion_window: str
-    status: Literal[
-        "validating",
-        "failed",
-        "in_progress",
-        "finalizing",
-        "completed",
-        "expired",
-        "cancelling",
-        "cancelled",
-    ]
+    status: BatchStatus
     output_file_id: str | None
     error_file_id: str | None
     created_at: int

@@ -34,21 +34,12 @@ from typing import Any, Literal, Required, TypedDict, cast
 import redis
 
 from visionq.errors import NotFound
+from visionq.models import BatchStatus
 from visionq.state import keys
 from visionq.state.pages import index_page
 from visionq.state.records import WebhookRecord
 from visionq.state.redis import redis_errors, script
 
-BatchStatus = Literal[
-    "validating",
-    "failed",
-    "in_progress",
-    "finalizing",
-    "completed",
-    "expired",
-    "cancelling",
-    "cancelled",
-]
 BatchApi = Literal["openai", "anthropic"]
 ENDED: frozenset[str] = frozenset({"failed", "completed", "expired", "cancelled"})
 #: How many lines of a batch may be jobs at once, unless configured (`batch_window`).
