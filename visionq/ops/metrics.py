@@ -72,8 +72,7 @@ UPSTREAM_RETRIES = Counter(
 PACING_WAITS = Counter(
     "visionq_pacing_waits",
     "Times an upstream call had to wait for room in the shared budget, by the limit that held "
-    "it (rpm, tpm, concurrency, paused: after an upstream 429, batch_share: a batch line "
-    "held to its share of the rpm)",
+    "it (rpm, tpm, concurrency, paused: after an upstream 429)",
     ["model", "limit"],
 )
 TOKENS = Counter(

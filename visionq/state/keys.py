@@ -47,13 +47,15 @@ PACE_SINCE = ":since"
 PACE_SLOTS = ":slots"
 PACE_TICKETS = ":tickets"
 PACE_PAUSED = ":paused_until"
+#: The requests of the model's moving window, by when each was sent.
+PACE_REQUESTS = ":requests"
+#: When the batch lane's next request is due (its theoretical arrival time).
+PACE_BATCH_DUE = ":batch_due"
 #: Batch lines wait in a rotation and queues of their own, behind interactive jobs.
 PACE_BATCH_TENANTS = ":batch_tenants"
 PACE_BATCH_QUEUE = ":bq:"
-#: The `limits` library's storage prefix for the pacer's request and token windows, and
-#: the namespaces of its two items.
+#: The `limits` library's storage prefix for the pacer's token window, and its namespace.
 PACE_LIMITS_PREFIX = "vq:limits"
-RPM_NAMESPACE = "vq:rpm"
 TPM_NAMESPACE = "vq:tpm"
 #: The `limits` library's storage prefix for the per-tenant API limits.
 TENANT_LIMITS_PREFIX = "vq:ratelimit"

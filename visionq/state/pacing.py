@@ -4,22 +4,27 @@ and a fair turn for every tenant (API.md, "Pacing the upstream").
 MiMo counts requests per minute, tokens per minute and calls in flight per model over the
 whole account, so the budget lives in Redis:
 
-- requests per minute: `limits`' moving window, cut into the smallest whole-second
-  window that divides the minute (120 RPM is 2 per second, 100 RPM is 5 per 3 seconds),
-  so calls are spread evenly instead of bursting a minute's worth at once;
+- requests per minute: a moving window cut into the smallest whole-second window that
+  divides the minute (120 RPM is 2 per second, 100 RPM is 5 per 3 seconds), so calls are
+  spread over the minute instead of bursting a minute's worth at once;
 - tokens per minute: `limits`' sliding-window counter, charged with the job's counted
   tokens (a moving window would keep one list entry per token);
 - calls in flight: a sorted set of slots, each with an expiry that the worker's lease
   keeper pushes forward, so a killed worker's slot frees itself within a lease.
+
+A turn takes room for its call and its job in one step (`pacing/admit`), so no job is
+taken that must then wait for the budget while a more urgent one arrives.
 
 Fairness cannot come from the broker: its queue is first in, first out, and a tenant's
 10,000 messages would sit in front of another tenant's one. So a ready job waits in its
 tenant's queue here, and the Celery message for the upstream stage is only a ticket:
 whichever ticket gets a turn takes the next job round-robin across tenants, the tenant
 served longest ago first. Batch lines (`lane="batch"`) wait in a second rotation of their
-own and are taken only when no interactive job is due, so a batch of 50,000 lines keeps
-an interactive job waiting no longer than the turn already under way; among batch lines
-the tenants take turns in the same way. Every ready job has a ticket; a ticket that finds no due job
+own and are taken only when no interactive job is due; among batch lines the tenants take
+turns in the same way. Batch lines are also sent evenly, one per interval of the budget
+(60 / RPM seconds), never in a burst, and leave one slot for calls in flight free: while a
+batch of 50,000 lines keeps the budget full, an interactive job finds room within one
+interval. Every ready job has a ticket; a ticket that finds no due job
 (its job went with an earlier ticket) does nothing. Within one worker process one thread
 at a time waits for room, the others behind a lock, so the budget is polled by each
 process rather than by each of its threads.
@@ -33,12 +38,12 @@ expire within a lease; the sweeper (`Pacer.tickets`, `TicketAudit`) then sends a
 tickets again, and, as a net for tickets lost before they ever registered, tickets for
 any due jobs beyond the live tickets and those still in the broker's list.
 
-This module owns every key under `keys.PACE_PREFIX` and the `limits` library's windows
-(`keys.PACE_LIMITS_PREFIX`); nothing else writes them. The lease sweep (`leases/sweep`)
+This module owns every key under `keys.PACE_PREFIX` and the `limits` library's token
+window (`keys.PACE_LIMITS_PREFIX`); nothing else writes them. The lease sweep (`leases/sweep`)
 reads a model's queues, to leave a job waiting its turn to its ticket. A turn takes its
 job through `Leases.take`, whose script writes the job's lease, not this module.
-The request and token windows keep the `limits` library's own clock (the host's); the
-rest reads `clock`, which tests replace (give the `Leases` the same one).
+The token window keeps the `limits` library's own clock (the host's); the rest reads
+`clock`, which tests replace (give the `Leases` the same one).
 """
 
 from __future__ import annotations
@@ -51,12 +56,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import redis
-from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
+from limits import RateLimitItemPerMinute
 from limits.storage import RedisStorage
-from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
+from limits.strategies import SlidingWindowCounterRateLimiter
 
 from visionq.ops import metrics
 from visionq.settings import Settings
@@ -73,21 +78,20 @@ SLOT_POLL_SECONDS = 0.05
 _TENANTS_PER_TURN = 100
 
 
-#: The share of a model's requests per minute that batch lines may take: the rest of each
-#: window stays free for interactive calls, so one arriving while a batch keeps the budget
-#: full waits for no window to turn (at least one request of every window is left).
-BATCH_SHARE = 0.98
-_BATCH_SHARE = ":batch"
+#: The longest a turn sleeps before it looks at the budget again.
+_LONGEST_WAIT = 5.0
+#: How far the batch lane may run ahead of even spacing: half an interval, at least this
+#: many seconds. A turn that wakes that much early is let through, so one that wakes a
+#: little late loses nothing and batch lines alone spend the whole budget, never two at
+#: once.
+_BATCH_AHEAD_LEAST = 0.01
 
 
-def batch_rpm(rpm: int) -> int:
-    return max(1, min(rpm - 1, math.floor(rpm * BATCH_SHARE)))
-
-
-def rpm_item(rpm: int) -> RateLimitItemPerSecond:
-    """`rpm` per minute as the smallest whole-second window that divides the minute."""
+def rpm_window(rpm: int) -> tuple[int, int]:
+    """`rpm` per minute as requests per the smallest whole-second window that divides the
+    minute: calls are spread over the minute instead of bursting a minute's worth at once."""
     common = math.gcd(rpm, 60)
-    return RateLimitItemPerSecond(rpm // common, 60 // common, namespace=keys.RPM_NAMESPACE)
+    return rpm // common, 60 // common
 
 
 @dataclass(frozen=True)
@@ -181,12 +185,11 @@ class Pacer:
         storage = RedisStorage(
             "redis://", connection_pool=client.connection_pool, key_prefix=keys.PACE_LIMITS_PREFIX
         )
-        self._requests = MovingWindowRateLimiter(storage)
         self._tokens = SlidingWindowCounterRateLimiter(storage)
         self._enter = script(client, "pacing/enter")
         self._offer = script(client, "pacing/offer")
-        self._next = script(client, "pacing/next")
-        self._acquire_slot = script(client, "pacing/acquire_slot")
+        self._admit = script(client, "pacing/admit")
+        self._refund = script(client, "pacing/refund")
         self._tickets_script = script(client, "pacing/tickets")
         self._gates: dict[str, threading.Lock] = {}
         self._gates_lock = threading.Lock()
@@ -219,17 +222,14 @@ class Pacer:
 
     @contextmanager
     def turn(self, model: str) -> Iterator[Turn | None]:
-        """Wait for a slot and a request in `model`'s budget, then take the next job fairly.
+        """Wait for room in `model`'s budget, then take the next job fairly.
 
         Yields None when no job is due. The slot and the job's lease are held, and renewed,
         until the block ends; releasing the job (or finishing it) is the caller's part.
         Until it takes a job the ticket is registered as waiting (see the module's doc).
         """
-        budget = self._settings.budget(model)
-        slots = keys.pace(model, keys.PACE_SLOTS)
         ticket = f"ticket_{uuid.uuid4().hex}"
-        slot: str | None = None
-        taken: Turn | None = None
+        taken: tuple[Turn, str] | None = None
         with redis_errors():
             anything_ready = self._enter(
                 keys=[
@@ -245,16 +245,14 @@ class Pacer:
         self._hold_ticket(model, ticket)
         try:
             with self._gate(model):
-                slot = self._wait_for_slot(model, slots, budget.concurrency)
-                self._keeper.hold(slot, lambda: self._renew_slot(slots, slot))
                 taken = self._take_next(model, ticket)
                 if taken is not None:
-                    job_id = taken.job_id
-                    self._keeper.hold(job_id, lambda: self._leases.renew(job_id))
-                    self._wait_for_request(model, budget.rpm, lane=taken.lane)
-            yield taken
+                    (turn, slot), slots = taken, keys.pace(model, keys.PACE_SLOTS)
+                    self._keeper.hold(slot, lambda: self._renew_slot(slots, slot))
+                    self._keeper.hold(turn.job_id, lambda: self._leases.renew(turn.job_id))
+            yield None if taken is None else taken[0]
         finally:
-            self._leave(model, ticket, slot, taken)
+            self._leave(model, ticket, taken)
 
     def spend_tokens(self, model: str, tokens: int) -> None:
         """Wait until `model`'s tokens-per-minute budget has room for `tokens`, and take it."""
@@ -297,18 +295,6 @@ class Pacer:
         with self._gates_lock:
             return self._gates.setdefault(model, threading.Lock())
 
-    def _wait_for_slot(self, model: str, slots: str, limit: int) -> str:
-        slot = f"slot_{uuid.uuid4().hex}"
-        waits = _Waits(model)
-        while True:
-            now = self._clock()
-            until = now + self._leases.lease
-            with redis_errors():
-                if self._acquire_slot(keys=[slots], args=[now, until, limit, slot]):
-                    return slot
-            waits.held_by("concurrency")
-            time.sleep(SLOT_POLL_SECONDS)
-
     def _renew_slot(self, slots: str, slot: str) -> None:
         with redis_errors():
             self._redis.zadd(slots, {slot: self._clock() + self._leases.lease}, xx=True)
@@ -334,71 +320,75 @@ class Pacer:
                     keys.pace(model, keys.PACE_TICKETS), dict.fromkeys(held, until), xx=True
                 )
 
-    def _take_next(self, model: str, ticket: str) -> Turn | None:
-        next_keys = [
-            keys.pace(model, keys.PACE_TENANTS),
-            keys.pace(model, keys.PACE_SERVED),
-            keys.pace(model, keys.PACE_SINCE),
-            keys.pace(model, keys.PACE_TICKETS),
-            keys.pace(model, keys.PACE_BATCH_TENANTS),
+    def _take_next(self, model: str, ticket: str) -> tuple[Turn, str] | None:
+        """The next job with a slot and a request for it (`pacing/admit`), and the slot."""
+        budget = self._settings.budget(model)
+        per_window, window = rpm_window(budget.rpm)
+        interval = 60 / budget.rpm
+        admit_keys = [
+            keys.pace(model, part)
+            for part in (
+                keys.PACE_TENANTS,
+                keys.PACE_SERVED,
+                keys.PACE_SINCE,
+                keys.PACE_TICKETS,
+                keys.PACE_BATCH_TENANTS,
+                keys.PACE_SLOTS,
+                keys.PACE_REQUESTS,
+                keys.PACE_BATCH_DUE,
+                keys.PACE_PAUSED,
+            )
         ]
+        waits = _Waits(model)
         while True:
+            now, slot = self._clock(), f"slot_{uuid.uuid4().hex}"
             with redis_errors():
-                head = self._next(
-                    keys=next_keys,
+                head = self._admit(
+                    keys=admit_keys,
                     args=[
-                        self._clock(),
+                        now,
                         keys.pace(model, keys.PACE_QUEUE),
                         _TENANTS_PER_TURN,
                         ticket,
                         keys.pace(model, keys.PACE_BATCH_QUEUE),
+                        slot,
+                        now + self._leases.lease,
+                        budget.concurrency,
+                        per_window,
+                        window,
+                        interval,
+                        max(interval / 2, _BATCH_AHEAD_LEAST),
                     ],
                 )
             if head is None:
                 return None
+            if head[0] == b"wait":
+                waits.held_by(head[2].decode())
+                # A batch line's wait is cut short: an interactive job may arrive meanwhile.
+                longest = SLOT_POLL_SECONDS if head[3] == b"batch" else _LONGEST_WAIT
+                time.sleep(min(longest, max(0.005, float(head[1]))))
+                continue
             self._drop_ticket(model, ticket)
-            job_id = head[0].decode()
-            # Not taken: canceled, deleted, finished, or a live worker holds it.
+            job_id, lane = head[0].decode(), cast(Lane, head[2].decode())
             attempt = self._leases.take(job_id, "upstream")
             if attempt is not None:
-                lane: Lane = "batch" if head[2] == b"batch" else "interactive"
-                return Turn(job_id, attempt, ready_since=float(head[1]), lane=lane)
-
-    def _wait_for_request(self, model: str, rpm: int, *, lane: Lane) -> None:
-        waits = _Waits(model)
-        if lane == "batch":
-            # A batch line also takes a hit in a window a little smaller than the budget,
-            # so that every window keeps room for an interactive call (`batch_rpm`).
-            share = rpm_item(batch_rpm(rpm))
-            while True:
-                with redis_errors():
-                    if self._requests.hit(share, f"{model}{_BATCH_SHARE}"):
-                        break
-                    reset = self._requests.get_window_stats(share, f"{model}{_BATCH_SHARE}")
-                waits.held_by("batch_share")
-                time.sleep(min(5.0, max(0.005, reset.reset_time - time.time())))
-        item = rpm_item(rpm)
-        while True:
+                return Turn(job_id, attempt, ready_since=float(head[1]), lane=lane), slot
+            # Not taken: canceled, deleted, finished, or a live worker holds it.
             with redis_errors():
-                paused_until = float(self._redis.get(keys.pace(model, keys.PACE_PAUSED)) or 0)
-                paused = paused_until - self._clock()
-                if paused <= 0 and self._requests.hit(item, model):
-                    return
-                wait = paused
-                if paused <= 0:
-                    wait = self._requests.get_window_stats(item, model).reset_time - time.time()
-            waits.held_by("paused" if paused > 0 else "rpm")
-            time.sleep(min(5.0, max(0.005, wait)))
+                self._refund(
+                    keys=[admit_keys[5], admit_keys[6], admit_keys[7]],
+                    args=[slot, interval if lane == "batch" else 0],
+                )
 
-    def _leave(self, model: str, ticket: str, slot: str | None, taken: Turn | None) -> None:
+    def _leave(self, model: str, ticket: str, taken: tuple[Turn, str] | None) -> None:
         """Free the slot and, if it took no job, unregister the ticket: one round trip."""
         self._drop_ticket(model, ticket)
         pipe = self._redis.pipeline(transaction=False)
         if taken is None:
             pipe.zrem(keys.pace(model, keys.PACE_TICKETS), ticket)
         else:
-            self._keeper.drop(taken.job_id)
-        if slot is not None:
+            turn, slot = taken
+            self._keeper.drop(turn.job_id)
             self._keeper.drop(slot)
             pipe.zrem(keys.pace(model, keys.PACE_SLOTS), slot)
         try:

@@ -15,7 +15,8 @@ from tests.unit.state.clock import Clock
 from visionq.settings import Settings
 from visionq.state.jobs import JobStore
 from visionq.state.leases import LeaseKeeper, Leases
-from visionq.state.pacing import Lane, Pacer, rpm_item, waiting_jobs
+from visionq.state import keys
+from visionq.state.pacing import Lane, Pacer, rpm_window, waiting_jobs
 
 MODEL = "mimo-v2.5"
 
@@ -51,8 +52,7 @@ def _take(pacer: Pacer) -> str | None:
 def test_requests_per_minute_are_spread_over_the_smallest_whole_second_window(
     rpm: int, amount: int, seconds: int
 ) -> None:
-    item = rpm_item(rpm)
-    assert (item.amount, item.get_expiry()) == (amount, seconds)
+    assert rpm_window(rpm) == (amount, seconds)
 
 
 def test_turns_go_round_robin_so_a_backlog_does_not_hold_back_another_tenant(redis_db) -> None:
@@ -167,13 +167,44 @@ def test_two_tenants_batch_lines_take_turns(redis_db) -> None:
     assert [_take(pacer) for _ in range(6)] == [a[0], b[0], a[1], b[1], a[2], b[2]]
 
 
-def test_batch_lines_leave_room_in_every_window_for_an_interactive_call(redis_db) -> None:
-    pacer = _pacer(redis_db, rpm=120)  # 2 a second: batch lines may take 1 of them
-    lines = [_ready(redis_db, pacer, "big", lane="batch") for _ in range(2)]
+def test_batch_lines_are_sent_evenly_and_the_next_room_goes_to_an_interactive_job(
+    redis_db,
+) -> None:
+    pacer = _pacer(redis_db, rpm=120)  # 2 a second, one every 0.5 s for batch lines
+    lines = [_ready(redis_db, pacer, "big", lane="batch") for _ in range(3)]
     started = time.monotonic()
     assert _take(pacer) == lines[0]
-    mine = _ready(redis_db, pacer, "small")
-    assert _take(pacer) == mine
-    assert time.monotonic() - started < 0.5  # the window's second request was kept for it
     assert _take(pacer) == lines[1]
-    assert time.monotonic() - started >= 0.5  # the next line waited for the window to turn
+    # The window had room for both at once; the batch lane spaced them instead.
+    assert time.monotonic() - started >= 0.2
+    mine = _ready(redis_db, pacer, "small")
+    assert _take(pacer) == mine  # the window's next room, before the waiting line
+    assert time.monotonic() - started >= 0.9
+    assert _take(pacer) == lines[2]
+
+
+def test_a_batch_line_leaves_one_slot_free_for_an_interactive_job(redis_db) -> None:
+    pacer = _pacer(redis_db, rpm=6000, concurrency=2)
+    lines = [_ready(redis_db, pacer, "big", lane="batch") for _ in range(2)]
+    got: list[str | None] = []
+    with pacer.turn(MODEL) as turn:
+        assert turn is not None and turn.job_id == lines[0]
+        mine = _ready(redis_db, pacer, "small")
+        assert _take(_pacer(redis_db, rpm=6000, concurrency=2)) == mine
+        waiting = threading.Thread(target=lambda: got.append(_take(pacer)))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive()  # one slot is free, but not for a batch line
+    waiting.join(5)
+    assert got == [lines[1]]
+
+
+def test_a_batch_line_passed_over_costs_no_request(redis_db) -> None:
+    pacer = _pacer(redis_db, rpm=60)  # one a second
+    canceled, kept = (_ready(redis_db, pacer, "a", lane="batch") for _ in range(2))
+    JobStore(redis_db, ttl=600, queued_grace=300).cancel(canceled, tenant="a")
+    assert _take(pacer) == kept
+    assert redis_db.zcard(keys.pace(MODEL, keys.PACE_REQUESTS)) == 1
+    # The lane's next request is one interval away, not two.
+    due = float(redis_db.get(keys.pace(MODEL, keys.PACE_BATCH_DUE)))
+    assert due - time.time() <= 1.0
