@@ -13,7 +13,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import IO, Any, BinaryIO, cast
 
 import boto3
@@ -44,16 +44,20 @@ _S3_NO_BUCKET = {"NoSuchBucket"}
 
 
 class _Streamed(io.RawIOBase):
-    """An S3 object's body as a raw stream, for `io.BufferedReader` (which gives lines)."""
+    """An S3 object's body as a raw stream, for `io.BufferedReader` (which gives lines).
+    A connection lost or timed out in the middle is an outage (`Unavailable`), as it would
+    have been at the GET, not a half-read file."""
 
-    def __init__(self, body: Any) -> None:
+    def __init__(self, body: Any, errors: Callable[[str], AbstractContextManager[None]]) -> None:
         self._body = body
+        self._errors = errors
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._body.read(len(buffer))
+        with self._errors("read an object"):
+            data = self._body.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
 
@@ -194,7 +198,8 @@ class S3Store(SpoolingStore):
             answer = self._s3.get_object(
                 Bucket=self.bucket, Key=self._body_key(name), Range=f"bytes={offset}-"
             )
-        return cast(BinaryIO, io.BufferedReader(_Streamed(answer["Body"]), CHUNK_BYTES))
+        streamed = _Streamed(answer["Body"], self._s3_errors)
+        return cast(BinaryIO, io.BufferedReader(streamed, CHUNK_BYTES))
 
     def delete_body(self, name: str) -> None:
         with self._s3_errors("delete a body"):

@@ -4,6 +4,7 @@ content addressing, limits, bodies, errors; and the file store's atomic rewrites
 from __future__ import annotations
 
 import hashlib
+import http.server
 import os
 import threading
 from pathlib import Path
@@ -163,6 +164,40 @@ def test_s3_unreachable_is_unavailable_without_secrets(
         assert down.value.status == 503
         assert down.value.retry_after
         _assert_no_secret(down.value, s3)
+
+
+def test_an_s3_body_cut_off_while_it_streams_is_unavailable(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class CutShort(http.server.BaseHTTPRequestHandler):
+        """Answers every GET with the start of a 1 MB object, then hangs up."""
+
+        def do_GET(self) -> None:
+            self.send_response(206)
+            self.send_header("Content-Length", str(1024 * 1024))
+            self.send_header("Content-Range", f"bytes 0-{1024 * 1024 - 1}/{1024 * 1024}")
+            self.end_headers()
+            self.wfile.write(b'{"line": 1}\n' * 100)
+            self.close_connection = True
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CutShort)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for name, value in s3.env().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        with open_store("s3://any-bucket").open_body_at("file-x", 0) as fp:
+            assert fp.readline() == b'{"line": 1}\n'
+            with pytest.raises(Unavailable) as cut:
+                fp.read()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert cut.value.status == 503
+    _assert_no_secret(cut.value, s3)
 
 
 def _assert_no_secret(exc: Unavailable, s3: S3Server) -> None:
