@@ -48,7 +48,7 @@ class Files:
             raise PayloadTooLarge(
                 f"a batch file is at most {self._settings.max_request_bytes} bytes", param="file"
             )
-        return self._write(tenant, "batch", filename, lambda out: _copy(upload, out))
+        return self._write(new_file_id(), tenant, "batch", filename, lambda out: _copy(upload, out))
 
     def _create_image(
         self, upload: IO[bytes], size: int, *, tenant: str, filename: str
@@ -88,12 +88,12 @@ class Files:
 
     def _write(
         self,
+        file_id: str,
         tenant: str,
         purpose: FilePurpose,
         filename: str,
         write: Callable[[BinaryIO], object],
     ) -> FileRecord:
-        file_id = new_file_id()
         sized = _Counting(write)
         self._store.write_body(file_id, sized)
         return self.records.create(
@@ -109,16 +109,17 @@ class Files:
         )
 
     def write_output(
-        self, *, tenant: str, filename: str, write: Callable[[BinaryIO], object]
+        self, file_id: str, *, tenant: str, filename: str, write: Callable[[BinaryIO], object]
     ) -> FileRecord:
-        """A batch's result file, streamed by `write` into the store."""
-        return self._write(tenant, "batch_output", filename, write)
+        """A batch's result file, streamed by `write` into the store under `file_id`
+        (`new_file_id`; written again, the same id replaces the file whole)."""
+        return self._write(file_id, tenant, "batch_output", filename, write)
 
     def write_input(
         self, *, tenant: str, filename: str, write: Callable[[BinaryIO], object]
     ) -> FileRecord:
         """A batch input made by the service (an Anthropic message batch's requests)."""
-        return self._write(tenant, "batch", filename, write)
+        return self._write(new_file_id(), tenant, "batch", filename, write)
 
     def get(self, file_id: str, *, tenant: str) -> FileRecord:
         return self.records.get(file_id, tenant=tenant)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+import redis
 
 from tests.support import CORPUS, data_url
 from visionq import pipeline
@@ -16,6 +17,7 @@ from visionq.batches import Batches
 from visionq.intake import Intake
 from visionq.runtime import Runtime
 from visionq.settings import Settings
+from visionq.state import keys
 
 LINES = 7
 
@@ -73,9 +75,8 @@ def test_lines_become_jobs_a_window_at_a_time(rt: Runtime) -> None:
     assert rt.batches.get(batch_id, tenant="t").count("admitted") == 4
 
 
-def test_an_expired_batch_ends_every_unfinished_line_and_keeps_the_finished(rt: Runtime) -> None:
-    batch_id = _batch(rt)
-    pipeline.advance_batch(batch_id, rt)
+def _expire_with_one_success(rt: Runtime, batch_id: str) -> None:
+    """The first line succeeds, then the batch's completion window passes."""
     first = rt.batches.line_jobs(batch_id, 0, 1)[0]
     result = {
         "content": "done",
@@ -87,6 +88,12 @@ def test_an_expired_batch_ends_every_unfinished_line_and_keeps_the_finished(rt: 
     assert rt.jobs.succeed(first, result)  # type: ignore[arg-type]
     rt.batches.move(batch_id, allowed=("in_progress",), fields={"expires_at": time.time() - 1})
     pipeline.advance_batch(batch_id, rt)
+
+
+def test_an_expired_batch_ends_every_unfinished_line_and_keeps_the_finished(rt: Runtime) -> None:
+    batch_id = _batch(rt)
+    pipeline.advance_batch(batch_id, rt)
+    _expire_with_one_success(rt, batch_id)
     batch = rt.batches.get(batch_id, tenant="t")
     assert batch.status == "expired" and batch.fields.get("expired_at")
     assert (batch.count("completed"), batch.count("expired"), batch.count("failed")) == (1, 6, 0)
@@ -102,3 +109,28 @@ def test_an_expired_batch_ends_every_unfinished_line_and_keeps_the_finished(rt: 
     for job_id in rt.batches.line_jobs(batch_id, 1, 10):
         job = rt.jobs.get(job_id, tenant="t")
         assert job.status == "failed" and job.fields["error"]["type"] == "batch_expired"
+
+
+def test_a_finalizer_run_again_after_a_crash_rewrites_the_same_files(rt: Runtime) -> None:
+    batch_id = _batch(rt)
+    pipeline.advance_batch(batch_id, rt)
+    _expire_with_one_success(rt, batch_id)
+    first = rt.batches.get(batch_id, tenant="t")
+    outputs = {first.fields["output_file_id"], first.fields["error_file_id"]}
+
+    def batch_outputs() -> set[str]:
+        files, _ = rt.files.records.list_files(
+            tenant="t", purpose="batch_output", limit=100, after=None, newest_first=True
+        )
+        return {f.id for f in files}
+
+    assert batch_outputs() == outputs
+    # What a finalizer killed after writing its files leaves: the files, not the end.
+    stored = redis.Redis.from_url(rt.settings.redis_url)
+    stored.hset(keys.batch(batch_id), "status", "finalizing")
+    stored.hdel(keys.batch(batch_id), "output_file_id", "error_file_id")
+    pipeline.advance_batch(batch_id, rt)
+    again = rt.batches.get(batch_id, tenant="t")
+    assert again.status == "expired"
+    assert {again.fields["output_file_id"], again.fields["error_file_id"]} == outputs
+    assert batch_outputs() == outputs  # the first run's files were replaced, none left over

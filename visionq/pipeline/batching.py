@@ -34,6 +34,7 @@ from visionq.intake import Intake
 from visionq.ops import logs
 from visionq.runtime import Runtime
 from visionq.state.batches import BatchRecord
+from visionq.state.files import new_file_id
 from visionq.state.jobs import BatchLine
 from visionq.state.records import JobRecord
 
@@ -272,22 +273,27 @@ def _stop_lines(batch: BatchRecord, rt: Runtime) -> None:
 def _finalize(batch: BatchRecord, rt: Runtime) -> None:
     """Write the result files from the lines' jobs, in line order, then end the batch
     with the counts of what was written."""
+    output_id = batch.fields.get("output_file_next") or new_file_id()
+    error_id = batch.fields.get("error_file_next") or new_file_id()
+    reserved = {"output_file_next": output_id, "error_file_next": error_id}
     if batch.status == "in_progress":
         rt.batches.move(
             batch.id,
             allowed=("in_progress",),
             status="finalizing",
-            fields={"finalizing_at": round(time.time(), 3)},
+            fields={"finalizing_at": round(time.time(), 3), **reserved},
         )
+    elif "output_file_next" not in batch.fields:
+        rt.batches.move(batch.id, allowed=(batch.status,), fields=reserved)
     ending = batch.fields.get("ending")
     final = "cancelled" if batch.status == "cancelling" else ending or "completed"
     with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as errors:
         counts = _write_lines(batch, rt, output, errors, final=final)
         fields: dict[str, Any] = {**counts, "in_flight": 0}
         if counts["completed"] or (batch.fields["api"] == "anthropic" and output.tell()):
-            fields["output_file_id"] = _store_file(rt, batch, output, "output")
+            fields["output_file_id"] = _store_file(rt, batch, output, "output", output_id)
         if errors.tell():
-            fields["error_file_id"] = _store_file(rt, batch, errors, "errors")
+            fields["error_file_id"] = _store_file(rt, batch, errors, "errors", error_id)
     if rt.batches.finish(
         batch.id, allowed=("finalizing", "cancelling"), status=final, fields=fields
     ):
@@ -299,9 +305,10 @@ def _finalize(batch: BatchRecord, rt: Runtime) -> None:
         )
 
 
-def _store_file(rt: Runtime, batch: BatchRecord, spool: IO[bytes], kind: str) -> str:
+def _store_file(rt: Runtime, batch: BatchRecord, spool: IO[bytes], kind: str, file_id: str) -> str:
     spool.seek(0)
     record = rt.files.write_output(
+        file_id,
         tenant=batch.tenant,
         filename=f"{batch.id}_{kind}.jsonl",
         write=lambda out: _copy(spool, out),

@@ -88,6 +88,10 @@ class BatchFields(TypedDict, total=False):
     ending: str
     output_file_id: str
     error_file_id: str
+    #: The ids the finalizer writes its files under, chosen before it writes them: a run
+    #: after a crash writes the same files again instead of leaving the first ones behind.
+    output_file_next: str
+    error_file_next: str
 
 
 @dataclass(frozen=True)
