@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from tests.support import CORPUS, Stack, data_url
 from tests.support.webhooks import Receiver
+from visionq.settings import Settings
 
 HOPPER = data_url(CORPUS / "good" / "hopper.png")
 ENDED = ("completed", "failed", "expired", "cancelled")
@@ -272,3 +274,24 @@ def test_files_and_jobs_of_another_form_stay_apart(stack: Stack) -> None:
             f"{stack.base_url}/anthropic/v1/messages/batches/{batch['id']}", timeout=30
         )
     assert answer.status_code == 404
+
+
+def test_a_batch_file_over_200_mb_is_413_and_stores_nothing(stack: Stack, tmp_path: Path) -> None:
+    big = tmp_path / "big.jsonl"
+    with big.open("wb") as out:
+        out.write(json.dumps(line("c1")).encode() + b"\n")
+        out.truncate(Settings().max_request_bytes + 1)
+    bodies = stack.storage_root / "bodies"
+    before = sorted(bodies.rglob("*")) if bodies.exists() else []
+    with stack.session() as http, big.open("rb") as fp:
+        answer = http.post(
+            f"{stack.base_url}/v1/files",
+            files={"file": ("big.jsonl", fp, "application/jsonl")},
+            data={"purpose": "batch"},
+            timeout=120,
+        )
+        listed = http.get(f"{stack.base_url}/v1/files", params={"purpose": "batch"}).json()
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["error"]["type"] == "payload_too_large"
+    assert "big.jsonl" not in {f["filename"] for f in listed["data"]}
+    assert (sorted(bodies.rglob("*")) if bodies.exists() else []) == before

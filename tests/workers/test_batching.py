@@ -52,10 +52,13 @@ def _batch(rt: Runtime) -> str:
         for n in range(1, LINES + 1):
             out.write(_line(n))
 
-    intake = Intake(rt.settings, rt.store, rt.jobs, rt.broker, rt.files.records)
-    batches = Batches(rt.settings, rt.batches, rt.files, intake, rt.jobs, rt.store)
     upload = rt.files.write_input(tenant="t", filename="in.jsonl", write=write)
-    return batches.create(tenant="t", api="openai", input_file_id=upload.id).id
+    return _batches(rt).create(tenant="t", api="openai", input_file_id=upload.id).id
+
+
+def _batches(rt: Runtime) -> Batches:
+    intake = Intake(rt.settings, rt.store, rt.jobs, rt.broker, rt.files.records)
+    return Batches(rt.settings, rt.batches, rt.files, intake, rt.jobs, rt.store)
 
 
 def test_lines_become_jobs_a_window_at_a_time(rt: Runtime) -> None:
@@ -134,3 +137,35 @@ def test_a_finalizer_run_again_after_a_crash_rewrites_the_same_files(rt: Runtime
     assert again.status == "expired"
     assert {again.fields["output_file_id"], again.fields["error_file_id"]} == outputs
     assert batch_outputs() == outputs  # the first run's files were replaced, none left over
+
+
+def test_a_file_of_more_than_50000_requests_fails_at_line_50001_and_runs_none(
+    rt: Runtime,
+) -> None:
+    def write(out: BinaryIO) -> None:
+        for n in range(1, 50_002):
+            body = {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "image_url",
+                                "image_url": {"url": "https://example.com/a.png"},
+                            },
+                            {"type": "text", "text": "what is it?"},
+                        ],
+                    }
+                ]
+            }
+            line = {"custom_id": f"c{n}", "method": "POST", "url": "/v1/chat/completions"}
+            out.write(json.dumps({**line, "body": body}).encode() + b"\n")
+
+    upload = rt.files.write_input(tenant="t", filename="big.jsonl", write=write)
+    batch_id = _batches(rt).create(tenant="t", api="openai", input_file_id=upload.id).id
+    pipeline.advance_batch(batch_id, rt)
+    batch = rt.batches.get(batch_id, tenant="t")
+    assert batch.status == "failed"
+    errors = batch.fields["errors"] or []
+    assert [(e["code"], e["line"]) for e in errors] == [("too_many_requests", 50_001)]
+    assert rt.batches.line_jobs(batch_id, 0, 10) == []
