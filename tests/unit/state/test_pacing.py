@@ -13,9 +13,9 @@ import redis
 from tests.support import bare_job
 from tests.unit.state.clock import Clock
 from visionq.settings import Settings
+from visionq.state import keys
 from visionq.state.jobs import JobStore
 from visionq.state.leases import LeaseKeeper, Leases
-from visionq.state import keys
 from visionq.state.pacing import Lane, Pacer, rpm_window, waiting_jobs
 
 MODEL = "mimo-v2.5"
