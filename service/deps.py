@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 
-import redis
 from flask import current_app
 
 from visionq.batches import Batches
@@ -13,6 +12,7 @@ from visionq.ops import metrics
 from visionq.runtime import Resources
 from visionq.settings import Settings
 from visionq.state import pacing
+from visionq.state.connection import open_redis
 from visionq.state.idempotency import IdempotencyKeys
 from visionq.state.storewrites import WriteProbe, WriteRefusals
 from visionq.state.tenantlimits import UPLOAD_LEASE_MARGIN, TenantLimits, UploadSlots
@@ -26,7 +26,7 @@ class Services:
         self.settings = settings
         # A bounded pool that threads queue on: a thousand long-polls waking at once share
         # a few dozen connections instead of opening a thousand sockets at the same moment.
-        pool = redis.BlockingConnectionPool.from_url(
+        client = open_redis(
             settings.redis_url,
             max_connections=64,
             timeout=20,
@@ -34,7 +34,7 @@ class Services:
             socket_timeout=10,
             health_check_interval=30,
         )
-        shared = Resources.open(settings, redis.Redis(connection_pool=pool))
+        shared = Resources.open(settings, client)
         self.redis, self.store, self.jobs = shared.client, shared.store, shared.jobs
         self.outbox, self.broker, self.files = shared.outbox, shared.broker, shared.files
         self.intake = Intake(settings, self.store, self.jobs, self.broker, self.files.records)

@@ -24,12 +24,13 @@ from visionq.files import Files
 from visionq.media.urlfetch import UrlFetcher
 from visionq.settings import Settings
 from visionq.state.batches import BatchStore
+from visionq.state.connection import open_redis
 from visionq.state.files import FileStore
 from visionq.state.jobs import JobStore
 from visionq.state.leases import LeaseKeeper, Leases
 from visionq.state.outbox import Outbox
 from visionq.state.pacing import Lane, Pacer
-from visionq.state.redis import redis_errors
+from visionq.state.redis import Replicas, redis_errors
 from visionq.storage import BlobStore, open_store
 from visionq.upstream.client import UpstreamClient
 from visionq.webhooks import Signer
@@ -52,6 +53,7 @@ class Resources:
     def open(cls, settings: Settings, client: redis.Redis) -> Resources:
         broker = CeleryRedis(client)
         store = open_store(settings.storage_url)
+        replicas = Replicas(settings.redis_wait_replicas, settings.redis_wait_timeout)
 
         def wake_batch(batch_id: str) -> None:
             with redis_errors():
@@ -65,6 +67,7 @@ class Resources:
                 ttl=settings.result_ttl,
                 queued_grace=settings.queued_grace,
                 wake_batch=wake_batch,
+                replicas=replicas,
             ),
             outbox=Outbox(client),
             store=store,
@@ -74,8 +77,11 @@ class Resources:
                 ttl=settings.result_ttl,
                 message=broker.batch_push,
                 lock_seconds=settings.job_lease,
+                replicas=replicas,
             ),
-            files=Files(settings, store, FileStore(client, ttl=settings.result_ttl)),
+            files=Files(
+                settings, store, FileStore(client, ttl=settings.result_ttl, replicas=replicas)
+            ),
         )
 
 
@@ -93,7 +99,7 @@ class Runtime(Resources):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
-        client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+        client = open_redis(settings.redis_url, health_check_interval=30)
         shared = Resources.open(settings, client)
         leases = Leases(client, lease=settings.job_lease)
         keeper = LeaseKeeper(interval=settings.job_lease / 3)

@@ -98,6 +98,10 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Replicas that must hold a new job before it is accepted (Redis `WAIT`; 0: none).
+    #: With Sentinel, 1 closes the window in which a failover loses an accepted job.
+    redis_wait_replicas: NonNegativeInt = 0
+    redis_wait_timeout: PositiveFloat = 1.0
     storage_url: str = "file://./var/images"
     upstream_base_url: str = "https://api.xiaomimimo.com/v1"
     upstream_anthropic_base_url: str = "https://api.xiaomimimo.com/anthropic"
@@ -168,6 +172,8 @@ class Settings(BaseModel):
         values: dict[str, object] = {}
         simple = {
             "VISIONQ_REDIS_URL": "redis_url",
+            "VISIONQ_REDIS_WAIT_REPLICAS": "redis_wait_replicas",
+            "VISIONQ_REDIS_WAIT_TIMEOUT": "redis_wait_timeout",
             "VISIONQ_STORAGE_URL": "storage_url",
             "VISIONQ_UPSTREAM_BASE_URL": "upstream_base_url",
             "VISIONQ_UPSTREAM_ANTHROPIC_BASE_URL": "upstream_anthropic_base_url",

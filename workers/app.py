@@ -11,13 +11,14 @@ from celery import Celery
 from visionq.broker.celery_redis import celery_config
 from visionq.settings import Settings
 from workers import signals
-from workers.transport import TRANSPORT
+from workers.transport import transport_for
 
 
 def create_celery(settings: Settings) -> Celery:
     # `include`: the worker imports the tasks as it starts, and they register with this app.
     app = Celery("visionq", include=["workers.tasks"])
-    app.conf.update(celery_config(settings), broker_transport=TRANSPORT)
+    config = celery_config(settings)
+    app.conf.update(config, broker_transport=transport_for(config["broker_url"]))
     app.conf.visionq_settings = settings
     signals.connect()
     return app

@@ -14,7 +14,6 @@ import contextlib
 import logging
 from typing import Any
 
-import redis
 from celery import current_app, signals
 
 from visionq.broker import PREPARE_TASK
@@ -23,6 +22,7 @@ from visionq.media import guards
 from visionq.ops import logs
 from visionq.ops.durability import durability_warnings
 from visionq.settings import Settings
+from visionq.state.connection import open_redis
 from workers.tasks import runtime
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def _configure_logging(loglevel: int | None = None, **_: Any) -> None:
 
 
 def _check_redis(sender: Any = None, **_: Any) -> None:
-    client = redis.Redis.from_url(sender.app.conf.visionq_settings.redis_url)
+    client = open_redis(sender.app.conf.visionq_settings.redis_url)
     try:
         for warning in durability_warnings(client):
             log.warning("%s", warning)

@@ -217,10 +217,26 @@ class Channel(kombu_redis.Channel):
         return super()._connparams(asynchronous=asynchronous)
 
 
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """The same, on kombu's Sentinel channel: it asks the sentinels for the master each
+    time it connects, which after a failover is the new one."""
+
+
+_CONNECTION_ERRORS = (*kombu_redis.Transport.connection_errors, OutOfMemoryError, ReadOnlyError)
+
+
 class Transport(kombu_redis.Transport):
     Channel = Channel
-    connection_errors = (*kombu_redis.Transport.connection_errors, OutOfMemoryError, ReadOnlyError)
+    connection_errors = _CONNECTION_ERRORS
 
 
-#: For Celery's `broker_transport` setting.
-TRANSPORT = f"{__name__}:Transport"
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
+    connection_errors = _CONNECTION_ERRORS
+
+
+def transport_for(broker_url: str) -> str:
+    """Celery's `broker_transport` for `broker_url` (`celery_config`'s): ours, on a plain
+    Redis or a Sentinel group."""
+    name = "SentinelTransport" if broker_url.startswith("sentinel://") else "Transport"
+    return f"{__name__}:{name}"

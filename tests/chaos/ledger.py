@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from tests.support import Receiver, Stack
+from visionq.state.connection import open_redis
 from visionq.state.keys import DONE_CHANNEL
 
 
@@ -38,7 +39,7 @@ class Ledger:
         # Resubscribes after a Redis restart; the workers take longer than that to resume.
         while not self._stop.is_set():
             try:
-                client = redis.Redis.from_url(self.stack.redis_url, socket_timeout=2)
+                client = open_redis(self.stack.redis_url, socket_timeout=2)
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(DONE_CHANNEL)
                 self._subscribed.set()

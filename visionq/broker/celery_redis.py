@@ -26,6 +26,7 @@ import socket
 import time
 import uuid
 from typing import Any, cast
+from urllib.parse import quote
 
 import redis
 
@@ -44,6 +45,7 @@ from visionq.broker import (
 )
 from visionq.retries import MAX_RETRY_DELAY
 from visionq.settings import Settings
+from visionq.state.connection import sentinel_url
 from visionq.state.redis import redis_errors
 
 _PRIORITY_SEP = "\x06\x16"
@@ -182,6 +184,20 @@ def visibility_timeout(settings: Settings) -> int:
     return max(3600, int(2 * longest))
 
 
+def _broker_url(url: str) -> tuple[str, dict[str, Any]]:
+    """kombu's spelling of our Redis URL: a Sentinel group is one `sentinel://` URL per
+    sentinel, joined by `;`, with the master's name in the transport options."""
+    found = sentinel_url(url)
+    if found is None:
+        return url, {}
+    auth = f":{quote(found.password, safe='')}@" if found.password else ""
+    hosts = ";".join(f"sentinel://{auth}{host}:{port}/{found.db}" for host, port in found.sentinels)
+    options: dict[str, Any] = {"master_name": found.service}
+    if found.sentinel_password:
+        options["sentinel_kwargs"] = {"password": found.sentinel_password}
+    return hosts, options
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery's settings for the workers and the sweeper, which publishes with Celery.
 
@@ -192,11 +208,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     tasks up to the soft-shutdown timeout before handing the rest back. A worker fetches
     only when a slot is free, so a SIGKILL strands no message it had not started.
     """
+    broker_url, sentinel_options = _broker_url(settings.redis_url)
     return {
-        "broker_url": settings.redis_url,
+        "broker_url": broker_url,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "broker_transport_options": {
+            **sentinel_options,
             "visibility_timeout": visibility_timeout(settings),
             # Look for messages past their visibility timeout every 10 s (kombu >= 5.7).
             "unacked_restore_interval": 10,

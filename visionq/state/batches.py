@@ -38,7 +38,7 @@ from visionq.models import BatchStatus
 from visionq.state import keys
 from visionq.state.pages import index_page
 from visionq.state.records import WebhookRecord
-from visionq.state.redis import redis_errors, script
+from visionq.state.redis import NO_REPLICAS, Replicas, redis_errors, script
 
 BatchApi = Literal["openai", "anthropic"]
 ENDED: frozenset[str] = frozenset({"failed", "completed", "expired", "cancelled"})
@@ -181,11 +181,13 @@ class BatchStore:
         message: BatchMessage,
         lock_seconds: float = 30.0,
         clock: Callable[[], float] = time.time,
+        replicas: Replicas = NO_REPLICAS,
     ) -> None:
         """`lock_seconds`: how long the lock of a worker advancing a batch lasts
         unrenewed, and so how soon the sweeper gives a dead holder's batch to another
         (a job's lease, like every other stage)."""
         self._redis = client
+        self._replicas = replicas
         self.lock_seconds = lock_seconds
         self._ttl = ttl
         self._message = message
@@ -211,6 +213,7 @@ class BatchStore:
                 keys=[keys.batch(batch_id), keys.tenant_batches(tenant), keys.BATCHES_DUE, queue],
                 args=[batch_id, now + self.lock_seconds, payload, UNENDED_TTL, *mapping],
             )
+        self._replicas.confirm(self._redis)
         return BatchRecord(batch_id, tenant, "validating", fields)
 
     def load(self, batch_id: str) -> BatchRecord | None:

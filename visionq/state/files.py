@@ -25,7 +25,7 @@ from visionq.errors import NotFound
 from visionq.state import keys
 from visionq.state.blobs import Blobs
 from visionq.state.pages import index_page
-from visionq.state.redis import redis_errors, script
+from visionq.state.redis import NO_REPLICAS, Replicas, redis_errors, script
 
 FilePurpose = Literal["batch", "batch_output", "vision"]
 
@@ -69,9 +69,15 @@ def new_file_id() -> str:
 
 class FileStore:
     def __init__(
-        self, client: redis.Redis, *, ttl: int, clock: Callable[[], float] = time.time
+        self,
+        client: redis.Redis,
+        *,
+        ttl: int,
+        clock: Callable[[], float] = time.time,
+        replicas: Replicas = NO_REPLICAS,
     ) -> None:
         self._redis = client
+        self._replicas = replicas
         self._ttl = ttl
         self._clock = clock
         self._create = script(client, "files/create")
@@ -96,6 +102,7 @@ class FileStore:
                 ],
                 args=[file_id, self._ttl, repr(now + self._ttl), sha, *mapping],
             )
+        self._replicas.confirm(self._redis)
         return FileRecord(file_id, tenant, fields)
 
     def load(self, file_id: str) -> FileRecord | None:

@@ -50,7 +50,7 @@ from visionq.state.records import (
     decode_fields,
     encode_fields,
 )
-from visionq.state.redis import redis_errors, script
+from visionq.state.redis import NO_REPLICAS, Replicas, redis_errors, script
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,13 @@ class JobStore:
         queued_grace: float,
         clock: Callable[[], float] = time.time,
         wake_batch: Callable[[str], object] | None = None,
+        replicas: Replicas = NO_REPLICAS,
     ) -> None:
         """`wake_batch(batch_id)` queues a batch's task: called when a line's finish leaves
         the batch room for more lines, or none running (the transition says when)."""
         self._redis = client
         self._wake_batch = wake_batch
+        self._replicas = replicas
         self._ttl = ttl
         self._queued_grace = queued_grace
         self._clock = clock
@@ -229,6 +231,8 @@ class JobStore:
             )
         if created != 1:
             raise StaleLine(f"the batch has moved past line {batch.line if batch else 0}")
+        if batch is None:  # a line's admission is kept by its batch, on the same master
+            self._replicas.confirm(self._redis)
         return JobRecord(job_id, tenant, "queued", fields)
 
     def list_jobs(

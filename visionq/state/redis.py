@@ -66,6 +66,32 @@ def redis_errors() -> Iterator[None]:
         raise
 
 
+@dataclass(frozen=True)
+class Replicas:
+    """How many replicas must hold a write before the outside world is told of it (a 202,
+    a new batch or file), and how long to wait for them. Redis replicates asynchronously:
+    without this, a failover can lose what the old master acknowledged but had not yet
+    sent on. One `WAIT` round trip per such write; none when `count` is 0."""
+
+    count: int = 0
+    timeout: float = 1.0
+
+    def confirm(self, client: redis.Redis) -> None:
+        if not self.count:
+            return
+        with redis_errors():
+            held = int(client.wait(self.count, int(self.timeout * 1000)))
+        if held < self.count:
+            raise Unavailable(
+                f"the job store (Redis) has {held} of {self.count} replicas in reach",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+
+
+#: The default: a write counts once the master holds it.
+NO_REPLICAS = Replicas()
+
+
 _registered: weakref.WeakKeyDictionary[redis.Redis, dict[str, Script]] = weakref.WeakKeyDictionary()
 _registering = threading.Lock()
 
