@@ -77,8 +77,8 @@ def run(settings: Settings) -> None:
                         lane="batch" if expired.lane == "batch" else "interactive",
                     )
                     app.send_task(UPSTREAM_TASK, args=[expired.model], queue=UPSTREAM_QUEUE)
-            upstream_list = broker.waiting_list(UPSTREAM_QUEUE)
-            tickets = pacer.tickets(broker_list=upstream_list) if expiring else []
+            queued = broker.waiting(UPSTREAM_QUEUE) if expiring else 0
+            tickets = pacer.tickets(queued=queued) if expiring else []
             for model, missing in audit.missing(tickets).items():
                 log.warning("%s: %d due jobs have no ticket; sending tickets", model, missing)
                 for _ in range(min(missing, MAX_TICKETS_PER_ROUND)):

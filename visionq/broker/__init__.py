@@ -82,9 +82,8 @@ class Broker(Protocol):
         the script that wakes the batch to push in the same step."""
         ...
 
-    def waiting_list(self, queue: str) -> str:
-        """The Redis list whose length is the number of messages waiting in `queue`, for
-        a script that counts them together with other keys (the pacer's ticket audit)."""
+    def waiting(self, queue: str) -> int:
+        """Messages waiting in `queue` (the pacer's ticket audit counts the upstream's)."""
         ...
 
     def queue_depths(self) -> dict[str, int]:

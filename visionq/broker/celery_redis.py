@@ -130,7 +130,11 @@ class CeleryRedis:
         return _message(BATCH_TASK, PREPARE_QUEUE, [batch_id], 0)
 
     def waiting_list(self, queue: str) -> str:
+        """kombu's list of `queue`'s messages of priority 0 (all but batch lines')."""
         return queue
+
+    def waiting(self, queue: str) -> int:
+        return self.queue_depths()[queue]
 
     def queue_depths(self) -> dict[str, int]:
         pipe = self._redis.pipeline(transaction=False)

@@ -268,13 +268,14 @@ class Pacer:
             waits.held_by("tpm")
             time.sleep(min(1.0, max(0.05, reset - time.time())))
 
-    def tickets(self, *, broker_list: str) -> list[Tickets]:
+    def tickets(self, *, queued: int) -> list[Tickets]:
         """Per model with jobs waiting, its tickets against its due jobs (`TicketAudit`
-        decides what to send); `broker_list` is the broker's list of upstream messages.
-        Expired registrations are removed, so each lost ticket is reported once."""
+        decides what to send); `queued`: the upstream messages waiting in the broker
+        (`Broker.waiting`), counted just before. Expired registrations are removed, so
+        each lost ticket is reported once."""
         with redis_errors():
             flat = self._tickets_script(
-                keys=[keys.PACE_MODELS, broker_list],
+                keys=[keys.PACE_MODELS],
                 args=[
                     self._clock(),
                     keys.PACE_PREFIX,
@@ -285,10 +286,9 @@ class Pacer:
                     keys.PACE_BATCH_QUEUE,
                 ],
             )
-        queued = int(flat[0])
         return [
             Tickets(flat[i].decode(), int(flat[i + 1]), int(flat[i + 2]), int(flat[i + 3]), queued)
-            for i in range(1, len(flat), 4)
+            for i in range(0, len(flat), 4)
         ]
 
     def _gate(self, model: str) -> threading.Lock:

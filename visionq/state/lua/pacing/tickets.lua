@@ -1,5 +1,4 @@
 -- KEYS[1] = the models with jobs waiting (pacing)
--- KEYS[2] = the broker's list of tickets (the broker's), read only
 -- ARGV[1] = now (Unix seconds)
 -- ARGV[2] = keys.PACE_PREFIX
 -- ARGV[3] = keys.PACE_TICKETS
@@ -8,11 +7,10 @@
 -- ARGV[6] = keys.PACE_BATCH_TENANTS
 -- ARGV[7] = keys.PACE_BATCH_QUEUE
 --
--- The tickets in the broker's list (of every model: its messages are not read), then per
--- model with jobs waiting: due jobs, live tickets, and registrations that expired (their
--- worker died), which are removed so that each is reported once. A model with no tenant
--- left leaves the set of models.
-local out = {redis.call('LLEN', KEYS[2])}
+-- Per model with jobs waiting: due jobs, live tickets, and registrations that expired
+-- (their worker died), which are removed so that each is reported once. A model with no
+-- tenant left leaves the set of models.
+local out = {}
 for _, model in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local prefix = ARGV[2] .. model
   local lost = redis.call('ZREMRANGEBYSCORE', prefix .. ARGV[3], '-inf', ARGV[1])
