@@ -23,8 +23,13 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Then the e2e and chaos suites again with Celery's messages on RabbitMQ (a virtual host
+# per stack on the local server), where one is installed.
 test: lint
 	$(BIN)/python -m pytest
+	@if command -v rabbitmqctl >/dev/null; then \
+		VISIONQ_TEST_BROKER=amqp $(BIN)/python -m pytest tests/e2e tests/chaos; \
+	else echo "rabbitmqctl not found: the RabbitMQ run of tests/e2e and tests/chaos is skipped"; fi
 
 # The benchmark suite (bench/): `make bench` for the full run, `make bench ARGS=--quick`.
 bench: $(BIN)/.installed

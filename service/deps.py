@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 
 from flask import current_app
 
@@ -38,6 +39,11 @@ class Services:
         self.redis, self.store, self.jobs = shared.client, shared.store, shared.jobs
         self.outbox, self.broker, self.files = shared.outbox, shared.broker, shared.files
         self.intake = Intake(settings, self.store, self.jobs, self.broker, self.files.records)
+        # Each API process carries its own jobs' first messages on, where the broker is
+        # not Redis (`Broker.relay`); the thread ends with the process.
+        threading.Thread(
+            target=self.broker.relay, args=(threading.Event(),), name="relay", daemon=True
+        ).start()
         self.batches = Batches(
             settings, shared.batches, self.files, self.intake, self.jobs, self.store
         )

@@ -19,6 +19,7 @@ import redis
 
 from visionq import webhooks
 from visionq.broker import Broker
+from visionq.broker.celery_amqp import CeleryAmqp, is_amqp
 from visionq.broker.celery_redis import CeleryRedis
 from visionq.files import Files
 from visionq.media.urlfetch import UrlFetcher
@@ -51,7 +52,11 @@ class Resources:
 
     @classmethod
     def open(cls, settings: Settings, client: redis.Redis) -> Resources:
-        broker = CeleryRedis(client)
+        broker: Broker = (
+            CeleryAmqp(client, settings.broker_url)
+            if settings.broker_url and is_amqp(settings.broker_url)
+            else CeleryRedis(client)
+        )
         store = open_store(settings.storage_url)
         replicas = Replicas(settings.redis_wait_replicas, settings.redis_wait_timeout)
 

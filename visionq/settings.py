@@ -102,6 +102,8 @@ class Settings(BaseModel):
     #: With Sentinel, 1 closes the window in which a failover loses an accepted job.
     redis_wait_replicas: NonNegativeInt = 0
     redis_wait_timeout: PositiveFloat = 1.0
+    #: Where Celery's messages go: RabbitMQ (`amqp://…`), or None for the Redis above.
+    broker_url: str | None = None
     storage_url: str = "file://./var/images"
     upstream_base_url: str = "https://api.xiaomimimo.com/v1"
     upstream_anthropic_base_url: str = "https://api.xiaomimimo.com/anthropic"
@@ -174,6 +176,7 @@ class Settings(BaseModel):
             "VISIONQ_REDIS_URL": "redis_url",
             "VISIONQ_REDIS_WAIT_REPLICAS": "redis_wait_replicas",
             "VISIONQ_REDIS_WAIT_TIMEOUT": "redis_wait_timeout",
+            "VISIONQ_BROKER_URL": "broker_url",
             "VISIONQ_STORAGE_URL": "storage_url",
             "VISIONQ_UPSTREAM_BASE_URL": "upstream_base_url",
             "VISIONQ_UPSTREAM_ANTHROPIC_BASE_URL": "upstream_anthropic_base_url",

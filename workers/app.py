@@ -18,7 +18,9 @@ def create_celery(settings: Settings) -> Celery:
     # `include`: the worker imports the tasks as it starts, and they register with this app.
     app = Celery("visionq", include=["workers.tasks"])
     config = celery_config(settings)
-    app.conf.update(config, broker_transport=transport_for(config["broker_url"]))
+    app.conf.update(config)
+    if (transport := transport_for(config["broker_url"])) is not None:
+        app.conf.broker_transport = transport
     app.conf.visionq_settings = settings
     signals.connect()
     return app

@@ -44,6 +44,7 @@ def run(settings: Settings) -> None:
     outbox, leases, pacer, broker = rt.outbox, rt.leases, rt.pacer, rt.broker
     audit = TicketAudit(hold=settings.job_lease)
     stop = threading.Event()
+    threading.Thread(target=broker.relay, args=(stop,), name="relay", daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     # Nobody could renew a lease while Redis was unreachable (nor before this sweeper knew

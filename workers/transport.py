@@ -235,8 +235,11 @@ class SentinelTransport(kombu_redis.SentinelTransport):
     connection_errors = _CONNECTION_ERRORS
 
 
-def transport_for(broker_url: str) -> str:
+def transport_for(broker_url: str) -> str | None:
     """Celery's `broker_transport` for `broker_url` (`celery_config`'s): ours, on a plain
-    Redis or a Sentinel group."""
-    name = "SentinelTransport" if broker_url.startswith("sentinel://") else "Transport"
-    return f"{__name__}:{name}"
+    Redis or a Sentinel group; None (Celery's own) for RabbitMQ."""
+    if broker_url.startswith("sentinel://"):
+        return f"{__name__}:SentinelTransport"
+    if broker_url.startswith(("redis://", "rediss://", "unix://")):
+        return f"{__name__}:Transport"
+    return None

@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from tests.support.processes import Process, wait_for_http
+from tests.support.rabbitmq import TEST_BROKER, vhost
 from tests.support.webhooks import WEBHOOK_SECRET
 from visionq.dev.ports import free_port
 from visionq.models import Job
@@ -170,7 +171,21 @@ def running_stack(
     **extra_env: str,
 ) -> Iterator[Stack]:
     """The simulator, a worker per queue (`upstream_workers` for upstream), the sweeper and
-    the API, as child processes on `redis_url`; stopped when the block ends."""
+    the API, as child processes on `redis_url`, with Celery's messages on RabbitMQ when
+    the session runs on it (`VISIONQ_TEST_BROKER=amqp`); stopped when the block ends."""
+    with ExitStack() as broker:
+        if TEST_BROKER == "amqp" and "VISIONQ_BROKER_URL" not in extra_env:
+            extra_env = {**extra_env, "VISIONQ_BROKER_URL": broker.enter_context(vhost())}
+        yield from _stack(redis_url, tmp_path_factory, simulator_args, upstream_workers, extra_env)
+
+
+def _stack(
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    simulator_args: tuple[str, ...],
+    upstream_workers: int,
+    extra_env: dict[str, str],
+) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("logs")
     storage = tmp_path_factory.mktemp("storage")
     sim_port = free_port()

@@ -4,19 +4,18 @@ Three kinds of process use the queues. The API enqueues the first stage of each 
 workers consume the three queues, and the sweeper sends again what was lost. They agree on
 the names below. Everything else about the broker belongs to one implementation in this
 package: how a message is laid out, where it waits, and how to find a message that a
-worker took but never acknowledged. Today that implementation is `celery_redis`, Celery's
-task protocol over kombu's Redis transport.
+worker took but never acknowledged.
 
 The core sees the broker only through the `Broker` protocol, and `visionq.runtime` picks
-the implementation. Another broker (AMQP, for example) is another module here, picked
-there. Two of the methods assume that the queues live in the same Redis as the job
-records (`prepare_push` and `waiting_list`). A broker elsewhere would have the intake
-publish just after the job's script, and the sweeper count waiting tickets with
-`queue_depths`; the protocol shows where those two changes would go.
+the implementation: `celery_redis` (the default), or `celery_amqp` when
+`VISIONQ_BROKER_URL` names RabbitMQ. Scripts queue a job's first message in the step that
+writes the job (`prepare_push`): into kombu's list itself on Redis, into a relay list
+that `Broker.relay` carries on to RabbitMQ otherwise.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Protocol
 
 from visionq.settings import Settings
@@ -88,6 +87,12 @@ class Broker(Protocol):
 
     def queue_depths(self) -> dict[str, int]:
         """Messages waiting in each queue, not counting those a worker has taken."""
+        ...
+
+    def relay(self, stop: threading.Event) -> None:
+        """Carry what scripts queued in Redis on to a broker elsewhere, until `stop` is
+        set: the loop of a thread that the API processes and the sweeper run. Returns at
+        once for a broker in Redis, where the scripts queue the messages themselves."""
         ...
 
     def claim_stranded(self, queue: str, *, older_than: float) -> list[str]:

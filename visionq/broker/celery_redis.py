@@ -19,10 +19,8 @@ given back to its queue after the visibility timeout.
 from __future__ import annotations
 
 import base64
-import functools
 import json
-import os
-import socket
+import threading
 import time
 import uuid
 from typing import Any, cast
@@ -43,6 +41,8 @@ from visionq.broker import (
     time_limits,
     upstream_time_limit,
 )
+from visionq.broker.celery_amqp import amqp_options, is_amqp
+from visionq.broker.protocol import task_message
 from visionq.retries import MAX_RETRY_DELAY
 from visionq.settings import Settings
 from visionq.state.connection import sentinel_url
@@ -55,50 +55,23 @@ _UNACKED, _UNACKED_INDEX = "unacked", "unacked_index"
 _TASKS = {PREPARE_QUEUE: PREPARE_TASK, UPSTREAM_QUEUE: UPSTREAM_TASK, WEBHOOK_QUEUE: WEBHOOK_TASK}
 
 
-@functools.cache
-def _origin() -> str:
-    return f"visionq-intake-{os.getpid()}@{socket.gethostname()}"
-
-
 def _lists(queue: str) -> list[str]:
     return [queue if p == 0 else f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS]
 
 
 def _message(task: str, queue: str, args: list[str], priority: int) -> tuple[str, str]:
-    """Celery's task protocol 2 (headers, and a body `[args, kwargs, embed]` base64 in a
-    JSON envelope), with properties carrying the `delivery_tag` under which a worker
-    keeps it unacknowledged until done, which `claim_stranded` reads; and the list of
-    `queue` that kombu keeps messages of that priority in."""
-    task_id = str(uuid.uuid4())
-    body = [args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
-    headers: dict[str, Any] = {
-        "lang": "py",
-        "task": task,
-        "id": task_id,
-        "shadow": None,
-        "eta": None,
-        "expires": None,
-        "group": None,
-        "group_index": None,
-        "retries": 0,
-        "timelimit": [None, None],
-        "root_id": task_id,
-        "parent_id": None,
-        "argsrepr": repr(args),
-        "kwargsrepr": "{}",
-        "origin": _origin(),
-        "ignore_result": None,
-        "replaced_task_nesting": 0,
-        "stamped_headers": None,
-        "stamps": {},
-    }
+    """Celery's task protocol 2 (`task_message`) in kombu's Redis envelope: the body base64
+    in JSON, with properties carrying the `delivery_tag` under which a worker keeps it
+    unacknowledged until done, which `claim_stranded` reads; and the list of `queue` that
+    kombu keeps messages of that priority in."""
+    headers, body = task_message(task, args)
     envelope = {
         "body": base64.b64encode(json.dumps(body).encode()).decode(),
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": headers,
         "properties": {
-            "correlation_id": task_id,
+            "correlation_id": headers["id"],
             "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": priority,
@@ -143,6 +116,9 @@ class CeleryRedis:
                 pipe.llen(key)
         lengths = iter(pipe.execute())
         return {queue: sum(next(lengths) for _ in _PRIORITY_STEPS) for queue in QUEUES}
+
+    def relay(self, stop: threading.Event) -> None:
+        return None
 
     def claim_stranded(self, queue: str, *, older_than: float) -> list[str]:
         """A worker fetches only for a free slot, so a live one starts a message within
@@ -212,18 +188,28 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     tasks up to the soft-shutdown timeout before handing the rest back. A worker fetches
     only when a slot is free, so a SIGKILL strands no message it had not started.
     """
-    broker_url, sentinel_options = _broker_url(settings.redis_url)
+    if settings.broker_url and is_amqp(settings.broker_url):
+        broker: dict[str, Any] = {
+            "broker_url": settings.broker_url,
+            "broker_transport_options": {"confirm_publish": True},
+            **amqp_options(),
+        }
+    else:
+        broker_url, sentinel_options = _broker_url(settings.broker_url or settings.redis_url)
+        broker = {
+            "broker_url": broker_url,
+            "broker_transport_options": {
+                **sentinel_options,
+                "visibility_timeout": visibility_timeout(settings),
+                # Look for messages past their visibility timeout every 10 s (kombu >= 5.7).
+                "unacked_restore_interval": 10,
+                "unacked_restore_throttle": 1,
+            },
+        }
     return {
-        "broker_url": broker_url,
+        **broker,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
-        "broker_transport_options": {
-            **sentinel_options,
-            "visibility_timeout": visibility_timeout(settings),
-            # Look for messages past their visibility timeout every 10 s (kombu >= 5.7).
-            "unacked_restore_interval": 10,
-            "unacked_restore_throttle": 1,
-        },
         # The limit of a task that sets none on its decorator: the upstream call's, which
         # follows the configured upstream timeouts (workers.tasks).
         "task_time_limit": upstream_time_limit(settings),

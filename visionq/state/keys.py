@@ -28,6 +28,11 @@ LEASES = "vq:leases"
 EXPIRY = "vq:expiry"
 #: The pub/sub channel every terminal transition publishes the job id on.
 DONE_CHANNEL = "vq:done"
+#: With RabbitMQ as the broker: the messages a script queued, waiting for a relay to
+#: publish them, and those a relay has taken and not yet seen confirmed (the broker's,
+#: `visionq.broker.celery_amqp`).
+RELAY = "vq:relay"
+RELAY_SENDING = "vq:relay:sending"
 #: The webhook outbox: job ids by when their delivery is next due.
 OUTBOX = "vq:webhooks:due"
 IDEMPOTENCY_PREFIX = "vq:idem:"
