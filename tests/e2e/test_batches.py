@@ -283,8 +283,8 @@ def test_a_batch_file_over_200_mb_is_413_and_stores_nothing(stack: Stack, tmp_pa
         out.truncate(Settings().max_request_bytes + 1)
     bodies = stack.storage_root / "bodies"
 
-    def stored_files() -> list[Path]:  # other tests' job bodies come and go meanwhile
-        return sorted(bodies.rglob("file-*")) if bodies.exists() else []
+    def stored_files() -> set[Path]:  # earlier tests' files may go meanwhile, never come
+        return set(bodies.rglob("file-*")) if bodies.exists() else set()
 
     before = stored_files()
     with stack.session() as http, big.open("rb") as fp:
@@ -298,4 +298,4 @@ def test_a_batch_file_over_200_mb_is_413_and_stores_nothing(stack: Stack, tmp_pa
     assert answer.status_code == 413, answer.text
     assert answer.json()["error"]["type"] == "payload_too_large"
     assert "big.jsonl" not in {f["filename"] for f in listed["data"]}
-    assert stored_files() == before
+    assert stored_files() <= before
