@@ -165,6 +165,10 @@ class CeleryAmqp:
         self._relay = Relay(client)
         self._channel = _Channel(broker_url)
 
+    def close(self) -> None:
+        """Close the connection to RabbitMQ (opened again if used after)."""
+        self._channel.close()
+
     def prepare_push(self, job_id: str, *, behind: bool = False) -> tuple[str, str]:
         return _relayed(PREPARE_TASK, PREPARE_QUEUE, [job_id])
 
