@@ -26,7 +26,9 @@ from bench.report import Check, markdown, table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: In the order they run and are reported; B7 is `pacing`, B8 `batch`.
-BENCHMARKS = ("intake", "e2e", "scaleout", "images", "tokens", "autofit", "pacing", "batch")
+BENCHMARKS = ("intake", "e2e", "scaleout", "images", "tokens", "autofit", "pacing", "batch", "soak")
+#: The full soak takes about 40 minutes: it runs when named, its --quick with the others.
+_ONLY_WHEN_NAMED = ("soak",)
 
 
 def _machine() -> dict[str, object]:
@@ -53,7 +55,8 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     checks: list[Check] = []
     started_all = time.monotonic()
-    for name in [n for n in BENCHMARKS if n in args.names] or list(BENCHMARKS):
+    default = [n for n in BENCHMARKS if args.quick or n not in _ONLY_WHEN_NAMED]
+    for name in [n for n in BENCHMARKS if n in args.names] or default:
         module = importlib.import_module(f"bench.{name}")
         print(f"== {name}", file=sys.stderr, flush=True)
         started = time.monotonic()

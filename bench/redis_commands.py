@@ -2,8 +2,10 @@
 
 Boots a whole bench stack (own redis-server, simulator, one worker per queue, sweeper,
 API), warms up, resets the counters, runs N jobs of one small PNG (wait=), then reads
-INFO commandstats. A second window of the same length with no jobs gives the idle
-background (worker polls, sweeper rounds), which is subtracted.
+INFO commandstats, with per job the time Redis spent in commands (`usec`), its CPU
+(`cpu_s`) and the bytes it read and wrote. A second window of the same length with no
+jobs gives the idle background (worker polls, sweeper rounds), which is subtracted.
+Its inputs feed the capacity estimate in docs/deployment.md.
 """
 
 from __future__ import annotations
@@ -33,6 +35,25 @@ def _stats(client: redis.Redis) -> dict[str, int]:
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
 
 
+def _costs(client: redis.Redis) -> dict[str, float]:
+    """Time Redis spent in commands (µs, scripts' inner calls included once, in EVALSHA),
+    its CPU, and the bytes it read and wrote, so far."""
+    commands = client.info("commandstats")
+    cpu, stats = client.info("cpu"), client.info("stats")
+    return {
+        "usec": sum(float(v["usec"]) for k, v in commands.items() if k != "cmdstat_info"),
+        "cpu_s": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
+        "bytes_in": float(stats["total_net_input_bytes"]),
+        "bytes_out": float(stats["total_net_output_bytes"]),
+    }
+
+
+def _per_job(
+    before: dict[str, float], after: dict[str, float], idle: dict[str, float], n: int
+) -> dict[str, float]:
+    return {k: (after[k] - before[k] - idle[k]) / n for k in before}
+
+
 def main(n: int = 200) -> None:
     body = {
         "model": "mimo-v2.5",
@@ -60,6 +81,7 @@ def main(n: int = 200) -> None:
             one(i)
         time.sleep(2)
         client.config_resetstat()
+        costs_before = _costs(client)
         t0 = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(one, range(n)))
@@ -67,9 +89,12 @@ def main(n: int = 200) -> None:
         time.sleep(1)
         window = time.monotonic() - t0
         with_jobs = _stats(client)
+        costs_after = _costs(client)
         client.config_resetstat()
+        idle_before = _costs(client)
         time.sleep(window)
         idle = _stats(client)
+        idle_after = _costs(client)
     assert all(s == "succeeded" for s in statuses), statuses
     names = sorted(set(with_jobs) | set(idle))
     per_job = {k: (with_jobs.get(k, 0) - idle.get(k, 0)) / n for k in names}
@@ -83,6 +108,15 @@ def main(n: int = 200) -> None:
                 "commands_with_jobs": sum(with_jobs.values()),
                 "commands_idle_same_window": sum(idle.values()),
                 "commands_per_job": round(total / n, 1),
+                **{
+                    name: round(value, 3)
+                    for name, value in _per_job(
+                        costs_before,
+                        costs_after,
+                        {k: idle_after[k] - idle_before[k] for k in idle_after},
+                        n,
+                    ).items()
+                },
                 "per_job_by_command": {
                     k: round(v, 2) for k, v in per_job.items() if abs(v) >= 0.05
                 },

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +28,18 @@ class BenchStack:
     redis_url: str
     logs: Path
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    spawn: Callable[..., subprocess.Popen[bytes]] | None = None
 
     def simulator_stats(self) -> dict:
         return requests.get(f"{self.simulator_url}/_sim/stats", timeout=10).json()
+
+    def restart(self, child: subprocess.Popen[bytes], name: str) -> subprocess.Popen[bytes]:
+        """SIGTERM `child` (its running tasks finish first), wait, and start it again."""
+        assert self.spawn is not None
+        child.terminate()
+        child.wait(60)
+        self.children.remove(child)
+        return self.spawn(name, *[str(a) for a in child.args][3:])
 
 
 def _wait_for(url: str, child: subprocess.Popen[bytes], log: Path) -> None:
@@ -80,6 +89,7 @@ def running(
         stack.children.append(child)
         return child
 
+    stack.spawn = spawn
     try:
         sim_args = ("--port", str(sim_port), "--api-key", SIM_KEY, *simulator_args)
         sim = spawn("simulator", "simulator", *sim_args)

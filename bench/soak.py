@@ -1,0 +1,387 @@
+"""Soak: many small jobs with webhooks, at a steady rate, for a long time, with a worker
+restarted every few minutes; then the result TTL passes. Not in `python -m bench` by
+default (`python -m bench soak`); `--quick` (2,000 jobs, about two minutes) runs in CI.
+
+The full run is 100,000 jobs at 60 a second (what the 2 cores here sustain with room for
+the restarts), each a small PNG (50 distinct ones) as a data URL, with a webhook to a
+receiver in this process. Every 10 s it samples the API's and the workers' RSS (each with
+its children), Redis's memory and key count, the files in the image store and the open
+file descriptors of the stack. Figures:
+- every accepted job terminal, its result written once (`vq:done` counted), its webhook
+  under one `webhook-id`;
+- growth over the load phase of API RSS, worker RSS and Redis memory per stored job: the
+  median of the last fifth of the samples against that of the second fifth (after the
+  warm-up and once the TTL window is full), target <= 5 %;
+- Redis keys and stored files once the TTL has passed, against the idle stack's before the
+  load (target: back to it).
+The samples are written to `soak.json` and drawn in `soak.png`.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import io
+import itertools
+import json
+import os
+import statistics
+import threading
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+from PIL import Image
+
+from bench.intake import _tree_rss
+from bench.report import Check
+from bench.stack import BenchStack, running
+from visionq.state.keys import DONE_CHANNEL
+
+KEY = "key-big"
+SECRET = "whsec_" + base64.b64encode(b"soak-benchmark-secret-32-bytes!!").decode()
+IMAGES = 50
+
+
+def _data_url(n: int) -> str:
+    out = io.BytesIO()
+    Image.new("RGB", (48, 48), (n * 5 % 256, 80, 160)).save(out, "PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+class _Receiver:
+    """Webhooks on loopback: the `webhook-id`s seen per job."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, set[str]] = defaultdict(set)
+        self.deliveries = 0
+        lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                job = json.loads(body)["data"]["id"]
+                with lock:
+                    receiver.ids[job].add(self.headers["webhook-id"])
+                    receiver.deliveries += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _Writes:
+    """Result writes per job, as `vq:done` publishes them (one per finishing transition)."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.count: Counter[str] = Counter()
+        self._stop = threading.Event()
+        pubsub = redis.Redis.from_url(redis_url).pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(DONE_CHANNEL)
+
+        def listen() -> None:
+            while not self._stop.is_set():
+                message = pubsub.get_message(timeout=0.2)
+                if message is not None:
+                    self.count[message["data"].decode()] += 1
+
+        threading.Thread(target=listen, daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _fds(pid: int) -> int:
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            total += len(os.listdir(f"/proc/{current}/fd"))
+            todo += [
+                int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()
+            ]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total
+
+
+def _role(child: Any) -> str:
+    args = [str(a) for a in child.args]
+    return args[3] if args[3] != "worker" else f"worker-{args[5]}"
+
+
+def _sample(stack: BenchStack, store: redis.Redis, started: float) -> dict[str, float]:
+    rss: Counter[str] = Counter()
+    fds = 0
+    for child in list(stack.children):
+        role = _role(child)
+        rss["api" if role == "api" else "workers" if role.startswith("worker") else "other"] += (
+            _tree_rss(child.pid)
+        )
+        fds += _fds(child.pid)
+    memory = store.info("memory")["used_memory"]
+    images = stack.logs / "images"
+    files = sum(1 for p in images.rglob("*") if p.is_file() and "tmp" not in p.parts)
+    return {
+        "t": round(time.monotonic() - started, 1),
+        "api_rss_mib": rss["api"] / 2**20,
+        "workers_rss_mib": rss["workers"] / 2**20,
+        "redis_mib": memory / 2**20,
+        "redis_keys": store.dbsize(),
+        "jobs_stored": sum(1 for _ in store.scan_iter("vq:job:*", count=1000)),
+        "files": files,
+        "fds": fds,
+    }
+
+
+def _growth(samples: list[dict[str, float]], key: str) -> float:
+    """The last fifth's median against the second fifth's, in percent."""
+    n = len(samples)
+    second = [s[key] for s in samples[n // 5 : 2 * n // 5]] or [samples[0][key]]
+    last = [s[key] for s in samples[4 * n // 5 :]] or [samples[-1][key]]
+    base = statistics.median(second)
+    return round(100 * (statistics.median(last) - base) / base, 1) if base else 0.0
+
+
+def run(quick: bool, out: Path) -> dict[str, Any]:
+    jobs, rate, restart_every, ttl, every = (
+        (2000, 40, 20, 20, 2) if quick else (100_000, 60, 180, 300, 10)
+    )
+    receiver = _Receiver()
+    env = {
+        "VISIONQ_UPSTREAM_RPM": "1000000",
+        "VISIONQ_UPSTREAM_CONCURRENCY": "64",
+        "VISIONQ_RESULT_TTL": str(ttl),
+        "VISIONQ_WEBHOOK_SECRET": SECRET,
+        "VISIONQ_ALLOW_PRIVATE_URLS": "true",
+        "VISIONQ_RATE_LIMIT": "none",
+    }
+    try:
+        with running(
+            workers={"prepare": 1, "upstream": 1, "webhooks": 1},
+            simulator_args=("--rpm", "0", "--latency", "0.05"),
+            env=env,
+        ) as stack:
+            return _soak(stack, receiver, out, jobs, rate, restart_every, ttl, every)
+    finally:
+        receiver.stop()
+
+
+def _soak(
+    stack: BenchStack,
+    receiver: _Receiver,
+    out: Path,
+    jobs: int,
+    rate: int,
+    restart_every: int,
+    ttl: int,
+    every: int,
+) -> dict[str, Any]:
+    store = redis.Redis.from_url(stack.redis_url)
+    started = time.monotonic()
+    baseline = _sample(stack, store, started)
+    writes = _Writes(stack.redis_url)
+    samples: list[dict[str, float]] = []
+    stop = threading.Event()
+
+    def sampler() -> None:
+        while not stop.wait(every):
+            samples.append(_sample(stack, store, started))
+
+    restarts = 0
+
+    def restarter() -> None:
+        nonlocal restarts
+        for queue in itertools.cycle(("prepare", "upstream", "webhooks")):
+            if stop.wait(restart_every):
+                return
+            child = next(c for c in stack.children if _role(c) == f"worker-{queue}")
+            stack.restart(child, f"worker-{queue}-{restarts}")
+            restarts += 1
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (sampler, restarter)]
+    for thread in threads:
+        thread.start()
+    images = [_data_url(n) for n in range(IMAGES)]
+    local = threading.local()
+    accepted: list[str] = []
+    refused: Counter[int] = Counter()
+
+    def submit(n: int) -> None:
+        time.sleep(max(0.0, started + n / rate - time.monotonic()))
+        if not hasattr(local, "http"):
+            local.http = requests.Session()
+            local.http.headers["Authorization"] = f"Bearer {KEY}"
+        body = {
+            "prompt": f"soak {n}",
+            "images": [images[n % IMAGES]],
+            "webhook": {"url": receiver.url},
+        }
+        answer = local.http.post(f"{stack.api_url}/v1/jobs", json=body, timeout=30)
+        if answer.status_code == 202:
+            accepted.append(answer.json()["id"])
+        else:
+            refused[answer.status_code] += 1
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(submit, range(jobs)))
+    load_seconds = time.monotonic() - started
+    deadline = time.monotonic() + 300 + jobs / 50
+    while len(receiver.ids) < len(accepted) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    done_seconds = time.monotonic() - started
+    stop.set()
+    for thread in threads:
+        thread.join(120)
+    load_samples = list(samples)
+    # Then the TTL: every job and its files go (the sweeper's expiry path), and so must
+    # everything they kept in Redis and in the store.
+    stop_after = time.monotonic() + ttl + 15
+    after: list[dict[str, float]] = []
+    while time.monotonic() < stop_after:
+        time.sleep(every)
+        after.append(_sample(stack, store, started))
+    writes.stop()
+    final = after[-1] if after else _sample(stack, store, started)
+    per_job = [
+        {
+            **s,
+            "redis_bytes_per_job": (s["redis_mib"] - baseline["redis_mib"])
+            * 2**20
+            / s["jobs_stored"],
+        }
+        for s in load_samples
+        if s["jobs_stored"]
+    ]
+    figures: dict[str, Any] = {
+        "jobs": jobs,
+        "rate": rate,
+        "accepted": len(accepted),
+        "refused": dict(refused),
+        "terminal": sum(1 for j in accepted if j in receiver.ids),
+        "results_twice": sum(1 for j in accepted if writes.count[j] > 1),
+        "results_missing": sum(1 for j in accepted if writes.count[j] == 0),
+        "jobs_not_one_webhook_id": sum(1 for j in accepted if len(receiver.ids.get(j, ())) != 1),
+        "webhook_deliveries": receiver.deliveries,
+        "worker_restarts": restarts,
+        "load_seconds": round(load_seconds, 1),
+        "done_seconds": round(done_seconds, 1),
+        "api_rss_growth_pct": _growth(load_samples, "api_rss_mib"),
+        "workers_rss_growth_pct": _growth(load_samples, "workers_rss_mib"),
+        "redis_per_job_growth_pct": _growth(per_job, "redis_bytes_per_job") if per_job else 0.0,
+        "baseline": baseline,
+        "final": final,
+        "samples": load_samples + after,
+    }
+    _chart(figures["samples"], baseline, load_seconds, out / "soak.png")
+    return figures
+
+
+def _chart(
+    samples: list[dict[str, float]], baseline: dict[str, float], load: float, path: Path
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [s["t"] / 60 for s in samples]
+    panels = [
+        ("RSS, MiB", ["api_rss_mib", "workers_rss_mib"]),
+        ("Redis memory, MiB", ["redis_mib"]),
+        ("Redis keys / stored jobs", ["redis_keys", "jobs_stored"]),
+        ("files in the store; open fds", ["files", "fds"]),
+    ]
+    figure, axes = plt.subplots(len(panels), 1, figsize=(9, 10), sharex=True)
+    for axis, (title, keys) in zip(axes, panels, strict=True):
+        for key in keys:
+            axis.plot(t, [s[key] for s in samples], label=key)
+            axis.axhline(baseline[key], linestyle=":", linewidth=0.8)
+        axis.axvline(load / 60, color="grey", linewidth=0.8)
+        axis.set_title(title, fontsize=9)
+        axis.legend(fontsize=7, loc="upper left")
+    axes[-1].set_xlabel("minutes (grey: end of submissions; dotted: idle stack before)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def checks(r: dict[str, Any]) -> list[Check]:
+    base, final = r["baseline"], r["final"]
+    return [
+        Check(
+            "soak jobs terminal",
+            r["terminal"],
+            r["accepted"],
+            "jobs accepted",
+            "ratio 1",
+            r["terminal"] == r["accepted"],
+        ),
+        Check(
+            "soak results written twice", r["results_twice"], None, "", "0", r["results_twice"] == 0
+        ),
+        Check(
+            "soak jobs without exactly one webhook-id",
+            r["jobs_not_one_webhook_id"],
+            None,
+            "",
+            "0",
+            r["jobs_not_one_webhook_id"] == 0,
+        ),
+        Check(
+            "soak API RSS growth, %",
+            r["api_rss_growth_pct"],
+            None,
+            "",
+            "<= 5",
+            r["api_rss_growth_pct"] <= 5,
+        ),
+        Check(
+            "soak worker RSS growth, %",
+            r["workers_rss_growth_pct"],
+            None,
+            "",
+            "<= 5",
+            r["workers_rss_growth_pct"] <= 5,
+        ),
+        Check(
+            "soak Redis bytes per stored job, growth %",
+            r["redis_per_job_growth_pct"],
+            None,
+            "",
+            "<= 5",
+            r["redis_per_job_growth_pct"] <= 5,
+        ),
+        Check(
+            "soak Redis keys after the TTL",
+            final["redis_keys"],
+            base["redis_keys"],
+            "idle stack before",
+            "back to it",
+            final["redis_keys"] <= base["redis_keys"],
+        ),
+        Check(
+            "soak stored files after the TTL",
+            final["files"],
+            base["files"],
+            "idle stack before",
+            "back to it",
+            final["files"] <= base["files"],
+        ),
+    ]
