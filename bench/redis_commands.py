@@ -5,7 +5,8 @@ API), warms up, resets the counters, runs N jobs of one small PNG (wait=), then 
 INFO commandstats, with per job the time Redis spent in commands (`usec`), its CPU
 (`cpu_s`) and the bytes it read and wrote. A second window of the same length with no
 jobs gives the idle background (worker polls, sweeper rounds), which is subtracted.
-Its inputs feed the capacity estimate in docs/deployment.md.
+Its inputs feed the capacity estimate in docs/deployment.md. A second argument, an
+`amqp://` URL, runs the stack with Celery's messages on RabbitMQ.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import redis
 import requests
 from PIL import Image
 
-from bench.stack import running
+from bench.stack import BenchStack, running
 
 
 def _png() -> str:
@@ -48,13 +51,38 @@ def _costs(client: redis.Redis) -> dict[str, float]:
     }
 
 
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live descendants."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        todo += [int(c) for c in children]
+    return total
+
+
+def _stage_cpu(stack: BenchStack) -> dict[str, float]:
+    """CPU seconds so far of each process of the stack, by what it runs."""
+    out: dict[str, float] = {}
+    for child in stack.children:
+        args = [str(a) for a in child.args][3:]
+        name = args[0] if args[0] != "worker" else f"worker {args[2]}"
+        out[name] = out.get(name, 0.0) + _tree_cpu(child.pid)
+    return out
+
+
 def _per_job(
     before: dict[str, float], after: dict[str, float], idle: dict[str, float], n: int
 ) -> dict[str, float]:
     return {k: (after[k] - before[k] - idle[k]) / n for k in before}
 
 
-def main(n: int = 200) -> None:
+def main(n: int = 200, broker_url: str | None = None) -> None:
     body = {
         "model": "mimo-v2.5",
         "messages": [
@@ -67,7 +95,8 @@ def main(n: int = 200) -> None:
             }
         ],
     }
-    with running(workers={"prepare": 1, "upstream": 1, "webhooks": 1}) as stack:
+    env = {"VISIONQ_BROKER_URL": broker_url} if broker_url else {}
+    with running(workers={"prepare": 1, "upstream": 1, "webhooks": 1}, env=env) as stack:
         client = redis.Redis.from_url(stack.redis_url)
         session = requests.Session()
         headers = {"Authorization": "Bearer key-big", "Prefer": "wait=60"}
@@ -81,7 +110,7 @@ def main(n: int = 200) -> None:
             one(i)
         time.sleep(2)
         client.config_resetstat()
-        costs_before = _costs(client)
+        costs_before, cpu_before = _costs(client), _stage_cpu(stack)
         t0 = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(one, range(n)))
@@ -89,12 +118,12 @@ def main(n: int = 200) -> None:
         time.sleep(1)
         window = time.monotonic() - t0
         with_jobs = _stats(client)
-        costs_after = _costs(client)
+        costs_after, cpu_after = _costs(client), _stage_cpu(stack)
         client.config_resetstat()
-        idle_before = _costs(client)
+        idle_before, idle_cpu_before = _costs(client), _stage_cpu(stack)
         time.sleep(window)
         idle = _stats(client)
-        idle_after = _costs(client)
+        idle_after, idle_cpu_after = _costs(client), _stage_cpu(stack)
     assert all(s == "succeeded" for s in statuses), statuses
     names = sorted(set(with_jobs) | set(idle))
     per_job = {k: (with_jobs.get(k, 0) - idle.get(k, 0)) / n for k in names}
@@ -117,6 +146,19 @@ def main(n: int = 200) -> None:
                         n,
                     ).items()
                 },
+                "cpu_ms_per_job_by_process": {
+                    name: round(
+                        1000
+                        * (
+                            cpu_after[name]
+                            - cpu_before[name]
+                            - (idle_cpu_after[name] - idle_cpu_before[name])
+                        )
+                        / n,
+                        3,
+                    )
+                    for name in cpu_after
+                },
                 "per_job_by_command": {
                     k: round(v, 2) for k, v in per_job.items() if abs(v) >= 0.05
                 },
@@ -127,4 +169,4 @@ def main(n: int = 200) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 200)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 200, sys.argv[2] if len(sys.argv) > 2 else None)
