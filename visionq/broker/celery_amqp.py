@@ -182,7 +182,10 @@ class CeleryAmqp:
         def count(channel: Any) -> dict[str, int]:
             return {q: int(channel.queue_declare(q, passive=True)[1]) for q in QUEUES}
 
-        return self._channel.call(count)
+        try:
+            return self._channel.call(count)
+        except (OSError, amqp.exceptions.AMQPError) as exc:
+            raise Unavailable("the broker (RabbitMQ) is unreachable", retry_after=5) from exc
 
     def claim_stranded(self, queue: str, *, older_than: float) -> list[str]:
         """RabbitMQ gives a dead consumer's messages back by itself, so nothing of Celery's
