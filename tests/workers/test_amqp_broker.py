@@ -18,6 +18,8 @@ import redis
 from tests.support.rabbitmq import vhost
 from visionq.broker import PREPARE_QUEUE, PREPARE_TASK, QUEUES
 from visionq.broker.celery_amqp import CeleryAmqp
+from visionq.dev.ports import free_port
+from visionq.errors import Unavailable
 from visionq.state import keys
 
 pytestmark = pytest.mark.skipif(
@@ -99,3 +101,10 @@ def test_queue_depths_count_what_waits_in_rabbitmq(broker: CeleryAmqp, broker_ur
     finally:
         connection.close()
     assert broker.queue_depths() == {"prepare": 0, "upstream": 3, "webhooks": 0}
+
+
+def test_rabbitmq_out_of_reach_is_unavailable(redis_db: redis.Redis) -> None:
+    unreachable = CeleryAmqp(redis_db, f"amqp://guest:guest@127.0.0.1:{free_port()}/x")
+    with pytest.raises(Unavailable) as down:
+        unreachable.queue_depths()
+    assert down.value.status == 503 and "RabbitMQ" in down.value.message
