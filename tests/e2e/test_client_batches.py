@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,10 @@ def test_cancel_stops_the_batch_and_its_unfinished_lines(client: Client, tmp_pat
     batch = client.batches.create_from_jsonl(path)
     with pytest.raises(BatchNotEnded):
         client.batches.results(batch.id)
+    deadline = time.monotonic() + 30
+    while client.batches.get(batch.id).status == "validating":  # its lines must be running
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
     cancelling = client.batches.cancel(batch.id)
     assert cancelling.status in ("cancelling", "cancelled")
     done = client.batches.wait(batch.id, interval=0.5, timeout=120)
