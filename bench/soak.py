@@ -412,6 +412,14 @@ def checks(r: dict[str, Any]) -> list[Check]:
             final["redis_keys"] <= base["redis_keys"],
         ),
         Check(
+            "soak Redis memory after the TTL, MiB",
+            round(final["redis_mib"], 2),
+            round(base["redis_mib"], 2),
+            "idle stack before",
+            "<= baseline + 1",
+            final["redis_mib"] <= base["redis_mib"] + 1,
+        ),
+        Check(
             "soak stored files after the TTL",
             final["files"],
             base["files"],

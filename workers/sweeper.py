@@ -30,12 +30,16 @@ from visionq.runtime import Runtime
 from visionq.settings import Settings
 from visionq.state.jobs import JobStore
 from visionq.state.pacing import TicketAudit
+from visionq.state.pages import prune_indexes
 from visionq.storage import BlobStore
 from workers.app import create_celery
 
 log = logging.getLogger(__name__)
 #: Tickets sent in one round to a model; any still missing are found short a lease later.
 MAX_TICKETS_PER_ROUND = 1000
+#: How often the tenants' indexes lose the ids of expired records (`prune_indexes`), at
+#: most: twice per result TTL when that is shorter.
+PRUNE_INTERVAL = 60.0
 
 
 def run(settings: Settings) -> None:
@@ -50,6 +54,7 @@ def run(settings: Settings) -> None:
     # Nobody could renew a lease while Redis was unreachable (nor before this sweeper knew
     # of it): give their holders one lease to do so before calling any of them dead.
     expire_from = time.monotonic() + settings.job_lease
+    next_prune = time.monotonic()
     while not stop.is_set():
         try:
             for job_id, token in outbox.claim_due(now=time.time(), lease=settings.webhook_lease):
@@ -90,7 +95,18 @@ def run(settings: Settings) -> None:
         except Exception:  # one bad round must not end the sweeping
             log.exception("sweep failed; trying again")
         _remove_expired(rt.jobs, rt.store)
+        if time.monotonic() >= next_prune:
+            next_prune = time.monotonic() + min(PRUNE_INTERVAL, settings.result_ttl / 2)
+            _prune(rt)
         stop.wait(settings.sweep_interval)
+
+
+def _prune(rt: Runtime) -> None:
+    try:
+        if removed := prune_indexes(rt.client):
+            log.info("dropped %d expired ids from the tenants' indexes", removed)
+    except Unavailable:
+        log.warning("Redis is unreachable; the indexes are pruned later")
 
 
 def _remove_expired(jobs: JobStore, store: BlobStore) -> None:

@@ -70,9 +70,13 @@ def job(job_id: str) -> str:
     return f"{JOB_PREFIX}{job_id}"
 
 
+#: A tenant's indexes: `TENANT_PREFIX + tenant + ":" + kind`.
+TENANT_PREFIX = "vq:tenant:"
+
+
 def tenant_jobs(tenant: str) -> str:
     """A sorted set of the tenant's job ids, all at score 0, so it orders by id (= by time)."""
-    return f"vq:tenant:{tenant}:jobs"
+    return f"{TENANT_PREFIX}{tenant}:jobs"
 
 
 def job_blobs(job_id: str) -> str:
@@ -133,7 +137,7 @@ def batch_part(batch_id: str, suffix: str) -> str:
 
 def tenant_batches(tenant: str) -> str:
     """Like `tenant_jobs`: the tenant's batch ids at score 0, ordered by id (= by time)."""
-    return f"vq:tenant:{tenant}:batches"
+    return f"{TENANT_PREFIX}{tenant}:batches"
 
 
 # Files (`visionq.state.files`).
@@ -148,7 +152,11 @@ def file(file_id: str) -> str:
 
 def tenant_files(tenant: str) -> str:
     """Like `tenant_jobs`: the tenant's file ids at score 0, ordered by id (= by time)."""
-    return f"vq:tenant:{tenant}:files"
+    return f"{TENANT_PREFIX}{tenant}:files"
+
+
+#: Each kind of tenant index, and the prefix of the records its ids name.
+TENANT_INDEX_RECORDS = {"jobs": JOB_PREFIX, "batches": BATCH_PREFIX, "files": FILE_PREFIX}
 
 
 def holder(holder_id: str) -> str:
