@@ -119,7 +119,8 @@ def _tree_rss(pid: int) -> int:
             children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        total += int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024  # type: ignore[union-attr]
+        if rss := re.search(r"VmRSS:\s+(\d+) kB", status):  # none while a process exits
+            total += int(rss.group(1)) * 1024
         todo += [int(c) for c in children]
     return total
 
