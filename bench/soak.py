@@ -291,7 +291,9 @@ def _soak(
         after.append(_sample(stack, store, started))
     writes.stop()
     final = after[-1] if after else _sample(stack, store, started)
-    left = sorted(k.decode() for k in set(store.scan_iter(count=1000)) - baseline_keys)
+    now_keys = set(store.scan_iter(count=1000))
+    left = sorted(k.decode() for k in now_keys - baseline_keys)
+    gone = sorted(k.decode() for k in baseline_keys - now_keys)
     per_job = [
         {
             **s,
@@ -316,6 +318,7 @@ def _soak(
         "load_seconds": round(load_seconds, 1),
         "done_seconds": round(done_seconds, 1),
         "keys_left_after_ttl": left[:50],
+        "keys_gone_after_ttl": gone[:50],
         "fds_growth_pct": _growth(steady, "fds"),
         "api_rss_growth_pct": _growth(steady, "api_rss_mib"),
         "workers_rss_growth_pct": _growth(steady, "workers_rss_mib"),
