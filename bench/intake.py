@@ -109,19 +109,29 @@ def _baseline(app: str, logs: Path, *args: str) -> Iterator[tuple[str, subproces
             child.kill()
 
 
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (gunicorn master + workers)."""
-    total, todo = 0, [pid]
+def process_tree(pid: int) -> Iterator[int]:
+    """A process and its live descendants (gunicorn master + workers, prefork children)."""
+    todo = [pid]
     while todo:
         current = todo.pop()
         try:
-            status = Path(f"/proc/{current}/status").read_text()
             children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except (FileNotFoundError, ProcessLookupError):
+        except OSError:
+            continue
+        yield current
+        todo += [int(c) for c in children]
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants."""
+    total = 0
+    for current in process_tree(pid):
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+        except OSError:
             continue
         if rss := re.search(r"VmRSS:\s+(\d+) kB", status):  # none while a process exits
             total += int(rss.group(1)) * 1024
-        todo += [int(c) for c in children]
     return total
 
 

@@ -24,6 +24,7 @@ import redis
 import requests
 from PIL import Image
 
+from bench.intake import process_tree
 from bench.stack import BenchStack, running
 
 
@@ -53,16 +54,13 @@ def _costs(client: redis.Redis) -> dict[str, float]:
 
 def _tree_cpu(pid: int) -> float:
     """CPU seconds (user + system) of a process and its live descendants."""
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
+    total = 0.0
+    for current in process_tree(pid):
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
         except OSError:
             continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        todo += [int(c) for c in children]
     return total
 
 

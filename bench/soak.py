@@ -22,6 +22,7 @@ The samples are written to `soak.json` and drawn in `soak.png`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import io
 import itertools
@@ -39,7 +40,7 @@ import redis
 import requests
 from PIL import Image
 
-from bench.intake import _tree_rss
+from bench.intake import _tree_rss, process_tree
 from bench.report import Check
 from bench.stack import BenchStack, running
 from visionq.state.keys import DONE_CHANNEL
@@ -110,16 +111,10 @@ class _Writes:
 
 
 def _fds(pid: int) -> int:
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
+    total = 0
+    for current in process_tree(pid):
+        with contextlib.suppress(OSError):
             total += len(os.listdir(f"/proc/{current}/fd"))
-            todo += [
-                int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()
-            ]
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
     return total
 
 
