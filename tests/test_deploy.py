@@ -379,8 +379,12 @@ def test_compose_s3_bucket_service_creates_the_bucket(
         aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"],
     )
-    assert [b["Name"] for b in client.list_buckets()["Buckets"]] == ["trial-bucket"]
-    location = client.get_bucket_location(Bucket="trial-bucket")["LocationConstraint"]
+    try:
+        buckets = [b["Name"] for b in client.list_buckets()["Buckets"]]
+        location = client.get_bucket_location(Bucket="trial-bucket")["LocationConstraint"]
+    finally:
+        client.close()
+    assert buckets == ["trial-bucket"]
     assert (location or "us-east-1") == region
 
     refused = run(VISIONQ_STORAGE_URL="file:///data/images")

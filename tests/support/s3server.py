@@ -34,6 +34,7 @@ class S3Server:
         self.secret_key = "vq-s3-secret-" + secrets.token_hex(12)
         self._log_path = logs / "moto.log"
         self._popen: subprocess.Popen[bytes] | None = None
+        self._client: Any = None
 
     def env(self) -> dict[str, str]:
         """What a process needs to use this server, as a deployment would set it."""
@@ -59,18 +60,25 @@ class S3Server:
         return self
 
     def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
         if self._popen is not None:
             stop_process(self._popen, grace=10)
 
     def client(self) -> Any:
-        """A client of the test's own, for creating buckets and looking at what is stored."""
-        return boto3.session.Session().client(
-            "s3",
-            endpoint_url=self.url,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            region_name="us-east-1",
-        )
+        """The test's own client, for creating buckets and looking at what is stored: one
+        per server, closed with it, so that no pooled socket is left for the garbage
+        collector to find (pytest turns that ResourceWarning into an error)."""
+        if self._client is None:
+            self._client = boto3.session.Session().client(
+                "s3",
+                endpoint_url=self.url,
+                aws_access_key_id=self.access_key,
+                aws_secret_access_key=self.secret_key,
+                region_name="us-east-1",
+            )
+        return self._client
 
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         pages = (
