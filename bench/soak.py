@@ -28,13 +28,14 @@ import io
 import itertools
 import json
 import os
+import shutil
 import statistics
 import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 import requests
@@ -44,6 +45,7 @@ from bench.intake import _tree_rss, process_tree
 from bench.report import Check
 from bench.stack import BenchStack, running
 from visionq.state.keys import DONE_CHANNEL
+from visionq.state.keys import job as job_key
 
 KEY = "key-big"
 SECRET = "whsec_" + base64.b64encode(b"soak-benchmark-secret-32-bytes!!").decode()
@@ -273,8 +275,8 @@ def _soak(
     for thread in threads:
         thread.join(120)
     load_samples = list(samples)
-    # The steady state: once the first jobs' TTL has passed, as many expire as arrive.
-    steady = [s for s in load_samples if s["t"] >= min(ttl, load_seconds / 5)]
+    unfinished = [j for j in accepted if j not in receiver.ids]
+    stuck = _stuck(stack, store, unfinished, out)
     # The steady state: once the first jobs' TTL has passed, as many expire as arrive.
     steady = [s for s in load_samples if s["t"] - baseline["t"] >= min(ttl, load_seconds / 5)]
     # Then the TTL: every job and its files go (the sweeper's expiry path), and so must
@@ -312,6 +314,7 @@ def _soak(
         "worker_restarts": restarts,
         "load_seconds": round(load_seconds, 1),
         "done_seconds": round(done_seconds, 1),
+        "unfinished_sample": stuck,
         "keys_left_after_ttl": left[:50],
         "keys_gone_after_ttl": gone[:50],
         "fds_growth_pct": _growth(steady, "fds"),
@@ -324,6 +327,24 @@ def _soak(
     }
     _chart(figures["samples"], baseline, load_seconds, out / "soak.png")
     return figures
+
+
+def _stuck(
+    stack: BenchStack, store: redis.Redis, unfinished: list[str], out: Path
+) -> list[dict[str, str]]:
+    """When jobs did not finish: the records of the first few (before their TTL takes
+    them), and the stack's logs copied to `out/soak-logs`, which outlive the stack."""
+    if not unfinished:
+        return []
+    logs = out / "soak-logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    shutil.copytree(stack.logs, logs, ignore=shutil.ignore_patterns("images", "redis"))
+    sample = []
+    for job_id in unfinished[:10]:
+        record = cast(dict[bytes, bytes], store.hgetall(job_key(job_id)))
+        fields = {k.decode(): v.decode(errors="replace")[:200] for k, v in record.items()}
+        sample.append({"id": job_id, **{k: v for k, v in fields.items() if k != "request"}})
+    return sample
 
 
 def _chart(

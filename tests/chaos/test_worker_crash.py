@@ -18,12 +18,12 @@ JPEG = data_url(CORPUS / "good" / "hopper.jpg")
 def test_sigkill_of_the_upstream_worker_mid_call(stack: Stack, receiver: Receiver) -> None:
     n = 50
     ledger = Ledger(stack, receiver)
-    ids = [ledger.submit(f"job {i} [sim:latency=2]", JPEG) for i in range(n)]
+    ids = [ledger.submit(f"job {i} [sim:latency=4]", JPEG) for i in range(n)]
     deadline = time.monotonic() + 30
     with stack.session() as http:
-        while True:  # every job is inside its upstream call
+        while True:  # every job is inside its upstream call (none has come out of it yet)
             jobs = [http.get(f"{stack.base_url}/v1/jobs/{i}").json() for i in ids]
-            if all(j["attempts"] == 1 for j in jobs):
+            if all(j["attempts"] == 1 and j["status"] == "running" for j in jobs):
                 break
             assert time.monotonic() < deadline, stack.logs()
             time.sleep(0.05)
