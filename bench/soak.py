@@ -4,7 +4,10 @@ default (`python -m bench soak`); `--quick` (2,000 jobs, about two minutes) runs
 
 The full run is 100,000 jobs at 80 a second (what the 2 cores here sustain with room for
 the restarts; about 21 minutes) with a result TTL of 3 minutes, each a small PNG (50
-distinct ones) as a data URL, with a webhook to a receiver in this process. Every 10 s
+distinct ones) as a data URL, with a webhook to a receiver in this process. A restart is
+a rolling one (the replacement starts, then the old worker gets SIGTERM): stopping first
+would leave a queue without a consumer for the soft-shutdown timeout (30 s), longer than
+the quick run's TTL, and a job still queued when its TTL passes expires unrun. Every 10 s
 it samples the API's and the workers' RSS (each with its children), Redis's memory and
 key count, the files in the image store and the open file descriptors of the stack.
 Figures:
@@ -237,7 +240,7 @@ def _soak(
             if stop.wait(restart_every):
                 return
             child = next(c for c in stack.children if _role(c) == f"worker-{queue}")
-            stack.restart(child, f"worker-{queue}-{restarts}")
+            stack.restart(child, f"worker-{queue}-restart-{restarts}")
             restarts += 1
 
     threads = [threading.Thread(target=f, daemon=True) for f in (sampler, restarter)]

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,12 +35,22 @@ class BenchStack:
         return requests.get(f"{self.simulator_url}/_sim/stats", timeout=10).json()
 
     def restart(self, child: subprocess.Popen[bytes], name: str) -> subprocess.Popen[bytes]:
-        """SIGTERM `child` (its running tasks finish first), wait, and start it again."""
+        """Replace the worker `child` as a rolling update with a surge does: start its
+        replacement (logging to `name`.log), and once that is ready SIGTERM `child` (its
+        running tasks finish first) and wait for it. Stopping first would leave the queue
+        without a consumer for the whole soft-shutdown timeout."""
         assert self.spawn is not None
+        replacement = self.spawn(name, *[str(a) for a in child.args][3:])
+        log = self.logs / f"{name}.log"
+        deadline = time.monotonic() + 60
+        while b" ready." not in log.read_bytes():
+            if replacement.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start; see {log}")
+            time.sleep(0.2)
         child.terminate()
         child.wait(60)
         self.children.remove(child)
-        return self.spawn(name, *[str(a) for a in child.args][3:])
+        return replacement
 
 
 def _wait_for(url: str, child: subprocess.Popen[bytes], log: Path) -> None:
