@@ -309,7 +309,7 @@ def _soak(
         "rate": rate,
         "accepted": len(accepted),
         "refused": dict(refused),
-        "terminal": sum(1 for j in accepted if j in receiver.ids),
+        "terminal": len(accepted) - len(unfinished),
         "results_twice": sum(1 for j in accepted if writes.count[j] > 1),
         "results_missing": sum(1 for j in accepted if writes.count[j] == 0),
         "jobs_not_one_webhook_id": sum(1 for j in accepted if len(receiver.ids.get(j, ())) != 1),
