@@ -47,7 +47,7 @@ from PIL import Image
 from bench.intake import _tree_rss, process_tree
 from bench.report import Check
 from bench.stack import BenchStack, running
-from visionq.state.keys import DONE_CHANNEL
+from visionq.state.keys import DONE_CHANNEL, EXPIRY
 from visionq.state.keys import job as job_key
 
 KEY = "key-big"
@@ -128,7 +128,7 @@ def _role(child: Any) -> str:
     return args[3] if args[3] != "worker" else f"worker-{args[5]}"
 
 
-def _sample(stack: BenchStack, store: redis.Redis, started: float) -> dict[str, float]:
+def _sample(stack: BenchStack, store: redis.Redis, started: float) -> dict[str, Any]:
     rss: Counter[str] = Counter()
     fds = 0
     for child in list(stack.children):
@@ -142,19 +142,24 @@ def _sample(stack: BenchStack, store: redis.Redis, started: float) -> dict[str, 
     files = sum(
         1 for p in images.rglob("*") if p.is_file() and "tmp" not in p.relative_to(images).parts
     )
+    families = Counter(k.split(b":", 2)[1].decode() for k in store.scan_iter(count=1000))
     return {
         "t": round(time.monotonic() - started, 1),
         "api_rss_mib": rss["api"] / 2**20,
         "workers_rss_mib": rss["workers"] / 2**20,
         "redis_mib": memory / 2**20,
         "redis_keys": store.dbsize(),
-        "jobs_stored": sum(1 for _ in store.scan_iter("vq:job:*", count=1000)),
+        "jobs_stored": families["job"],
+        # Expired jobs whose files the sweeper has not yet seen to: a backlog that grows
+        # is the expiry path falling behind.
+        "expired_waiting": store.zcount(EXPIRY, "-inf", time.time()),
+        "families": dict(families),
         "files": files,
         "fds": fds,
     }
 
 
-def _growth(samples: list[dict[str, float]], key: str) -> float:
+def _growth(samples: list[dict[str, Any]], key: str) -> float:
     """The last fifth's median against the first fifth's, in percent (of the samples
     given: those of the steady state)."""
     n = len(samples)
@@ -225,7 +230,7 @@ def _soak(
     started = time.monotonic()
     baseline = _sample(stack, store, started)
     writes = _Writes(stack.redis_url)
-    samples: list[dict[str, float]] = []
+    samples: list[dict[str, Any]] = []
     stop = threading.Event()
 
     def sampler() -> None:
@@ -285,7 +290,7 @@ def _soak(
     # Then the TTL: every job and its files go (the sweeper's expiry path), and so must
     # everything they kept in Redis and in the store.
     stop_after = time.monotonic() + ttl + 15
-    after: list[dict[str, float]] = []
+    after: list[dict[str, Any]] = []
     while time.monotonic() < stop_after:
         time.sleep(every)
         after.append(_sample(stack, store, started))
@@ -351,7 +356,7 @@ def _stuck(
 
 
 def _chart(
-    samples: list[dict[str, float]], baseline: dict[str, float], load: float, path: Path
+    samples: list[dict[str, Any]], baseline: dict[str, Any], load: float, path: Path
 ) -> None:
     import matplotlib
 

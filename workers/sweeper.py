@@ -40,6 +40,8 @@ MAX_TICKETS_PER_ROUND = 1000
 #: How often the tenants' indexes lose the ids of expired records (`prune_indexes`), at
 #: most: twice per result TTL when that is shorter.
 PRUNE_INTERVAL = 60.0
+#: Seconds a round may spend removing the files of expired jobs before it goes on.
+EXPIRY_BUDGET = 1.0
 
 
 def run(settings: Settings) -> None:
@@ -113,11 +115,11 @@ def _remove_expired(jobs: JobStore, store: BlobStore) -> None:
     """Apart from the round above: an image storage outage must neither hold up webhooks
     and leases nor count as Redis being unreachable."""
     try:
-        removed = retention.remove_expired(jobs, store, now=time.time())
+        removed = retention.catch_up(jobs, store, budget=EXPIRY_BUDGET)
     except Unavailable as exc:
         log.warning("removing expired jobs' files failed (%s); tried again later", exc.message)
     except Exception:
         log.exception("removing expired jobs' files failed; tried again later")
     else:
         if removed:
-            log.info("removed the files of %d expired jobs", len(removed))
+            log.info("removed the files of %d expired jobs", removed)

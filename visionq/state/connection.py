@@ -73,7 +73,9 @@ def open_redis(url: str, *, max_connections: int | None = None, **options: Any) 
             url, max_connections=max_connections, **options
         )
         return redis.Redis(connection_pool=pool)
-    timeouts = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout") if k in options}
+    timeouts: dict[str, Any] = {
+        k: options[k] for k in ("socket_timeout", "socket_connect_timeout") if k in options
+    }
     manager = Sentinel(
         found.sentinels,
         sentinel_kwargs={"password": found.sentinel_password, **timeouts},

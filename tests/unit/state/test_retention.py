@@ -217,3 +217,31 @@ def test_an_image_taken_up_after_the_claim_is_kept_and_a_stale_lock_is_not_relea
     assert jobs.blobs.being_deleted(sha)  # not ours: still held
     assert not jobs.blobs.confirm_orphan(sha, holder=old.id)
     assert new.images[0]["blob"] == sha
+
+
+def test_catching_up_removes_a_backlog_longer_than_one_batch(
+    redis_db: redis.Redis, backend: Backend
+) -> None:
+    jobs = JobStore(redis_db, ttl=1, queued_grace=300)
+    records = [
+        _job(jobs, backend, b"one image for many jobs", body=False)
+        for _ in range(2 * retention.EXPIRED_PER_CALL + 10)
+    ]
+    _wait_until_expired(jobs, *(r.id for r in records))
+    assert retention.catch_up(jobs, backend.store, budget=60) == len(records)
+    assert backend.stored() == []
+    _assert_nothing_kept(redis_db)
+
+
+def test_catching_up_stops_at_its_budget(redis_db: redis.Redis, backend: Backend) -> None:
+    jobs = JobStore(redis_db, ttl=1, queued_grace=300)
+    records = [
+        _job(jobs, backend, b"one image for many jobs", body=False)
+        for _ in range(2 * retention.EXPIRED_PER_CALL + 10)
+    ]
+    _wait_until_expired(jobs, *(r.id for r in records))
+    # A clock past the budget after the first call: one batch, the rest left for later.
+    ticks = iter([0.0, 10.0])
+    removed = retention.catch_up(jobs, backend.store, budget=1, clock=lambda: next(ticks))
+    assert removed == retention.EXPIRED_PER_CALL
+    assert retention.catch_up(jobs, backend.store, budget=60) == len(records) - removed
