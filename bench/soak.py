@@ -128,6 +128,12 @@ def _role(child: Any) -> str:
     return args[3] if args[3] != "worker" else f"worker-{args[5]}"
 
 
+def _family(key: bytes) -> str:
+    """`job` for `vq:job:<id>`; the broker's keys (kombu's, no `vq:`) count as one."""
+    parts = key.split(b":", 2)
+    return parts[1].decode() if parts[0] == b"vq" and len(parts) > 1 else "broker"
+
+
 def _sample(stack: BenchStack, store: redis.Redis, started: float) -> dict[str, Any]:
     rss: Counter[str] = Counter()
     fds = 0
@@ -142,7 +148,7 @@ def _sample(stack: BenchStack, store: redis.Redis, started: float) -> dict[str, 
     files = sum(
         1 for p in images.rglob("*") if p.is_file() and "tmp" not in p.relative_to(images).parts
     )
-    families = Counter(k.split(b":", 2)[1].decode() for k in store.scan_iter(count=1000))
+    families = Counter(_family(k) for k in store.scan_iter(count=1000))
     return {
         "t": round(time.monotonic() - started, 1),
         "api_rss_mib": rss["api"] / 2**20,
