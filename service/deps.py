@@ -7,6 +7,7 @@ import threading
 
 from flask import current_app
 
+from visionq.accounts import Accounts
 from visionq.batches import Batches
 from visionq.intake import Intake
 from visionq.ops import metrics
@@ -57,13 +58,17 @@ class Services:
             settings.max_uploads,
             lease=settings.body_read_timeout + UPLOAD_LEASE_MARGIN,
         )
+        names = [account.name for account in Accounts.from_settings(settings)]
+        metrics.expose_accounts(names)
         #: What `/metrics` shows: the process tree's samples and the cluster's queues.
         self.metrics = metrics.scrape_registry(
             settings.metrics_dir,
             metrics.ClusterGauges(
                 queue_depths=self.broker.queue_depths,
                 paced_jobs=functools.partial(pacing.waiting_jobs, self.redis),
-                models=settings.model_context,
+                models=settings.models,
+                accounts_out=functools.partial(pacing.out_of_rotation, self.redis, names),
+                accounts=names,
             ),
         )
 

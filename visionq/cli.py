@@ -112,7 +112,7 @@ def _sweeper(args: argparse.Namespace) -> int:
 
 
 def _simulator(args: argparse.Namespace) -> int:
-    from visionq.simulator import RateLimits, serve
+    from visionq.simulator import RateLimits, SimAccount, serve
 
     print(
         "visionq simulator: a development stand-in for MiMo, not the real model",
@@ -120,9 +120,48 @@ def _simulator(args: argparse.Namespace) -> int:
         flush=True,
     )
     given = {"rpm": args.rpm, "tpm": args.tpm, "concurrency": args.concurrency}
-    limits = RateLimits(**{name: value for name, value in given.items() if value is not None})
-    serve(args.host, args.port, api_key=args.api_key, latency=args.latency, limits=limits)
+    defaults = {name: value for name, value in given.items() if value is not None}
+    accounts = [
+        SimAccount(name, keys, RateLimits(**(defaults | own))) for name, keys, own in args.account
+    ]
+    serve(
+        args.host,
+        args.port,
+        api_key=args.api_key,
+        latency=args.latency,
+        limits=None if accounts else RateLimits(**defaults),
+        accounts=accounts or None,
+    )
     return 0
+
+
+_ACCOUNT_SYNTAX = "NAME=KEY[+KEY...][:rpm=N][:tpm=N][:concurrency=N]"
+
+
+def _account_option(text: str) -> tuple[str, tuple[str, ...], dict[str, int]]:
+    """One `visionq simulator --account`: its name, keys, and only the limits it names, since
+    the others come from --rpm/--tpm/--concurrency, which may follow it on the line.
+
+    No message quotes the text: it holds keys, and argparse prints the message.
+    """
+    name, has_name, rest = text.partition("=")
+    keys_text, *items = rest.split(":")
+    keys = tuple(keys_text.split("+"))
+    if not (has_name and name and all(keys)):
+        raise argparse.ArgumentTypeError(f"must be {_ACCOUNT_SYNTAX}: a name, then its keys")
+    limits: dict[str, int] = {}
+    for item in items:
+        limit, _, value = item.partition("=")
+        if (
+            limit not in ("rpm", "tpm", "concurrency")
+            or limit in limits
+            or not (value.isascii() and value.isdigit())
+        ):
+            raise argparse.ArgumentTypeError(
+                f"must be {_ACCOUNT_SYNTAX}: each limit at most once, a whole number"
+            )
+        limits[limit] = int(value)
+    return name, keys, limits
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -172,7 +211,17 @@ def parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulator", help="the bundled MiMo-compatible upstream simulator")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8001)
-    sim.add_argument("--api-key", default=None, help="the key it accepts (default: any)")
+    keys = sim.add_mutually_exclusive_group()
+    keys.add_argument("--api-key", default=None, help="the key it accepts (default: any)")
+    keys.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        type=_account_option,
+        metavar=_ACCOUNT_SYNTAX,
+        help="an account of its own (repeatable): its keys share its limits, which default to "
+        "--rpm/--tpm/--concurrency",
+    )
     sim.add_argument("--latency", type=float, default=0.0)
     for limit, meaning in (
         ("rpm", "requests per minute per model"),

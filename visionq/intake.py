@@ -111,8 +111,8 @@ class Intake:
 
     def resolve_model(self, request: JobRequest) -> str:
         model = request.model or self._settings.default_model
-        if model not in self._settings.model_context:
-            known = ", ".join(sorted(self._settings.model_context))
+        if model not in self._settings.models:
+            known = ", ".join(self._settings.models)
             raise InvalidRequest(f"unknown model {model!r}; use one of {known}", param="model")
         return model
 

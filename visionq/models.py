@@ -233,6 +233,8 @@ class Job(BaseModel):
     result: Result | None = None
     error: ErrorBody | None = None
     attempts: int = 0
+    #: The upstream account that answered its last call, by name (never its key).
+    account: str | None = None
     webhook: WebhookState | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     #: A batch line's job: its batch and the line's custom_id (absent otherwise).

@@ -45,6 +45,7 @@ def job(record: JobRecord) -> Job:
             "result": f.get("result"),
             "error": f.get("error"),
             "attempts": int(f.get("attempts") or 0),
+            "account": f.get("account"),
             # `generation` orders the outbox's writes; it is not the client's business.
             "webhook": None
             if webhook is None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import redis
 
 from visionq import webhooks
+from visionq.accounts import Accounts
 from visionq.broker import Broker
 from visionq.broker.celery_amqp import CeleryAmqp, is_amqp
 from visionq.broker.celery_redis import CeleryRedis
@@ -94,6 +95,7 @@ class Resources:
 class Runtime(Resources):
     """The resources one worker process shares between its tasks (and the sweeper uses)."""
 
+    accounts: Accounts
     leases: Leases
     keeper: LeaseKeeper
     pacer: Pacer
@@ -108,11 +110,13 @@ class Runtime(Resources):
         shared = Resources.open(settings, client)
         leases = Leases(client, lease=settings.job_lease)
         keeper = LeaseKeeper(interval=settings.job_lease / 3)
+        accounts = Accounts.from_settings(settings)
         return cls(
             **vars(shared),  # the process's Resources, composed once, in Resources.open
+            accounts=accounts,
             leases=leases,
             keeper=keeper,
-            pacer=Pacer(client, settings, leases, keeper),
+            pacer=Pacer(client, settings, accounts, leases, keeper),
             upstream=UpstreamClient(settings),
             fetcher=UrlFetcher(
                 allow_private=settings.allow_private_urls,
@@ -137,15 +141,22 @@ class Runtime(Resources):
         tenant: str,
         retry_in: float | None = None,
         lane: Lane = "interactive",
+        uncounted: bool = False,
     ) -> None:
         """Give a prepared job to `model`'s upstream stage: at once, or for a retry
         `retry_in` seconds from now. The caller sends (or keeps) a ticket for it.
+        `uncounted`: the attempt just made does not count (an account's fault, not the
+        job's).
 
         The lease is released before the offer, so that whichever ticket takes the job
         may have it straight away. Should this process die between the two, the job is
         not lost: the released lease comes due `retry_in` plus one lease from now, and
         the sweeper then offers the job itself.
         """
-        self.leases.release(job_id, look_in=(retry_in or 0.0) + self.leases.lease)
+        self.leases.release(
+            job_id,
+            look_in=(retry_in or 0.0) + self.leases.lease,
+            uncount="upstream" if uncounted else None,
+        )
         due = 0.0 if retry_in is None else time.time() + retry_in
         self.pacer.offer(job_id, model=model, tenant=tenant, due=due, lane=lane)

@@ -11,6 +11,7 @@ stands alone, reads its own `VISIONQ_URL` and `VISIONQ_KEY`.) Tests construct
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -79,6 +80,34 @@ def parse_limits(spec: str) -> list[RateLimitItem]:
     return parse_many(spec)
 
 
+def _accounts_json(env: Mapping[str, str]) -> list[object] | None:
+    """`VISIONQ_UPSTREAM_ACCOUNTS`, or the file `VISIONQ_UPSTREAM_ACCOUNTS_FILE` names (where
+    a secret store mounts it): a JSON list. Errors never quote it: it holds keys."""
+    inline = env.get("VISIONQ_UPSTREAM_ACCOUNTS", "").strip()
+    path = env.get("VISIONQ_UPSTREAM_ACCOUNTS_FILE", "").strip()
+    if inline and path:
+        raise ConfigurationError(
+            "set VISIONQ_UPSTREAM_ACCOUNTS or VISIONQ_UPSTREAM_ACCOUNTS_FILE, not both"
+        )
+    what = "VISIONQ_UPSTREAM_ACCOUNTS_FILE" if path else "VISIONQ_UPSTREAM_ACCOUNTS"
+    if path:
+        try:
+            with open(path, encoding="utf-8") as file:
+                inline = file.read()
+        except OSError as exc:
+            raise ConfigurationError(f"{what}: cannot read {path}: {exc.strerror}") from None
+    if not inline:
+        return None
+    try:
+        accounts = json.loads(inline)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise ConfigurationError(f"{what} is not valid JSON (at {where})") from None
+    if not isinstance(accounts, list) or not accounts:
+        raise ConfigurationError(f"{what} must be a JSON list of accounts")
+    return accounts
+
+
 def _bool(raw: str) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
@@ -90,6 +119,30 @@ class Budget:
     rpm: int
     tpm: int
     concurrency: int
+
+
+#: An account's name: it goes into Redis keys, metric labels and job records.
+ACCOUNT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
+#: An account budget: one number for every model, or one per model (the rest: the
+#: single-account setting for that model).
+PerModel = PositiveInt | dict[str, PositiveInt]
+
+
+class UpstreamAccount(BaseModel):
+    """One upstream account as configured (API.md, "Upstream accounts"); what is not given
+    comes from the single-account settings (`visionq.accounts` resolves it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=ACCOUNT_NAME)
+    api_key: SecretStr
+    base_url: str | None = None
+    anthropic_base_url: str | None = None
+    rpm: PerModel | None = None
+    tpm: PerModel | None = None
+    concurrency: PerModel | None = None
+    #: When given, the account serves only these tenants, and they only such accounts.
+    tenants: tuple[str, ...] | None = Field(default=None, min_length=1)
 
 
 class Settings(BaseModel):
@@ -108,6 +161,11 @@ class Settings(BaseModel):
     upstream_base_url: str = "https://api.xiaomimimo.com/v1"
     upstream_anthropic_base_url: str = "https://api.xiaomimimo.com/anthropic"
     mimo_api_key: SecretStr | None = None
+    #: Several upstream accounts; empty: the one account of `mimo_api_key` ("main").
+    upstream_accounts: tuple[UpstreamAccount, ...] = ()
+    #: Seconds an account that answered 401/403 (or whose 402 a probe confirmed) stays
+    #: out of rotation before one call probes it again.
+    account_probe_interval: PositiveFloat = 60.0
     #: (tenant, client key) pairs
     api_keys: tuple[tuple[str, SecretStr], ...] = ()
     auth_disabled: bool = False
@@ -133,6 +191,8 @@ class Settings(BaseModel):
     #: passed through; image URLs have caps of their own): about the largest context.
     max_text_chars: PositiveInt = 4_194_304
     max_image_bytes: int = MIMO_MAX_IMAGE_BYTES
+    #: The models jobs may name; each needs a context window in `model_context`.
+    models: tuple[str, ...] = Field(default=("mimo-v2.5", "mimo-v2-omni"), min_length=1)
     default_model: str = "mimo-v2.5"
     result_ttl: int = 604_800
     #: Per model, "*" for every model not named (API.md, "Pacing the upstream").
@@ -203,6 +263,7 @@ class Settings(BaseModel):
             "VISIONQ_HEALTH_PORT": "health_port",
             "VISIONQ_BODY_READ_TIMEOUT": "body_read_timeout",
             "VISIONQ_BATCH_WINDOW": "batch_window",
+            "VISIONQ_ACCOUNT_PROBE_INTERVAL": "account_probe_interval",
             # prometheus-client's own variable, so that it and we agree on the directory.
             "PROMETHEUS_MULTIPROC_DIR": "metrics_dir",
         }
@@ -236,6 +297,10 @@ class Settings(BaseModel):
             if raw := env.get(var, "").strip():
                 defaults = cls.model_fields[field].get_default(call_default_factory=True)
                 values[field] = defaults | parse(raw, var)
+        if raw := env.get("VISIONQ_MODELS", "").strip():
+            values["models"] = tuple(p.strip() for p in raw.split(",") if p.strip())
+        if accounts := _accounts_json(env):
+            values["upstream_accounts"] = accounts
         if raw := env.get("VISIONQ_MODEL_CONTEXT", "").strip():
             pairs = _pairs(raw, "=", "VISIONQ_MODEL_CONTEXT")
             sizes = _ints(",".join(pairs.values()), "VISIONQ_MODEL_CONTEXT sizes")
@@ -245,7 +310,7 @@ class Settings(BaseModel):
         except ValueError as exc:
             # Never echo the offending values: some of them are secrets.
             fields = ", ".join(
-                str(err["loc"][0]) if err["loc"] else err["msg"]
+                ".".join(str(part) for part in err["loc"]) if err["loc"] else err["msg"]
                 for err in getattr(exc, "errors", list)()
             )
             raise ConfigurationError(f"invalid configuration in: {fields or exc}") from None
@@ -259,6 +324,25 @@ class Settings(BaseModel):
                 "VISIONQ_WEBHOOK_PREVIOUS_SECRET needs VISIONQ_WEBHOOK_SECRET and "
                 "VISIONQ_WEBHOOK_PREVIOUS_SECRET_UNTIL (when the overlap ends)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _accounts_are_consistent(self) -> Settings:
+        names = [account.name for account in self.upstream_accounts]
+        if len(set(names)) != len(names):
+            raise ValueError("VISIONQ_UPSTREAM_ACCOUNTS: two accounts have the same name")
+        if names and self.mimo_api_key is not None:
+            raise ValueError(
+                "set MIMO_API_KEY (one account) or VISIONQ_UPSTREAM_ACCOUNTS, not both"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _models_are_known(self) -> Settings:
+        if missing := [m for m in self.models if m not in self.model_context]:
+            raise ValueError(f"VISIONQ_MODEL_CONTEXT has no context window for {missing}")
+        if self.default_model not in self.models:
+            raise ValueError("VISIONQ_DEFAULT_MODEL is not one of VISIONQ_MODELS")
         return self
 
     def budget(self, model: str) -> Budget:

@@ -168,9 +168,10 @@ def test_job_counters_moved_by_what_the_jobs_did(scenario: Scenario) -> None:
         d("visionq_jobs_finished_total", model=MODEL, status="failed", error_type="invalid_image")
         == 1
     )
-    assert d("visionq_upstream_calls_total", model=MODEL, status="200") == 2
-    assert d("visionq_upstream_calls_total", model=MODEL, status="429") == 1
-    assert d("visionq_upstream_rate_limited_total", model=MODEL) == 1
+    assert d("visionq_upstream_calls_total", model=MODEL, account="main", status="200") == 2
+    assert d("visionq_upstream_calls_total", model=MODEL, account="main", status="429") == 1
+    assert d("visionq_upstream_rate_limited_total", model=MODEL, account="main") == 1
+    assert d("visionq_account_tokens_total", account="main", model=MODEL, kind="prompt") > 0
     assert d("visionq_upstream_retries_total", model=MODEL, reason="rate_limited") == 1
     assert d("visionq_pacing_waits_total", model=MODEL, limit="paused") >= 1
     assert d("visionq_http_requests_total", method="POST", endpoint="/v1/jobs", status="202") == 3

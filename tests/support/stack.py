@@ -8,6 +8,7 @@ the one stand-in, for the paid upstream.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -168,15 +169,22 @@ def running_stack(
     *,
     simulator_args: tuple[str, ...] = ("--rpm", "0"),
     upstream_workers: int = 1,
+    accounts: tuple[dict[str, Any], ...] = (),
     **extra_env: str,
 ) -> Iterator[Stack]:
     """The simulator, a worker per queue (`upstream_workers` for upstream), the sweeper and
     the API, as child processes on `redis_url`, with Celery's messages on RabbitMQ when
-    the session runs on it (`VISIONQ_TEST_BROKER=amqp`); stopped when the block ends."""
+    the session runs on it (`VISIONQ_TEST_BROKER=amqp`); stopped when the block ends.
+
+    `accounts`: upstream accounts as `VISIONQ_UPSTREAM_ACCOUNTS` has them (`name`,
+    `api_key`, budgets, `tenants`), each also an account of the simulator, with the
+    limits of `simulator_args`; without them, the one account of `SIM_KEY`."""
     with ExitStack() as broker:
         if TEST_BROKER == "amqp" and "VISIONQ_BROKER_URL" not in extra_env:
             extra_env = {**extra_env, "VISIONQ_BROKER_URL": broker.enter_context(vhost())}
-        yield from _stack(redis_url, tmp_path_factory, simulator_args, upstream_workers, extra_env)
+        yield from _stack(
+            redis_url, tmp_path_factory, simulator_args, upstream_workers, accounts, extra_env
+        )
 
 
 def _stack(
@@ -184,6 +192,7 @@ def _stack(
     tmp_path_factory: pytest.TempPathFactory,
     simulator_args: tuple[str, ...],
     upstream_workers: int,
+    accounts: tuple[dict[str, Any], ...],
     extra_env: dict[str, str],
 ) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("logs")
@@ -193,10 +202,20 @@ def _stack(
     # One metrics directory for the whole stack, as on one host: the API's /metrics shows
     # what the workers counted too (tests/e2e/test_metrics.py).
     metrics_dir = str(tmp_path_factory.mktemp("metrics"))
+    sim_cmd = ["simulator", "--port", str(sim_port), *simulator_args]
+    if accounts:
+        extra_env = {
+            **extra_env,
+            "MIMO_API_KEY": "",
+            "VISIONQ_UPSTREAM_ACCOUNTS": json.dumps(list(accounts)),
+        }
+        for account in accounts:
+            sim_cmd += ["--account", f"{account['name']}={account['api_key']}"]
+    else:
+        sim_cmd += ["--api-key", SIM_KEY]
     env = stack_env(
         redis_url, storage, simulator_url, PROMETHEUS_MULTIPROC_DIR=metrics_dir, **extra_env
     )
-    sim_cmd = ["simulator", "--port", str(sim_port), "--api-key", SIM_KEY, *simulator_args]
     processes = [Process("simulator", sim_cmd, env, logs)]
     try:
         wait_for_http(f"{simulator_url}/", processes[0])

@@ -146,7 +146,12 @@ def test_context_window_is_checked_before_the_call(
     stack: Stack, redis_url: str, tmp_path: Path, image_server: str
 ) -> None:
     rt = _runtime(
-        stack, redis_url, tmp_path, model_context={"mimo-v2.5": 100}, allow_private_urls=True
+        stack,
+        redis_url,
+        tmp_path,
+        model_context={"mimo-v2.5": 100},
+        models=("mimo-v2.5",),
+        allow_private_urls=True,
     )
     job_id = _submit(rt, "x", CORPUS / "good/hopper.png")  # 128x128: 16 tokens + text
     # Images at URLs are counted only once fetched: the worker refuses the job.

@@ -90,6 +90,8 @@ class Job:
     result: Result | None = None
     error: JobFailure | None = None
     attempts: int = 0
+    #: The upstream account that answered, by name.
+    account: str | None = None
     webhook: WebhookState | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     #: A batch line's job: its batch and the line's custom_id.

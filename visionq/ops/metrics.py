@@ -11,7 +11,8 @@ Queue depths are not counted by any process: the broker reports them (the length
 lists), read at scrape time by `ClusterGauges`, and so the same whichever API process
 answers the scrape.
 
-Label values stay few (models, stages, status codes), never job ids or tenants.
+Label values stay few (models, stages, status codes, the configured accounts), never job ids
+or tenants.
 """
 
 from __future__ import annotations
@@ -60,11 +61,24 @@ STAGE_SECONDS = Histogram(
 )
 UPSTREAM_CALLS = Counter(
     "visionq_upstream_calls",
-    "Upstream calls by HTTP status, or `error` when none came (connection, time-out)",
-    ["model", "status"],
+    "Upstream calls by account and HTTP status, or `error` when none came (connection, time-out)",
+    ["model", "account", "status"],
 )
 UPSTREAM_RATE_LIMITED = Counter(
-    "visionq_upstream_rate_limited", "Upstream calls answered 429", ["model"]
+    "visionq_upstream_rate_limited", "Upstream calls answered 429", ["model", "account"]
+)
+ACCOUNT_BENCHED = Counter(
+    "visionq_account_benched",
+    "Times an upstream account was taken out of rotation, by reason: auth (401/403), "
+    "funds_suspected (a 402 that may be a burst), funds (a probe confirmed the 402)",
+    ["account", "reason"],
+)
+#: `ACCOUNT_BENCHED`'s reasons, each shown at 0 from the start (`expose_accounts`).
+BENCH_REASONS = ("auth", "funds_suspected", "funds")
+ACCOUNT_TOKENS = Counter(
+    "visionq_account_tokens",
+    "Tokens the upstream counted, per account, model and kind (prompt, completion)",
+    ["account", "model", "kind"],
 )
 UPSTREAM_RETRIES = Counter(
     "visionq_upstream_retries", "Upstream calls scheduled again, by reason", ["model", "reason"]
@@ -169,9 +183,18 @@ def served(settings: Settings) -> Iterator[None]:
         thread.join()
 
 
+def expose_accounts(accounts: Iterable[str]) -> None:
+    """Show each account's bench counters at 0 before anything happened, so that an alert
+    on their increase has a series to watch from the start."""
+    for account in accounts:
+        for reason in BENCH_REASONS:
+            ACCOUNT_BENCHED.labels(account, reason)
+
+
 class ClusterGauges:
-    """`visionq_queue_depth{queue}` and `visionq_paced_jobs{model}`, read from Redis when
-    scraped: they describe the whole cluster, not the process that answers."""
+    """`visionq_queue_depth{queue}`, `visionq_paced_jobs{model}` and
+    `visionq_account_in_rotation{account}`, read from Redis when scraped: they describe
+    the whole cluster, not the process that answers."""
 
     def __init__(
         self,
@@ -179,15 +202,20 @@ class ClusterGauges:
         queue_depths: Callable[[], dict[str, int]],
         paced_jobs: Callable[[], dict[str, int]],
         models: Iterable[str],
+        accounts_out: Callable[[], dict[str, str]],
+        accounts: Iterable[str],
     ) -> None:
         self._queue_depths = queue_depths
         self._paced_jobs = paced_jobs
         self._models = tuple(models)
+        self._accounts_out = accounts_out
+        self._accounts = tuple(accounts)
 
     def collect(self) -> Iterator[Metric]:
         try:
             depths = self._queue_depths()
             paced = dict.fromkeys(self._models, 0) | self._paced_jobs()
+            out = self._accounts_out()
         except (redis.RedisError, Unavailable):
             # The rest of the scrape is still worth having; readiness reports Redis.
             log.warning("could not read queue depths from Redis", exc_info=True)
@@ -206,3 +234,12 @@ class ClusterGauges:
         for model, n in sorted(paced.items()):
             waiting.add_metric([model], n)
         yield waiting
+        rotation = GaugeMetricFamily(
+            "visionq_account_in_rotation",
+            "1 while an upstream account takes calls, 0 while it is out of rotation (401/403, "
+            "402) or waiting for its probe",
+            labels=["account"],
+        )
+        for account in self._accounts:
+            rotation.add_metric([account], 0 if account in out else 1)
+        yield rotation

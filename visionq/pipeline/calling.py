@@ -8,9 +8,12 @@ import time
 from typing import Any, BinaryIO
 
 from visionq import tokens
+from visionq.accounts import Account
 from visionq.errors import (
+    InsufficientBalance,
     Internal,
     Unavailable,
+    UpstreamAuth,
     UpstreamError,
     UpstreamRetryable,
     UpstreamUnavailable,
@@ -21,10 +24,16 @@ from visionq.ops import logs, metrics
 from visionq.pipeline.outcomes import bind_job, count_finish, fail_job, lane_of
 from visionq.retries import retry_delay, retry_reason
 from visionq.runtime import Runtime
+from visionq.state.pacing import Fault, Turn
 from visionq.state.records import JobRecord
 from visionq.upstream.dialects import parse_result
 
 log = logging.getLogger("visionq.pipeline")
+
+#: Seconds an account whose 402 may have been a burst (MiMo's issue #99) stays out of
+#: rotation before its probe, and for how long it then has half the calls in flight.
+SUSPECTED_FUNDS_BENCH = 2.0
+LOWERED_CONCURRENCY_SECONDS = 60
 
 
 def _input_tokens(record: JobRecord) -> int:
@@ -44,11 +53,14 @@ def call_upstream(model: str, rt: Runtime) -> float | None:
     with logs.context(stage="upstream"), rt.pacer.turn(model) as turn:
         if turn is None:  # no job due: an earlier ticket took this one's job
             return None
-        logs.bind(job_id=turn.job_id, attempt=turn.attempt)
+        logs.bind(job_id=turn.job_id, attempt=turn.attempt, account=turn.account)
         record = rt.jobs.load(turn.job_id)
         if record is None:
             return None
         bind_job(record, turn.attempt)
+        if turn.refused is not None:
+            _record_outcome(rt, record, _refusal(turn.refused))
+            return None
         if turn.attempt > rt.settings.upstream_max_attempts:
             # Every earlier attempt ended with no outcome (its worker died, or it could not
             # read the body): a job that stops its workers must not be offered for ever,
@@ -58,14 +70,30 @@ def call_upstream(model: str, rt: Runtime) -> float | None:
             )
             _record_outcome(rt, record, error)
             return None
-        rt.pacer.spend_tokens(model, _input_tokens(record))
+        rt.pacer.spend_tokens(model, turn.account, _input_tokens(record))
         waited = time.time() - turn.ready_since
         metrics.STAGE_SECONDS.labels("pacing_wait").observe(max(0.0, waited))
-        return _call_upstream(rt, record, turn.attempt)
+        return _call_upstream(rt, record, turn)
 
 
-def _call_upstream(rt: Runtime, record: JobRecord, attempt: int) -> float | None:
-    job_id = record.id
+def _refusal(reason: str) -> VisionqError:
+    """Why no account could take the job, as the error it fails with."""
+    if reason == "funds":
+        return InsufficientBalance(
+            "every upstream account that serves this tenant is out of funds "
+            "(MiMo answered 402 to a probe)"
+        )
+    if reason == "auth":
+        return UpstreamAuth(
+            "every upstream account that serves this tenant was refused by MiMo (401/403); "
+            "check the keys"
+        )
+    return UpstreamAuth("no upstream account serves this tenant (VISIONQ_UPSTREAM_ACCOUNTS)")
+
+
+def _call_upstream(rt: Runtime, record: JobRecord, turn: Turn) -> float | None:
+    job_id, attempt = record.id, turn.attempt
+    account = rt.accounts.get(turn.account)
     try:
         body, length = rt.store.open_body(job_id)
     except FileNotFoundError:
@@ -74,12 +102,14 @@ def _call_upstream(rt: Runtime, record: JobRecord, attempt: int) -> float | None
     model = record.model
     try:
         with body:
-            raw = _timed_call(rt, record, body, length)
+            raw = _timed_call(rt, record, account, body, length)
         result = parse_result(record.api, raw)
+    except (UpstreamAuth, InsufficientBalance) as exc:
+        return _account_fault(rt, record, turn, exc)
     except UpstreamRetryable as exc:
         if exc.upstream_status == 429:
             # Our pacing should have kept it away; someone else shares the account.
-            rt.pacer.pause(model, exc.retry_after or 1.0)
+            rt.pacer.pause(model, account.name, exc.retry_after or 1.0)
         if attempt < rt.settings.upstream_max_attempts:
             retry_in = retry_delay(attempt, exc.retry_after)
             rt.hand_on(
@@ -104,22 +134,64 @@ def _call_upstream(rt: Runtime, record: JobRecord, attempt: int) -> float | None
         )
         return None
     except VisionqError as exc:
-        _record_outcome(rt, record, exc)
+        _record_outcome(rt, record, exc, account=account.name)
         return None
+    if turn.probe:
+        rt.pacer.restore(account.name)
+        log.warning("upstream account %s answered its probe: back in rotation", account.name)
     usage = result["usage"]
     for kind in ("prompt", "completion"):
-        metrics.TOKENS.labels(model, kind).inc(int(usage.get(f"{kind}_tokens") or 0))
-    _record_outcome(rt, record, result)
+        count = int(usage.get(f"{kind}_tokens") or 0)
+        metrics.TOKENS.labels(model, kind).inc(count)
+        metrics.ACCOUNT_TOKENS.labels(account.name, model, kind).inc(count)
+    _record_outcome(rt, record, result, account=account.name)
     return None
 
 
-def _timed_call(rt: Runtime, record: JobRecord, body: BinaryIO, length: int) -> dict[str, Any]:
+def _account_fault(
+    rt: Runtime, record: JobRecord, turn: Turn, exc: UpstreamAuth | InsufficientBalance
+) -> float:
+    """The account, not the job, is at fault: take it out of rotation and offer the job
+    again without counting the attempt. The pacer then sends it to another account of its
+    tenant, or, when every one of them has a confirmed fault, refuses it (`_refusal`).
+
+    A 401/403 is a fault of the key at once. A 402 may be MiMo's answer to a burst of
+    concurrent calls (its issue #99): the account is out for a moment, with half the
+    calls in flight for a minute, and only a probe that gets 402 again confirms it.
+    """
+    name, model = turn.account, record.model
+    fault: Fault
+    if isinstance(exc, UpstreamAuth):
+        fault, reason, confirmed = "auth", "auth", True
+    elif turn.probe:
+        fault, reason, confirmed = "funds", "funds", True
+    else:
+        fault, reason, confirmed = "funds", "funds_suspected", False
+        rt.pacer.lower_concurrency(model, name, seconds=LOWERED_CONCURRENCY_SECONDS)
+    seconds = rt.settings.account_probe_interval if confirmed else SUSPECTED_FUNDS_BENCH
+    rt.pacer.bench(name, fault, confirmed=confirmed, seconds=seconds)
+    metrics.ACCOUNT_BENCHED.labels(name, reason).inc()
+    log.warning(
+        "upstream account %s answered %s: out of rotation for %.0f s (%s); its job goes on",
+        name,
+        exc.upstream_status,
+        seconds,
+        reason,
+        extra={"upstream_status": exc.upstream_status, "reason": reason},
+    )
+    rt.hand_on(record.id, model=model, tenant=record.tenant, lane=lane_of(record), uncounted=True)
+    return 0.0
+
+
+def _timed_call(
+    rt: Runtime, record: JobRecord, account: Account, body: BinaryIO, length: int
+) -> dict[str, Any]:
     """One upstream call, counted and logged with its status and duration."""
     model = record.model
     status = "error"
     started = time.monotonic()
     try:
-        raw = rt.upstream.call(record.api, body, length)
+        raw = rt.upstream.call(account, record.api, body, length)
         status = "200"
         return raw
     except UpstreamError as exc:
@@ -129,9 +201,9 @@ def _timed_call(rt: Runtime, record: JobRecord, body: BinaryIO, length: int) -> 
     finally:
         elapsed = time.monotonic() - started
         metrics.STAGE_SECONDS.labels("upstream").observe(elapsed)
-        metrics.UPSTREAM_CALLS.labels(model, status).inc()
+        metrics.UPSTREAM_CALLS.labels(model, account.name, status).inc()
         if status == "429":
-            metrics.UPSTREAM_RATE_LIMITED.labels(model).inc()
+            metrics.UPSTREAM_RATE_LIMITED.labels(model, account.name).inc()
         log.info(
             "upstream answered %s in %.3f s",
             status,
@@ -146,7 +218,13 @@ def _timed_call(rt: Runtime, record: JobRecord, body: BinaryIO, length: int) -> 
 RESULT_WRITE_PATIENCE = 60.0
 
 
-def _record_outcome(rt: Runtime, record: JobRecord, outcome: StoredResult | VisionqError) -> None:
+def _record_outcome(
+    rt: Runtime,
+    record: JobRecord,
+    outcome: StoredResult | VisionqError,
+    *,
+    account: str | None = None,
+) -> None:
     """Finish the job with the call's result or error, then delete its upstream body.
 
     A result has been paid for, so while Redis is unreachable the write is tried again
@@ -159,8 +237,8 @@ def _record_outcome(rt: Runtime, record: JobRecord, outcome: StoredResult | Visi
     while True:
         try:
             if isinstance(outcome, VisionqError):
-                fail_job(rt, record, outcome)
-            elif rt.jobs.succeed(job_id, outcome):
+                fail_job(rt, record, outcome, account=account)
+            elif rt.jobs.succeed(job_id, outcome, account=account):
                 count_finish(record, "succeeded")
             break
         except Unavailable:

@@ -41,9 +41,11 @@ def bind_job(record: JobRecord, attempt: int) -> None:
     )
 
 
-def fail_job(rt: Runtime, record: JobRecord, error: VisionqError) -> None:
+def fail_job(
+    rt: Runtime, record: JobRecord, error: VisionqError, *, account: str | None = None
+) -> None:
     """Fail the job with `error`, and count and log it if this call is what failed it."""
-    if rt.jobs.fail(record.id, error):
+    if rt.jobs.fail(record.id, error, account=account):
         count_finish(record, "failed", error.type)
 
 

@@ -6,28 +6,38 @@ garbage bodies, slow bodies, long latency) can be provoked on demand. It validat
 as MiMo's documentation says MiMo does, and its answer names exactly which image bytes
 arrived, in which order, so a test can prove the service sent the right ones.
 
-All state (configured latency, counters) lives on the app object: two apps in one process
-never share anything.
+It stands in for one MiMo account or several: each has its keys, its rate limits, its
+balance and its faults, and each key its prompt cache, so a service that spreads its calls
+over accounts can be tested against the same separations MiMo makes.
+
+All state (configured latency, accounts, counters) lives on the app object: two apps in one
+process never share anything.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import math
 import socket
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import asdict
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from visionq.simulator.inputs import MODELS, Api, Chat, Received, SimError, load_image, parse_chat
-from visionq.simulator.state import LIMIT_FIELDS, RateLimits, SimState
+from visionq.simulator.state import (
+    FAULT_FIELDS,
+    LIMIT_FIELDS,
+    Caller,
+    RateLimits,
+    SimAccount,
+    SimState,
+    Usage,
+)
 
 #: MiMo's context windows (its "Pricing and Rate Limits" page). The service's own copy is
 #: configurable for its pre-check; this one is the upstream's truth and is not.
@@ -35,7 +45,13 @@ CONTEXT_LENGTH: dict[str, int] = {"mimo-v2.5": 1_048_576, "mimo-v2-omni": 262_14
 _STATE = "visionq_simulator"
 _CHAT_ENDPOINTS = {"openai_chat", "anthropic_messages"}
 _SLOW_BODY_PIECES = 20
-_CONFIG_SHAPE = 'the body must be {"latency": s, "rpm": n, "tpm": n, "concurrency": n}'
+_CONFIG_SHAPE = (
+    'the body must be {"latency": s, "rpm": n, "tpm": n, "concurrency": n} (every account) '
+    'or {"account": name, "rpm": n, "tpm": n, "concurrency": n, "revoked": true|false, '
+    '"balance": n|null, "burst_402_over": n} (that account), every member but "account" optional'
+)
+_EVERY_ACCOUNT = frozenset({"latency", *LIMIT_FIELDS})
+_ONE_ACCOUNT = frozenset({"account", *LIMIT_FIELDS, *FAULT_FIELDS})
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -63,16 +79,26 @@ def _non_negative(value: object, what: str) -> float:
 
 
 def create_app(
-    *, api_key: str | None, latency: float = 0.0, limits: RateLimits | None = None
+    *,
+    api_key: str | None = None,
+    latency: float = 0.0,
+    limits: RateLimits | None = None,
+    accounts: Sequence[SimAccount] | None = None,
 ) -> Flask:
-    """A fresh simulator app. `api_key=None` accepts any non-empty key (but not none);
-    `limits` defaults to MiMo's published ones."""
+    """A fresh simulator app.
+
+    Without `accounts` it is one account, `default`, whose key is `api_key` (None accepts
+    any non-empty key, but not none) and whose `limits` default to MiMo's published ones.
+    With `accounts`, those are its accounts, and `api_key` and `limits` must not be given:
+    each account brings its own. A name or a key given twice is a ValueError.
+    """
     app = Flask("simulator")
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep MiMo's documented order
     app.extensions[_STATE] = SimState(
-        api_key=api_key,
         latency=_non_negative(latency, "latency"),
-        limits=limits or RateLimits(),
+        api_key=api_key,
+        limits=limits,
+        accounts=accounts,
     )
 
     @app.post("/v1/chat/completions", endpoint="openai_chat")
@@ -100,16 +126,11 @@ def create_app(
     def config() -> Response:
         state = _state()
         if request.method == "POST":
-            body = request.get_json(silent=True)
-            if not isinstance(body, dict) or set(body) - {"latency", *LIMIT_FIELDS}:
-                return _openai_error(SimError(400, _CONFIG_SHAPE))
             try:
-                limits = {k: int(_non_negative(body[k], k)) for k in LIMIT_FIELDS if k in body}
-                latency = _non_negative(body.get("latency", state.current_latency()), "latency")
-            except ValueError as exc:
-                return _openai_error(SimError(400, str(exc)))
-            state.configure(latency=latency, **limits)
-        return jsonify(latency=state.current_latency(), **asdict(state.limits))
+                _configure(state, request.get_json(silent=True))
+            except SimError as exc:
+                return _openai_error(exc)
+        return jsonify(state.config())
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
@@ -119,10 +140,39 @@ def create_app(
     def mark(response: Response) -> Response:
         response.headers["X-Simulator"] = "visionq"
         if request.endpoint in _CHAT_ENDPOINTS:
-            _state().record("dropped" if g.get("sim_dropped") else str(response.status_code))
+            outcome = "dropped" if g.get("sim_dropped") else str(response.status_code)
+            _state().record(outcome, g.get("sim_account"))
         return response
 
     return app
+
+
+def _configure(state: SimState, body: object) -> None:
+    """Check a `POST /_sim/config` body whole, then apply it: a bad member changes nothing."""
+    if not isinstance(body, dict):
+        raise SimError(400, _CONFIG_SHAPE)
+    one = "account" in body
+    if set(body) - (_ONE_ACCOUNT if one else _EVERY_ACCOUNT) or (
+        one and not isinstance(body["account"], str)
+    ):
+        raise SimError(400, _CONFIG_SHAPE)
+    try:
+        limits = {k: int(_non_negative(body[k], k)) for k in LIMIT_FIELDS if k in body}
+        faults = {k: _fault_value(k, body[k]) for k in FAULT_FIELDS if k in body}
+        latency = _non_negative(body["latency"], "latency") if "latency" in body else None
+    except ValueError as exc:
+        raise SimError(400, str(exc)) from None
+    state.configure(account=body.get("account"), latency=latency, limits=limits, faults=faults)
+
+
+def _fault_value(name: str, value: object) -> bool | int | None:
+    if name == "revoked":
+        if not isinstance(value, bool):
+            raise ValueError("revoked must be true or false")
+        return value
+    if name == "balance" and value is None:  # unlimited again
+        return None
+    return int(_non_negative(value, name))
 
 
 def _chat(api: Api) -> Response:
@@ -131,22 +181,25 @@ def _chat(api: Api) -> Response:
     raw = request.get_data(cache=False)
     delay = state.current_latency()
     try:
-        _authenticate(state, api)
+        caller = _authenticate(state, api)
         chat = parse_chat(api, raw)
     except SimError as exc:
         time.sleep(delay)
         return _error(api, exc)
     try:
-        entry = state.admit(chat.model)
+        entry = state.admit(caller.account, chat.model)
     except SimError as exc:
         return _error(api, exc)
     try:
-        return _admitted(api, chat, raw, entry, delay)
+        return _admitted(api, chat, raw, caller, entry, delay)
     finally:
-        state.leave(chat.model)
+        state.leave(caller.account, chat.model)
 
 
-def _admitted(api: Api, chat: Chat, raw: bytes, entry: list[float], delay: float) -> Response:
+def _admitted(
+    api: Api, chat: Chat, raw: bytes, caller: Caller, entry: list[float], delay: float
+) -> Response:
+    state = _state()
     directives = chat.directives
     time.sleep(delay if directives.latency is None else directives.latency)
     if directives.fails:
@@ -155,17 +208,21 @@ def _admitted(api: Api, chat: Chat, raw: bytes, entry: list[float], delay: float
             return fault
     try:
         received = [load_image(ref) for ref in chat.images]
-        _state().charge(chat.model, entry, _prompt_tokens(chat, received))
-        body = _answer(api, chat, received)
+        state.charge(caller.account, chat.model, entry, _prompt_tokens(chat, received))
+        body, usage = _answer(api, chat, received, state.recall(caller, received))
     except SimError as exc:
         return _error(api, exc)
+    state.bill(caller, chat.model, usage, received)
     if directives.slow_body:
         return _slow_json(body, directives.slow_body)
     return jsonify(body)
 
 
-def _authenticate(state: SimState, api: Api) -> None:
-    """`api-key`, else `Authorization: Bearer`, else (Anthropic) `x-api-key`. Never echoed."""
+def _authenticate(state: SimState, api: Api) -> Caller:
+    """`api-key`, else `Authorization: Bearer`, else (Anthropic) `x-api-key`. Never echoed.
+
+    A revoked key is refused as a key MiMo never issued is: an answer cannot tell them apart.
+    """
     headers = request.headers
     scheme, _, token = headers.get("Authorization", "").partition(" ")
     presented = (
@@ -175,10 +232,13 @@ def _authenticate(state: SimState, api: Api) -> None:
     )
     if not presented:
         raise SimError(401, "missing API key (send it in the api-key header)")
-    if state.api_key is not None and not hmac.compare_digest(
-        presented.encode(), state.api_key.encode()
-    ):
+    caller = state.identify(presented)
+    if caller is None:
         raise SimError(401, "invalid API key")
+    g.sim_account = caller.account  # from here on, the request counts against its account
+    if state.revoked(caller.account):
+        raise SimError(401, "invalid API key")
+    return caller
 
 
 def _fault(api: Api, chat: Chat, raw: bytes) -> Response | None:
@@ -251,8 +311,10 @@ def _quoted(text: str) -> str:
     return text if len(text) <= QUOTED_CHARS else text[:QUOTED_CHARS] + "..."
 
 
-def _answer(api: Api, chat: Chat, received: list[Received]) -> dict[str, Any]:
-    """The deterministic answer, its token usage, and MiMo's context-length refusal."""
+def _answer(
+    api: Api, chat: Chat, received: list[Received], cached_tokens: int
+) -> tuple[dict[str, Any], Usage]:
+    """The deterministic answer and its token usage, or MiMo's context-length refusal."""
     image_tokens = sum(image.tokens for image in received)
     text_tokens = chat.text_chars // 4 + 1
     prompt_tokens = _prompt_tokens(chat, received)
@@ -272,6 +334,7 @@ def _answer(api: Api, chat: Chat, received: list[Received]) -> dict[str, Any]:
     reasoning = f"simulated reasoning over {len(received)} image(s)"
     reasoning_tokens = len(reasoning) // 4
     completion_tokens = len(content) // 4 + reasoning_tokens
+    usage = Usage(prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens, image_tokens)
     answer_id = uuid.uuid4().hex
     if api == "anthropic":
         return {
@@ -284,8 +347,12 @@ def _answer(api: Api, chat: Chat, received: list[Received]) -> dict[str, Any]:
                 {"type": "text", "text": content},
             ],
             "stop_reason": "end_turn",
-            "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
-        }
+            "usage": {  # as Anthropic's: the input counted here is the part not read from cache
+                "input_tokens": prompt_tokens - cached_tokens,
+                "cache_read_input_tokens": cached_tokens,
+                "output_tokens": completion_tokens,
+            },
+        }, usage
     return {
         "id": answer_id,
         "object": "chat.completion",
@@ -309,9 +376,12 @@ def _answer(api: Api, chat: Chat, received: list[Received]) -> dict[str, Any]:
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
             "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
-            "prompt_tokens_details": {"cached_tokens": 0, "image_tokens": image_tokens},
+            "prompt_tokens_details": {
+                "cached_tokens": cached_tokens,
+                "image_tokens": image_tokens,
+            },
         },
-    }
+    }, usage
 
 
 def _slow_json(body: dict[str, Any], seconds: float) -> Response:

@@ -374,15 +374,15 @@ class JobStore:
             unless="prepared",
         )
 
-    def succeed(self, job_id: str, result: StoredResult) -> bool:
-        return self._finish(
-            job_id, "succeeded", {"result": result}, counter="completed", usage=result["usage"]
-        )
+    def succeed(self, job_id: str, result: StoredResult, *, account: str | None = None) -> bool:
+        """`account`: the upstream account that answered."""
+        fields = {"result": result, "account": account}
+        return self._finish(job_id, "succeeded", fields, counter="completed", usage=result["usage"])
 
-    def fail(self, job_id: str, error: VisionqError) -> bool:
-        return self._finish(
-            job_id, "failed", {"error": error.to_dict()}, counter=_batch_counter("failed", error)
-        )
+    def fail(self, job_id: str, error: VisionqError, *, account: str | None = None) -> bool:
+        """`account`: the upstream account whose answer failed the job, if one did."""
+        fields = {"error": error.to_dict(), "account": account}
+        return self._finish(job_id, "failed", fields, counter=_batch_counter("failed", error))
 
     def end_line(self, job_id: str, error: VisionqError) -> bool:
         """End an unfinished batch line that its batch no longer runs: `canceled` when

@@ -49,16 +49,26 @@ PACE_TENANTS = ":tenants"
 PACE_QUEUE = ":q:"
 PACE_SERVED = ":served"
 PACE_SINCE = ":since"
-PACE_SLOTS = ":slots"
 PACE_TICKETS = ":tickets"
-PACE_PAUSED = ":paused_until"
-#: The requests of the model's moving window, by when each was sent.
-PACE_REQUESTS = ":requests"
-#: When the batch lane's next request is due (its theoretical arrival time).
-PACE_BATCH_DUE = ":batch_due"
+#: Which account served each tenant last (the prompt cache is per key).
+PACE_AFFINITY = ":affinity"
 #: Batch lines wait in a rotation and queues of their own, behind interactive jobs.
 PACE_BATCH_TENANTS = ":batch_tenants"
 PACE_BATCH_QUEUE = ":bq:"
+#: A model's budget on one account: `PACE_PREFIX + model + PACE_ACCOUNT + account + part`
+#: (`pace_account`), one part of the list below per use. The parts are spelled in
+#: `pacing/admit` too, which builds them from the prefix.
+PACE_ACCOUNT = ":@"
+PACE_SLOTS = ":slots"
+PACE_PAUSED = ":paused_until"
+#: The requests of the moving window, by when each was sent.
+PACE_REQUESTS = ":requests"
+#: When the batch lane's next request is due (its theoretical arrival time).
+PACE_BATCH_DUE = ":batch_due"
+#: Calls in flight allowed after a 402 that may have been a burst (MiMo's issue #99).
+PACE_CAP = ":cap"
+#: An account out of rotation (`until`, `reason`, `confirmed`): `ACCOUNT_PREFIX + name`.
+ACCOUNT_PREFIX = "vq:account:"
 #: The `limits` library's storage prefix for the pacer's token window, and its namespace.
 PACE_LIMITS_PREFIX = "vq:limits"
 TPM_NAMESPACE = "vq:tpm"
@@ -98,6 +108,14 @@ def idempotency(tenant: str, key: str) -> str:
 
 def pace(model: str, part: str) -> str:
     return f"{PACE_PREFIX}{model}{part}"
+
+
+def pace_account(model: str, account: str, part: str = "") -> str:
+    return f"{PACE_PREFIX}{model}{PACE_ACCOUNT}{account}{part}"
+
+
+def account(name: str) -> str:
+    return f"{ACCOUNT_PREFIX}{name}"
 
 
 def pace_queue(model: str, tenant: str, *, batch: bool = False) -> str:

@@ -94,10 +94,11 @@ class Leases:
     def release(self, job_id: str, *, look_in: float, uncount: str | None = None) -> None:
         """Hand the job on: anyone may take it now; the sweeper looks `look_in` s from now.
 
-        `uncount` ("prepare") gives back the attempt this holder took: it ended through
-        no fault of the job (storage was down), so it must not count towards failing it.
+        `uncount` ("prepare" or "upstream") gives back the attempt this holder took: it
+        ended through no fault of the job (storage was down, an upstream account was out
+        of rotation), so it must not count towards failing it.
         """
-        counter = {None: "", "prepare": "prepare_attempts"}[uncount]
+        counter = {None: "", "prepare": "prepare_attempts", "upstream": "attempts"}[uncount]
         with redis_errors():
             self._release(
                 keys=[keys.job(job_id), keys.LEASES],

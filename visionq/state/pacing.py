@@ -1,8 +1,9 @@
-"""Shared pacing of the upstream: one budget per model for every worker on every host,
-and a fair turn for every tenant (API.md, "Pacing the upstream").
+"""Shared pacing of the upstream: one budget per account and model for every worker on
+every host, and a fair turn for every tenant (API.md, "Pacing the upstream" and "Upstream
+accounts").
 
 MiMo counts requests per minute, tokens per minute and calls in flight per model over the
-whole account, so the budget lives in Redis:
+whole account, so each account's budget lives in Redis:
 
 - requests per minute: a moving window cut into the smallest whole-second window that
   divides the minute (120 RPM is 2 per second, 100 RPM is 5 per 3 seconds), so calls are
@@ -13,7 +14,18 @@ whole account, so the budget lives in Redis:
   keeper pushes forward, so a killed worker's slot frees itself within a lease.
 
 A turn takes room for its call and its job in one step (`pacing/admit`), so no job is
-taken that must then wait for the budget while a more urgent one arrives.
+taken that must then wait for the budget while a more urgent one arrives. The room is on
+one of the accounts that serve the job's tenant (its own when it is pinned, else the
+shared ones): the one that served the tenant last while it has room (MiMo's prompt cache
+is per key), else the one with the most room, so N accounts carry N budgets.
+
+An account that answers 401/403 is out of rotation (`bench`) for the probe interval; one
+whose 402 may have been a burst of concurrent calls (MiMo answers those with "insufficient
+account funds", its issue #99) is out for a moment, with fewer calls in flight for a
+minute. Either way, once its time is up one call probes it: success brings it back, the
+same answer again confirms the fault. A job that only accounts with a confirmed fault
+could serve is refused (the worker fails it with that fault); the jobs of a tenant with
+another account go there, without counting an attempt.
 
 Fairness cannot come from the broker: its queue is first in, first out, and a tenant's
 10,000 messages would sit in front of another tenant's one. So a ready job waits in its
@@ -38,9 +50,10 @@ expire within a lease; the sweeper (`Pacer.tickets`, `TicketAudit`) then sends a
 tickets again, and, as a net for tickets lost before they ever registered, tickets for
 any due jobs beyond the live tickets and those still in the broker's list.
 
-This module owns every key under `keys.PACE_PREFIX` and the `limits` library's token
-window (`keys.PACE_LIMITS_PREFIX`); nothing else writes them. The lease sweep (`leases/sweep`)
-reads a model's queues, to leave a job waiting its turn to its ticket. A turn takes its
+This module owns every key under `keys.PACE_PREFIX` and `keys.ACCOUNT_PREFIX` and the
+`limits` library's token window (`keys.PACE_LIMITS_PREFIX`); nothing else writes them.
+The lease sweep (`leases/sweep`) reads a model's queues, to leave a job waiting its turn
+to its ticket. A turn takes its
 job through `Leases.take`, whose script writes the job's lease, not this module.
 The token window keeps the `limits` library's own clock (the host's); the rest reads
 `clock`, which tests replace (give the `Leases` the same one).
@@ -48,6 +61,7 @@ The token window keeps the `limits` library's own clock (the host's); the rest r
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -63,6 +77,7 @@ from limits import RateLimitItemPerMinute
 from limits.storage import RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 
+from visionq.accounts import MAIN, Accounts
 from visionq.ops import metrics
 from visionq.settings import Settings
 from visionq.state import keys
@@ -72,6 +87,8 @@ from visionq.state.redis import redis_errors, script
 log = logging.getLogger(__name__)
 
 Lane = Literal["interactive", "batch"]
+#: Why an account is out of rotation.
+Fault = Literal["auth", "funds"]
 #: How often a waiting worker looks for a free slot again.
 SLOT_POLL_SECONDS = 0.05
 #: Tenants a turn looks through for one whose next job is due (the rest wait a backoff).
@@ -103,6 +120,13 @@ class Turn:
     #: Unix time since when the job has been ready for this attempt (prepared, or due).
     ready_since: float
     lane: Lane = "interactive"
+    #: The account whose budget the call spends.
+    account: str = MAIN
+    #: The call probes an account that was out of rotation.
+    probe: bool = False
+    #: Set when no account of the job's tenant can serve it (`Fault`, or "unserved"):
+    #: no room was taken, and the job is to fail.
+    refused: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +196,7 @@ class Pacer:
         self,
         client: redis.Redis,
         settings: Settings,
+        accounts: Accounts,
         leases: Leases,
         keeper: LeaseKeeper,
         *,
@@ -180,6 +205,9 @@ class Pacer:
         self._redis = client
         self._clock = clock
         self._settings = settings
+        self._accounts = accounts
+        #: Per model, the accounts as `pacing/admit` reads them.
+        self._admit_config: dict[str, str] = {}
         self._leases = leases
         self._keeper = keeper
         storage = RedisStorage(
@@ -190,6 +218,7 @@ class Pacer:
         self._offer = script(client, "pacing/offer")
         self._admit = script(client, "pacing/admit")
         self._refund = script(client, "pacing/refund")
+        self._bench = script(client, "pacing/bench")
         self._tickets_script = script(client, "pacing/tickets")
         self._gates: dict[str, threading.Lock] = {}
         self._gates_lock = threading.Lock()
@@ -212,13 +241,51 @@ class Pacer:
         with redis_errors():
             self._offer(keys=offer_keys, args=args)
 
-    def pause(self, model: str, seconds: float) -> None:
-        """A 429 came anyway (another client on the account?): nobody calls for a while."""
+    def pause(self, model: str, account: str, seconds: float) -> None:
+        """A 429 came anyway (another client on the account?): nobody calls the account's
+        model for a while."""
         until = self._clock() + seconds
+        paused = keys.pace_account(model, account, keys.PACE_PAUSED)
         with redis_errors():
-            current = float(self._redis.get(keys.pace(model, keys.PACE_PAUSED)) or 0)
+            current = float(self._redis.get(paused) or 0)
             if until > current:
-                self._redis.set(keys.pace(model, keys.PACE_PAUSED), until, exat=int(until) + 1)
+                self._redis.set(paused, until, exat=int(until) + 1)
+
+    def bench(self, account: str, fault: Fault, *, confirmed: bool, seconds: float) -> None:
+        """Take `account` out of rotation for `seconds`; then one call probes it."""
+        until = self._clock() + seconds
+        keep = max(3600, math.ceil(10 * self._settings.account_probe_interval))
+        with redis_errors():
+            self._bench(
+                keys=[keys.account(account)],
+                args=[until, fault, "1" if confirmed else "0", keep],
+            )
+
+    def lower_concurrency(self, model: str, account: str, *, seconds: int) -> int:
+        """Halve the calls `account` may have in flight for `model`, for `seconds` (a 402
+        that may have been a burst); the new cap."""
+        cap = keys.pace_account(model, account, keys.PACE_CAP)
+        budget = self._accounts.get(account).budget(model).concurrency
+        with redis_errors():
+            current = int(self._redis.get(cap) or budget)
+            lowered = max(1, min(current, budget) // 2)
+            self._redis.set(cap, lowered, ex=seconds)
+        return lowered
+
+    def _probe_again(self, account: str) -> None:
+        """A probe was never sent (its job could not be taken): the next call probes."""
+        health = keys.account(account)
+        with redis_errors():
+            if self._redis.exists(health):
+                self._redis.hset(health, "until", self._clock())
+
+    def restore(self, account: str) -> None:
+        """A probe succeeded: the account is back in rotation."""
+        with redis_errors():
+            self._redis.delete(keys.account(account))
+
+    def out_of_rotation(self) -> dict[str, str]:
+        return out_of_rotation(self._redis, [account.name for account in self._accounts])
 
     @contextmanager
     def turn(self, model: str) -> Iterator[Turn | None]:
@@ -247,24 +314,28 @@ class Pacer:
             with self._gate(model):
                 taken = self._take_next(model, ticket)
                 if taken is not None:
-                    (turn, slot), slots = taken, keys.pace(model, keys.PACE_SLOTS)
-                    self._keeper.hold(slot, lambda: self._renew_slot(slots, slot))
+                    turn, slot = taken
+                    if slot:
+                        slots = keys.pace_account(model, turn.account, keys.PACE_SLOTS)
+                        self._keeper.hold(slot, lambda: self._renew_slot(slots, slot))
                     self._keeper.hold(turn.job_id, lambda: self._leases.renew(turn.job_id))
             yield None if taken is None else taken[0]
         finally:
             self._leave(model, ticket, taken)
 
-    def spend_tokens(self, model: str, tokens: int) -> None:
-        """Wait until `model`'s tokens-per-minute budget has room for `tokens`, and take it."""
-        tpm = self._settings.budget(model).tpm
+    def spend_tokens(self, model: str, account: str, tokens: int) -> None:
+        """Wait until the tokens-per-minute budget of `account` for `model` has room for
+        `tokens`, and take it."""
+        tpm = self._accounts.get(account).budget(model).tpm
         item = RateLimitItemPerMinute(tpm, namespace=keys.TPM_NAMESPACE)
         cost = max(1, min(tokens, tpm))  # a job bigger than the budget goes alone
         waits = _Waits(model)
+        window = f"{model}:{account}"
         while True:
             with redis_errors():
-                if self._tokens.hit(item, model, cost=cost):
+                if self._tokens.hit(item, window, cost=cost):
                     return
-                reset = self._tokens.get_window_stats(item, model).reset_time
+                reset = self._tokens.get_window_stats(item, window).reset_time
             waits.held_by("tpm")
             time.sleep(min(1.0, max(0.05, reset - time.time())))
 
@@ -320,11 +391,37 @@ class Pacer:
                     keys.pace(model, keys.PACE_TICKETS), dict.fromkeys(held, until), xx=True
                 )
 
+    def _config(self, model: str) -> str:
+        """The accounts' budgets for `model` as `pacing/admit` reads them (built once)."""
+        if model not in self._admit_config:
+            names = [account.name for account in self._accounts]
+            position = {name: i for i, name in enumerate(names, 1)}
+            budgets = []
+            for account in self._accounts:
+                budget = account.budget(model)
+                per_window, window = rpm_window(budget.rpm)
+                interval = 60 / budget.rpm
+                budgets.append(
+                    {
+                        "n": account.name,
+                        "c": budget.concurrency,
+                        "pw": per_window,
+                        "w": window,
+                        "i": interval,
+                        "ah": max(interval / 2, _BATCH_AHEAD_LEAST),
+                    }
+                )
+            shared = [position[name] for name in self._accounts.shared]
+            pinned = {
+                tenant: [position[name] for name in own]
+                for tenant, own in self._accounts.pinned.items()
+            }
+            self._admit_config[model] = json.dumps({"a": budgets, "s": shared, "p": pinned})
+        return self._admit_config[model]
+
     def _take_next(self, model: str, ticket: str) -> tuple[Turn, str] | None:
-        """The next job with a slot and a request for it (`pacing/admit`), and the slot."""
-        budget = self._settings.budget(model)
-        per_window, window = rpm_window(budget.rpm)
-        interval = 60 / budget.rpm
+        """The next job with a slot and a request for it on one of its tenant's accounts
+        (`pacing/admit`), and the slot ("" for a refused job, which takes no room)."""
         admit_keys = [
             keys.pace(model, part)
             for part in (
@@ -333,12 +430,10 @@ class Pacer:
                 keys.PACE_SINCE,
                 keys.PACE_TICKETS,
                 keys.PACE_BATCH_TENANTS,
-                keys.PACE_SLOTS,
-                keys.PACE_REQUESTS,
-                keys.PACE_BATCH_DUE,
-                keys.PACE_PAUSED,
+                keys.PACE_AFFINITY,
             )
         ]
+        probe_hold = self._settings.upstream_timeout + self._settings.upstream_connect_timeout
         waits = _Waits(model)
         while True:
             now, slot = self._clock(), f"slot_{uuid.uuid4().hex}"
@@ -353,11 +448,10 @@ class Pacer:
                         keys.pace(model, keys.PACE_BATCH_QUEUE),
                         slot,
                         now + self._leases.lease,
-                        budget.concurrency,
-                        per_window,
-                        window,
-                        interval,
-                        max(interval / 2, _BATCH_AHEAD_LEAST),
+                        keys.pace_account(model, ""),
+                        keys.ACCOUNT_PREFIX,
+                        self._config(model),
+                        probe_hold,
                     ],
                 )
             if head is None:
@@ -370,15 +464,34 @@ class Pacer:
                 continue
             self._drop_ticket(model, ticket)
             job_id, lane = head[0].decode(), cast(Lane, head[2].decode())
+            account = head[3].decode()
+            refused = head[5].decode() if head[4] == b"refused" else None
             attempt = self._leases.take(job_id, "upstream")
             if attempt is not None:
-                return Turn(job_id, attempt, ready_since=float(head[1]), lane=lane), slot
+                turn = Turn(
+                    job_id,
+                    attempt,
+                    ready_since=float(head[1]),
+                    lane=lane,
+                    account=account or MAIN,
+                    probe=head[4] == b"1",
+                    refused=refused,
+                )
+                return turn, "" if refused else slot
+            if refused:
+                continue
             # Not taken: canceled, deleted, finished, or a live worker holds it.
+            interval = 60 / self._accounts.get(account).budget(model).rpm
             with redis_errors():
                 self._refund(
-                    keys=[admit_keys[5], admit_keys[6], admit_keys[7]],
+                    keys=[
+                        keys.pace_account(model, account, part)
+                        for part in (keys.PACE_SLOTS, keys.PACE_REQUESTS, keys.PACE_BATCH_DUE)
+                    ],
                     args=[slot, interval if lane == "batch" else 0],
                 )
+            if head[4] == b"1":
+                self._probe_again(account)
 
     def _leave(self, model: str, ticket: str, taken: tuple[Turn, str] | None) -> None:
         """Free the slot and, if it took no job, unregister the ticket: one round trip."""
@@ -389,8 +502,9 @@ class Pacer:
         else:
             turn, slot = taken
             self._keeper.drop(turn.job_id)
-            self._keeper.drop(slot)
-            pipe.zrem(keys.pace(model, keys.PACE_SLOTS), slot)
+            if slot:
+                self._keeper.drop(slot)
+                pipe.zrem(keys.pace_account(model, turn.account, keys.PACE_SLOTS), slot)
         try:
             with redis_errors():
                 pipe.execute()
@@ -425,3 +539,14 @@ def waiting_jobs(client: redis.Redis) -> dict[str, int]:
             ],
         )
     return {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def out_of_rotation(client: redis.Redis, names: list[str]) -> dict[str, str]:
+    """Of the accounts `names`, those out of rotation now or waiting for their probe, with
+    why (`Fault`)."""
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hget(keys.account(name), "reason")
+    with redis_errors():
+        reasons = pipe.execute()
+    return {name: r.decode() for name, r in zip(names, reasons, strict=True) if r}

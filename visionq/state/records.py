@@ -72,6 +72,8 @@ class JobFields(TypedDict, total=False):
     metadata: dict[str, str]
     request_id: str | None
     attempts: int
+    #: The upstream account that answered the job's last call.
+    account: str
     input_tokens: int
     prepared: int
     lease_until: str

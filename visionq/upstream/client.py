@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 import requests
 from requests.adapters import HTTPAdapter
 
+from visionq.accounts import Account
 from visionq.errors import (
     ContentFilter,
     ContextLengthExceeded,
@@ -44,11 +45,11 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 class UpstreamClient:
-    """One pooled session per process; the key goes in headers and nowhere else."""
+    """One pooled session per process for every account; an account's key goes in the
+    headers of its calls and nowhere else."""
 
     def __init__(self, settings: Settings, session: requests.Session | None = None) -> None:
         self._settings = settings
-        self._key = settings.mimo_api_key.get_secret_value() if settings.mimo_api_key else ""
         if session is None:
             session = requests.Session()
             adapter = HTTPAdapter(pool_connections=4, pool_maxsize=256)
@@ -57,21 +58,23 @@ class UpstreamClient:
             session.trust_env = False
         self._session = session
 
-    def call(self, api: str, body: BinaryIO, length: int) -> dict[str, Any]:
-        """Post a prepared body of dialect `api`; the upstream's answer as JSON."""
+    def call(self, account: Account, api: str, body: BinaryIO, length: int) -> dict[str, Any]:
+        """Post a prepared body of dialect `api` with `account`'s key; the upstream's
+        answer as JSON."""
         dialect = dialect_for(api)
+        key = account.key.get_secret_value()
         headers = {
             "Content-Type": "application/json",
             "Content-Length": str(length),
-            "api-key": self._key,
-            "Authorization": f"Bearer {self._key}",
-            **dialect.headers(self._key),
+            "api-key": key,
+            "Authorization": f"Bearer {key}",
+            **dialect.headers(key),
         }
         timeout = (self._settings.upstream_connect_timeout, self._settings.upstream_timeout)
         try:
             # Never follow a redirect: requests would carry our api-key to wherever it points.
             response = self._session.post(
-                dialect.url(self._settings),
+                dialect.url(account),
                 data=body,
                 headers=headers,
                 timeout=timeout,
@@ -81,9 +84,9 @@ class UpstreamClient:
             raise UpstreamRetryable(
                 f"the upstream call failed: {type(exc).__name__}", retry_after=None
             ) from None
-        return self._answer(response)
+        return self._answer(response, key)
 
-    def _answer(self, response: requests.Response) -> dict[str, Any]:
+    def _answer(self, response: requests.Response, key: str) -> dict[str, Any]:
         status = response.status_code
         if status == 200:
             try:
@@ -95,7 +98,7 @@ class UpstreamClient:
                     "the upstream answered a malformed body", upstream_status=200, retry_after=None
                 )
             return data
-        message = self._error_text(response)
+        message = self._error_text(response, key)
         if status == 429 or status >= 500:
             raise UpstreamRetryable(
                 message,
@@ -112,7 +115,7 @@ class UpstreamClient:
         }.get(status, UpstreamBadRequest)
         raise error_class(message, upstream_status=status)
 
-    def _error_text(self, response: requests.Response) -> str:
+    def _error_text(self, response: requests.Response, key: str) -> str:
         """The upstream's own message, cut short, with our key scrubbed should it echo it."""
         try:
             data = response.json()
@@ -122,4 +125,4 @@ class UpstreamClient:
         except ValueError:
             text = response.text
         text = f"upstream answered {response.status_code}: {str(text)[:_ERROR_TEXT_CHARS]}"
-        return text.replace(self._key, "[redacted]") if self._key else text
+        return text.replace(key, "[redacted]") if key else text

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from visionq.accounts import Account
 from visionq.errors import UpstreamRetryable
 from visionq.media import images
 from visionq.models import StoredRequest, StoredResult
-from visionq.settings import Settings
 
 DEFAULT_ANTHROPIC_MAX_TOKENS = 4096
 
@@ -34,7 +34,7 @@ SlotFor = Callable[[str], ImageSlot]
 
 
 class Dialect(Protocol):
-    def url(self, settings: Settings) -> str:
+    def url(self, account: Account) -> str:
         """The endpoint a request of this dialect is posted to."""
 
     def headers(self, key: str) -> dict[str, str]:
@@ -53,8 +53,8 @@ class Dialect(Protocol):
 class ChatCompletions:
     """OpenAI's chat completions: the job's request nearly as it is, images as data URLs."""
 
-    def url(self, settings: Settings) -> str:
-        return settings.upstream_base_url.rstrip("/") + "/chat/completions"
+    def url(self, account: Account) -> str:
+        return account.base_url.rstrip("/") + "/chat/completions"
 
     def headers(self, key: str) -> dict[str, str]:
         return {}
@@ -105,8 +105,8 @@ class Messages:
     """Anthropic's messages: system prompts lifted into `system`, image parts turned into
     base64 image blocks, and the answer's usage renamed to OpenAI's words."""
 
-    def url(self, settings: Settings) -> str:
-        return settings.upstream_anthropic_base_url.rstrip("/") + "/v1/messages"
+    def url(self, account: Account) -> str:
+        return account.anthropic_base_url.rstrip("/") + "/v1/messages"
 
     def headers(self, key: str) -> dict[str, str]:
         return {"x-api-key": key, "anthropic-version": "2023-06-01"}
@@ -163,7 +163,11 @@ class Messages:
         blocks = raw["content"]
         thinking = [b.get("thinking", "") for b in blocks if b.get("type") == "thinking"]
         usage = dict(raw.get("usage") or {})
-        prompt = int(usage.get("input_tokens", 0))
+        # Anthropic's input_tokens leave out what the prompt cache read or wrote; OpenAI's
+        # prompt_tokens count it, with the cached part in prompt_tokens_details.
+        cached = int(usage.get("cache_read_input_tokens") or 0)
+        written = int(usage.get("cache_creation_input_tokens") or 0)
+        prompt = int(usage.get("input_tokens", 0)) + cached + written
         completion = int(usage.get("output_tokens", 0))
         return {
             "content": "".join(b.get("text", "") for b in blocks if b.get("type") == "text"),
@@ -174,6 +178,7 @@ class Messages:
                 "prompt_tokens": prompt,
                 "completion_tokens": completion,
                 "total_tokens": prompt + completion,
+                "prompt_tokens_details": {"cached_tokens": cached},
             },
             "response": raw,
         }

@@ -12,6 +12,7 @@ import redis
 
 from tests.support import bare_job
 from tests.unit.state.clock import Clock
+from visionq.accounts import MAIN, Accounts
 from visionq.settings import Settings
 from visionq.state import keys
 from visionq.state.jobs import JobStore
@@ -24,7 +25,14 @@ MODEL = "mimo-v2.5"
 def _pacer(client: redis.Redis, *, clock: Callable[[], float] = time.time, **budget: int) -> Pacer:
     settings = Settings(**{f"upstream_{k}": {"*": v} for k, v in budget.items()})
     leases = Leases(client, lease=5, clock=clock)
-    return Pacer(client, settings, leases, LeaseKeeper(interval=1), clock=clock)
+    return Pacer(
+        client,
+        settings,
+        Accounts.from_settings(settings),
+        leases,
+        LeaseKeeper(interval=1),
+        clock=clock,
+    )
 
 
 def _ready(
@@ -109,7 +117,8 @@ def test_calls_in_flight_are_capped_across_pacers(redis_db) -> None:
 def test_the_slot_of_a_dead_holder_frees_itself(redis_db) -> None:
     settings = Settings(upstream_concurrency={"*": 1})
     short = Leases(redis_db, lease=0.3)
-    dying = Pacer(redis_db, settings, short, LeaseKeeper(interval=10))  # never renews in time
+    accounts = Accounts.from_settings(settings)
+    dying = Pacer(redis_db, settings, accounts, short, LeaseKeeper(interval=10))  # no renewals
     job = _ready(redis_db, dying, "a")
     turn = dying.turn(MODEL)
     assert turn.__enter__().job_id == job  # and the process is killed inside the call
@@ -131,7 +140,7 @@ def test_requests_per_minute_hold_across_pacers(redis_db) -> None:
 def test_a_pause_after_a_429_holds_every_turn(redis_db) -> None:
     pacer = _pacer(redis_db, rpm=6000)
     _ready(redis_db, pacer, "a")
-    pacer.pause(MODEL, 1.0)
+    pacer.pause(MODEL, MAIN, 1.0)
     started = time.monotonic()
     assert _take(pacer) is not None
     assert time.monotonic() - started >= 0.9
@@ -139,8 +148,8 @@ def test_a_pause_after_a_429_holds_every_turn(redis_db) -> None:
 
 def test_a_job_bigger_than_the_token_budget_goes_alone(redis_db) -> None:
     pacer = _pacer(redis_db, tpm=1000)
-    pacer.spend_tokens(MODEL, 5000)  # capped at the whole budget, so it does not wait forever
-    second = threading.Thread(target=pacer.spend_tokens, args=(MODEL, 10), daemon=True)
+    pacer.spend_tokens(MODEL, MAIN, 5000)  # capped at the whole budget, so it does not wait forever
+    second = threading.Thread(target=pacer.spend_tokens, args=(MODEL, MAIN, 10), daemon=True)
     second.start()
     second.join(0.5)
     assert second.is_alive()  # the minute's tokens are spent
@@ -204,7 +213,136 @@ def test_a_batch_line_passed_over_costs_no_request(redis_db) -> None:
     canceled, kept = (_ready(redis_db, pacer, "a", lane="batch") for _ in range(2))
     JobStore(redis_db, ttl=600, queued_grace=300).cancel(canceled, tenant="a")
     assert _take(pacer) == kept
-    assert redis_db.zcard(keys.pace(MODEL, keys.PACE_REQUESTS)) == 1
+    assert redis_db.zcard(keys.pace_account(MODEL, MAIN, keys.PACE_REQUESTS)) == 1
     # The lane's next request is one interval away, not two.
-    due = float(redis_db.get(keys.pace(MODEL, keys.PACE_BATCH_DUE)))
+    due = float(redis_db.get(keys.pace_account(MODEL, MAIN, keys.PACE_BATCH_DUE)))
     assert due - time.time() <= 1.0
+
+
+def _accounts_pacer(client: redis.Redis, *accounts: dict, **settings: object) -> Pacer:
+    """A pacer over named accounts (API.md, "Upstream accounts")."""
+    given = [{"api_key": f"key-{a['name']}", **a} for a in accounts]
+    config = Settings.model_validate({"upstream_accounts": given, **settings})
+    leases = Leases(client, lease=5)
+    return Pacer(client, config, Accounts.from_settings(config), leases, LeaseKeeper(interval=1))
+
+
+def test_each_account_has_its_own_budget_so_two_carry_twice_the_calls(redis_db) -> None:
+    pacer = _accounts_pacer(
+        redis_db,
+        {"name": "a", "concurrency": 1},
+        {"name": "b", "concurrency": 1},
+        upstream_rpm={"*": 6000},
+    )
+    jobs = [_ready(redis_db, pacer, f"t{n}") for n in range(3)]
+    with pacer.turn(MODEL) as first, pacer.turn(MODEL) as second:
+        assert first is not None and second is not None
+        assert {first.account, second.account} == {"a", "b"}
+        assert {first.job_id, second.job_id} == set(jobs[:2])
+        third = threading.Thread(target=lambda: _take(pacer), daemon=True)
+        third.start()
+        third.join(0.5)
+        assert third.is_alive()  # both accounts' one slot is in use
+    third.join(5)
+    assert not third.is_alive()
+
+
+def test_a_tenant_goes_back_to_the_account_that_served_it_last(redis_db) -> None:
+    pacer = _accounts_pacer(redis_db, {"name": "a"}, {"name": "b"}, upstream_rpm={"*": 6000})
+    served = []
+    for _ in range(4):
+        _ready(redis_db, pacer, "cached")
+        with pacer.turn(MODEL) as turn:
+            assert turn is not None
+            served.append(turn.account)
+    assert len(set(served)) == 1  # its prompt cache is on that key
+
+
+def test_a_pinned_tenant_waits_for_its_own_account_and_others_go_past_it(redis_db) -> None:
+    pacer = _accounts_pacer(
+        redis_db,
+        {"name": "own", "concurrency": 1, "tenants": ["pinned"]},
+        {"name": "shared", "concurrency": 4},
+        upstream_rpm={"*": 6000},
+    )
+    first, second = _ready(redis_db, pacer, "pinned"), _ready(redis_db, pacer, "pinned")
+    other = _ready(redis_db, pacer, "zed")  # after "pinned" in the rotation
+    with pacer.turn(MODEL) as turn:
+        assert turn is not None and (turn.job_id, turn.account) == (first, "own")
+        with pacer.turn(MODEL) as next_turn:
+            # The pinned tenant's second job waits for its key; the shared one is free.
+            assert next_turn is not None and (next_turn.job_id, next_turn.account) == (
+                other,
+                "shared",
+            )
+    with pacer.turn(MODEL) as turn:
+        assert turn is not None and (turn.job_id, turn.account) == (second, "own")
+
+
+def test_an_account_out_of_rotation_is_passed_over_and_probed_once_its_time_is_up(
+    redis_db,
+) -> None:
+    pacer = _accounts_pacer(redis_db, {"name": "a"}, {"name": "b"}, upstream_rpm={"*": 6000})
+    pacer.bench("a", "auth", confirmed=True, seconds=60)
+    assert pacer.out_of_rotation() == {"a": "auth"}
+    for _ in range(3):
+        _ready(redis_db, pacer, "t")
+        with pacer.turn(MODEL) as turn:
+            assert turn is not None and turn.account == "b" and not turn.probe
+    pacer.bench("a", "auth", confirmed=True, seconds=0)  # its time is up
+    pacer.pause(MODEL, "b", 60)  # so that only "a" could serve
+    _ready(redis_db, pacer, "t")
+    _ready(redis_db, pacer, "t")
+    with pacer.turn(MODEL) as probe:
+        assert probe is not None and probe.account == "a" and probe.probe
+        waiting = threading.Thread(target=lambda: _take(pacer), daemon=True)
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive()  # the probe holds its account alone
+    pacer.restore("a")  # as the worker does when the probe succeeds
+    waiting.join(6)
+    assert not waiting.is_alive()
+    assert pacer.out_of_rotation() == {}
+
+
+def test_a_job_only_faulty_accounts_could_serve_is_refused_with_their_fault(redis_db) -> None:
+    pacer = _accounts_pacer(
+        redis_db,
+        {"name": "own", "tenants": ["pinned"]},
+        {"name": "shared"},
+        upstream_rpm={"*": 6000},
+    )
+    pacer.bench("own", "funds", confirmed=True, seconds=60)
+    refused = _ready(redis_db, pacer, "pinned")
+    with pacer.turn(MODEL) as turn:
+        assert turn is not None and (turn.job_id, turn.refused) == (refused, "funds")
+    served = _ready(redis_db, pacer, "other")
+    with pacer.turn(MODEL) as turn:
+        assert turn is not None and (turn.job_id, turn.account, turn.refused) == (
+            served,
+            "shared",
+            None,
+        )
+
+
+def test_a_suspected_402_makes_jobs_wait_not_fail(redis_db) -> None:
+    pacer = _accounts_pacer(redis_db, {"name": "a", "concurrency": 8}, upstream_rpm={"*": 6000})
+    pacer.bench("a", "funds", confirmed=False, seconds=0.5)
+    assert pacer.lower_concurrency(MODEL, "a", seconds=60) == 4
+    assert pacer.lower_concurrency(MODEL, "a", seconds=60) == 2
+    job = _ready(redis_db, pacer, "t")
+    started = time.monotonic()
+    with pacer.turn(MODEL) as turn:
+        assert turn is not None and (turn.job_id, turn.refused, turn.probe) == (job, None, True)
+    assert time.monotonic() - started >= 0.4
+    # A suspicion never overwrites a confirmed fault.
+    pacer.bench("a", "auth", confirmed=True, seconds=60)
+    pacer.bench("a", "funds", confirmed=False, seconds=1)
+    assert pacer.out_of_rotation() == {"a": "auth"}
+
+
+def test_a_tenant_no_account_serves_is_refused(redis_db) -> None:
+    pacer = _accounts_pacer(redis_db, {"name": "own", "tenants": ["pinned"]})
+    job = _ready(redis_db, pacer, "stranger")
+    with pacer.turn(MODEL) as turn:
+        assert turn is not None and (turn.job_id, turn.refused) == (job, "unserved")

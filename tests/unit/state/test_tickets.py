@@ -23,9 +23,11 @@ import sys, redis
 from visionq.state.leases import LeaseKeeper, Leases
 from visionq.state.pacing import Pacer
 from visionq.settings import Settings
+from visionq.accounts import Accounts
 client = redis.Redis.from_url(sys.argv[1])
 settings = Settings(upstream_concurrency={"*": 1})
-pacer = Pacer(client, settings, Leases(client, lease=0.5), LeaseKeeper(interval=0.1))
+accounts = Accounts.from_settings(settings)
+pacer = Pacer(client, settings, accounts, Leases(client, lease=0.5), LeaseKeeper(interval=0.1))
 with pacer.turn(sys.argv[2]):
     pass
 """

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from visionq.accounts import MAIN, Account, Accounts
 from visionq.errors import ContextLengthExceeded, UpstreamBadRequest, UpstreamRetryable
 from visionq.settings import Settings
 from visionq.upstream.client import UpstreamClient, retry_after_seconds
@@ -54,14 +55,14 @@ def servers() -> Iterator[list]:
         server.server_close()
 
 
-def _client(base: str) -> UpstreamClient:
-    return UpstreamClient(
-        Settings(upstream_base_url=f"{base}/v1", mimo_api_key=KEY, upstream_timeout=5)
-    )
+def _client(base: str) -> tuple[UpstreamClient, Account]:
+    settings = Settings(upstream_base_url=f"{base}/v1", mimo_api_key=KEY, upstream_timeout=5)
+    return UpstreamClient(settings), Accounts.from_settings(settings).get(MAIN)
 
 
-def _call(client: UpstreamClient) -> dict:
-    return client.call("openai", io.BytesIO(b"{}"), 2)
+def _call(client: tuple[UpstreamClient, Account]) -> dict:
+    upstream, account = client
+    return upstream.call(account, "openai", io.BytesIO(b"{}"), 2)
 
 
 def test_a_redirect_is_not_followed_and_the_key_stays_home(servers: list) -> None:
@@ -151,7 +152,8 @@ def test_each_api_is_posted_to_its_endpoint_with_its_headers(
         upstream_anthropic_base_url="http://mimo.test/anthropic",
         mimo_api_key=KEY,
     )
-    answer = UpstreamClient(settings, session=session).call(api, io.BytesIO(b"{}"), 2)
+    account = Accounts.from_settings(settings).get(MAIN)
+    answer = UpstreamClient(settings, session=session).call(account, api, io.BytesIO(b"{}"), 2)
     assert answer == {"ok": True}
     [sent] = transport.sent
     assert (sent.method, sent.url) == ("POST", url)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from visionq.accounts import MAIN, Accounts
 from visionq.errors import UpstreamRetryable
 from visionq.settings import Settings
 from visionq.upstream.dialects import dialect_for, parse_result
@@ -99,8 +100,9 @@ def test_each_dialect_has_its_endpoint_and_headers() -> None:
         upstream_base_url="https://mimo.example/v1/",
         upstream_anthropic_base_url="https://mimo.example/anthropic/",
     )
+    account = Accounts.from_settings(settings).get(MAIN)
     openai, anthropic = dialect_for("openai"), dialect_for("anthropic")
-    assert openai.url(settings) == "https://mimo.example/v1/chat/completions"
-    assert anthropic.url(settings) == "https://mimo.example/anthropic/v1/messages"
+    assert openai.url(account) == "https://mimo.example/v1/chat/completions"
+    assert anthropic.url(account) == "https://mimo.example/anthropic/v1/messages"
     assert openai.headers("k") == {}
     assert anthropic.headers("k") == {"x-api-key": "k", "anthropic-version": "2023-06-01"}

@@ -3,10 +3,7 @@
 -- KEYS[3] = since when each waiting job has been ready (pacing)
 -- KEYS[4] = the model's waiting tickets (pacing)
 -- KEYS[5] = the model's rotation of tenants' batch lines (pacing)
--- KEYS[6] = the model's slots for calls in flight (pacing)
--- KEYS[7] = the model's requests in the moving window, by when each was sent (pacing)
--- KEYS[8] = the batch lane's theoretical arrival time (pacing)
--- KEYS[9] = until when the model is paused after a 429 (pacing), read only
+-- KEYS[6] = the account that served each tenant last (pacing)
 -- ARGV[1] = now (Unix seconds)
 -- ARGV[2] = the prefix of the model's tenant queues (keys.pace(model, keys.PACE_QUEUE))
 -- ARGV[3] = how many tenants to look through
@@ -14,43 +11,157 @@
 -- ARGV[5] = the prefix of the model's tenants' batch queues
 -- ARGV[6] = the slot id (also the request's member in the window)
 -- ARGV[7] = the slot's expiry
--- ARGV[8] = how many slots there are
--- ARGV[9] = requests per window
--- ARGV[10] = the window, in seconds
--- ARGV[11] = the batch lane's interval between requests, in seconds
--- ARGV[12] = how far ahead of its interval the batch lane may run, in seconds
+-- ARGV[8] = the prefix of the model's keys per account (keys.pace_account(model, ""))
+-- ARGV[9] = the prefix of the accounts' health hashes (keys.ACCOUNT_PREFIX)
+-- ARGV[10] = the accounts as JSON (below)
+-- ARGV[11] = how long a probe keeps its account to itself, in seconds
 --
--- One step for a turn: room in the budget and the next job together, so that a job is
--- only ever taken when it can be sent at once. Returns the taken job {id, ready since,
--- lane}, or {'wait', seconds, limit, lane} when a job is due but the budget has no room
--- for it, or nil when no job is due (the ticket's turn ends).
+-- The accounts: {"a": [{"n": name, "c": slots, "pw": requests per window, "w": the window
+-- in seconds, "i": the batch interval, "ah": how far ahead of it the batch lane may run},
+-- ...], "s": [the shared accounts' positions, 1-based], "p": {tenant: [its own accounts'
+-- positions]}}.
 --
--- Interactive jobs first: a batch line is taken only when no interactive job is due, and
--- batch lines too take turns by tenant. Interactive jobs may spend the moving window in a
--- burst. Batch lines are spread evenly (one per interval, a generic cell rate), so the
--- window never fills in one burst that an arriving interactive job would wait out: its
--- next request frees within one interval. And a batch line leaves one slot for calls in
--- flight free (of two or more), so a batch never holds every slot.
+-- One step for a turn: room in an account's budget and the next job together, so that a
+-- job is only ever taken when it can be sent at once. Returns the taken job {id, ready
+-- since, lane, account, probe ('1' or '0')}; or {id, ready since, lane, '', 'refused',
+-- reason} for a job that no account of its tenant can serve (every one is out of
+-- rotation for 'auth' or 'funds', or none is configured: 'unserved'); or {'wait',
+-- seconds, limit, lane} when jobs are due but their accounts have no room; or nil when
+-- no job is due (the ticket's turn ends).
+--
+-- Interactive jobs first: a batch line is taken only when no interactive job can go now,
+-- and batch lines too take turns by tenant. A tenant whose accounts are all full does not
+-- hold up a tenant with room on another account. Interactive jobs may spend the moving
+-- window in a burst; batch lines are spread evenly (one per interval per account, a
+-- generic cell rate), so an arriving interactive job finds a request free within one
+-- interval, and a batch line leaves one slot for calls in flight free (of two or more).
+--
+-- Of a tenant's accounts with room, the one that served it last goes first (its prompt
+-- cache is per key), then the one with the most room. An account out of rotation (a
+-- health hash with `until` in the future) is passed over; once `until` passes, one call
+-- probes it, holding it for ARGV[11] seconds, and the worker clears the hash when the
+-- probe succeeds.
 local now = tonumber(ARGV[1])
-local window = tonumber(ARGV[10])
+local config = cjson.decode(ARGV[10])
+local accounts = config.a
 
-local function head_of(rotation, prefix, take)
+local looked = {}
+local function look(i)
+  if looked[i] then return looked[i] end
+  local a = accounts[i]
+  local p = ARGV[8] .. a.n
+  local health = redis.call('HMGET', ARGV[9] .. a.n, 'until', 'confirmed', 'reason')
+  redis.call('ZREMRANGEBYSCORE', p .. ':slots', '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', p .. ':requests', '-inf', now - a.w)
+  local s = {
+    a = a,
+    p = p,
+    benched = health[1] ~= false,
+    out_until = tonumber(health[1] or '0'),
+    confirmed = health[2] == '1',
+    reason = health[3],
+    in_flight = redis.call('ZCARD', p .. ':slots'),
+    sent = redis.call('ZCARD', p .. ':requests'),
+    paused = tonumber(redis.call('GET', p .. ':paused_until') or '0') - now,
+    cap = tonumber(redis.call('GET', p .. ':cap') or a.c),
+  }
+  looked[i] = s
+  return s
+end
+
+-- What holds a call on this account now, if anything, and for how long (an account out
+-- of rotation is looked at again within a second: a probe may bring it back).
+local function held(s, batch)
+  if s.out_until > now then return math.min(s.out_until - now, 1), 'benched' end
+  if s.paused > 0 then return s.paused, 'paused' end
+  local slots = math.min(s.a.c, s.cap)
+  if batch and slots > 1 then slots = slots - 1 end
+  if s.in_flight >= slots then return 0.05, 'concurrency' end
+  if s.sent >= s.a.pw then
+    local oldest = redis.call('ZRANGE', s.p .. ':requests', s.sent - s.a.pw, s.sent - s.a.pw, 'WITHSCORES')
+    return tonumber(oldest[2]) + s.a.w - now, 'rpm'
+  end
+  if batch then
+    local tat = math.max(tonumber(redis.call('GET', s.p .. ':batch_due') or '0'), now)
+    if tat - now > s.a.ah then return tat - s.a.ah - now, 'rpm' end
+  end
+  return nil
+end
+
+-- The account for the tenant's next job: {account}, or {nil, seconds, limit} to wait,
+-- or {nil, nil, reason} when none of its accounts can serve it.
+local function choose(tenant, batch)
+  local eligible = config.p[tenant] or config.s
+  if #eligible == 0 then return nil, nil, 'unserved' end
+  local last = redis.call('HGET', KEYS[6], tenant)
+  local best, best_room, wait_s, wait_l, out, reason = nil, -1, nil, nil, 0, nil
+  for _, i in ipairs(eligible) do
+    local s = look(i)
+    local seconds, limit = held(s, batch)
+    if seconds == nil then
+      local room = math.min((s.a.pw - s.sent) / s.a.pw, (math.min(s.a.c, s.cap) - s.in_flight) / s.a.c)
+      if s.a.n == last then room = 2 end
+      if room > best_room then best, best_room = s, room end
+    else
+      if s.confirmed and limit == 'benched' then
+        out = out + 1
+        reason = reason or s.reason
+      end
+      if wait_s == nil or seconds < wait_s then wait_s, wait_l = seconds, limit end
+    end
+  end
+  if best then return best end
+  if out == #eligible then return nil, nil, reason end
+  return nil, wait_s, wait_l
+end
+
+local function admit(s, job, since, lane, tenant)
+  redis.call('ZADD', s.p .. ':slots', ARGV[7], ARGV[6])
+  redis.call('ZADD', s.p .. ':requests', now, ARGV[6])
+  redis.call('EXPIRE', s.p .. ':requests', math.ceil(s.a.w) + 1)
+  if lane == 'batch' then
+    local tat = math.max(tonumber(redis.call('GET', s.p .. ':batch_due') or '0'), now) + s.a.i
+    redis.call('SET', s.p .. ':batch_due', tostring(tat), 'PX', math.ceil((tat - now + s.a.ah) * 1000) + 1000)
+  end
+  redis.call('HSET', KEYS[6], tenant, s.a.n)
+  redis.call('EXPIRE', KEYS[6], 86400)
+  local probe = '0'
+  if s.benched then
+    redis.call('HSET', ARGV[9] .. s.a.n, 'until', tostring(now + tonumber(ARGV[11])))
+    probe = '1'
+  end
+  return {job, since, lane, s.a.n, probe}
+end
+
+-- Takes the head job of `queue` out of the rotation's bookkeeping.
+local function take(rotation, queue, tenant, job)
+  redis.call('ZREM', queue, job)
+  redis.call('ZREM', KEYS[4], ARGV[4])
+  if redis.call('EXISTS', queue) == 0 then
+    redis.call('ZREM', rotation, tenant)
+  else
+    redis.call('ZADD', rotation, redis.call('INCR', KEYS[2]), tenant)
+  end
+  local since = redis.call('HGET', KEYS[3], job) or ARGV[1]
+  redis.call('HDEL', KEYS[3], job)
+  return since
+end
+
+local waiting = nil
+local function lane_of(rotation, prefix, lane)
   local tenants = redis.call('ZRANGE', rotation, 0, tonumber(ARGV[3]) - 1)
   for _, tenant in ipairs(tenants) do
     local queue = prefix .. tenant
     local head = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'LIMIT', 0, 1)
     if #head == 1 then
-      if not take then return head[1] end
-      redis.call('ZREM', queue, head[1])
-      redis.call('ZREM', KEYS[4], ARGV[4])
-      if redis.call('EXISTS', queue) == 0 then
-        redis.call('ZREM', rotation, tenant)
-      else
-        redis.call('ZADD', rotation, redis.call('INCR', KEYS[2]), tenant)
+      local s, seconds, limit = choose(tenant, lane == 'batch')
+      if s then
+        return admit(s, head[1], take(rotation, queue, tenant, head[1]), lane, tenant)
+      elseif seconds == nil then
+        return {head[1], take(rotation, queue, tenant, head[1]), lane, '', 'refused', limit}
+      elseif waiting == nil or (waiting[4] == lane and seconds < tonumber(waiting[2])) then
+        waiting = {'wait', tostring(math.max(0, seconds)), limit, lane}
       end
-      local since = redis.call('HGET', KEYS[3], head[1]) or ARGV[1]
-      redis.call('HDEL', KEYS[3], head[1])
-      return head[1], since
     elseif redis.call('EXISTS', queue) == 0 then
       redis.call('ZREM', rotation, tenant)
     end
@@ -58,55 +169,8 @@ local function head_of(rotation, prefix, take)
   return nil
 end
 
-local function wait(seconds, limit, lane)
-  return {'wait', tostring(math.max(0, seconds)), limit, lane}
-end
-
-local paused = tonumber(redis.call('GET', KEYS[9]) or '0') - now
-redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
-local in_flight = redis.call('ZCARD', KEYS[6])
-redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - window)
-local sent = redis.call('ZCARD', KEYS[7])
-local per_window = tonumber(ARGV[9])
-
--- What holds a call now, if anything: the pause, the slots, or the window.
-local function held(slots)
-  if paused > 0 then return paused, 'paused' end
-  if in_flight >= slots then return 0.05, 'concurrency' end
-  if sent >= per_window then
-    local oldest = redis.call('ZRANGE', KEYS[7], sent - per_window, sent - per_window, 'WITHSCORES')
-    return tonumber(oldest[2]) + window - now, 'rpm'
-  end
-  return nil
-end
-
-local function admit(job, since, lane)
-  redis.call('ZADD', KEYS[6], ARGV[7], ARGV[6])
-  redis.call('ZADD', KEYS[7], now, ARGV[6])
-  redis.call('EXPIRE', KEYS[7], math.ceil(window) + 1)
-  return {job, since, lane}
-end
-
-local slots = tonumber(ARGV[8])
-local seconds, limit = held(slots)
-if seconds == nil then
-  local job, since = head_of(KEYS[1], ARGV[2], true)
-  if job then return admit(job, since, 'interactive') end
-elseif head_of(KEYS[1], ARGV[2], false) then
-  return wait(seconds, limit, 'interactive')
-end
-
-local batch_slots = slots
-if slots > 1 then batch_slots = slots - 1 end
-seconds, limit = held(batch_slots)
-local interval, ahead = tonumber(ARGV[11]), tonumber(ARGV[12])
-local tat = math.max(tonumber(redis.call('GET', KEYS[8]) or '0'), now)
-if seconds == nil and tat - now > ahead then seconds, limit = tat - ahead - now, 'rpm' end
-if seconds ~= nil then
-  if head_of(KEYS[5], ARGV[5], false) then return wait(seconds, limit, 'batch') end
-  return nil
-end
-local job, since = head_of(KEYS[5], ARGV[5], true)
-if not job then return nil end
-redis.call('SET', KEYS[8], tostring(tat + interval), 'PX', math.ceil((tat + interval - now + ahead) * 1000) + 1000)
-return admit(job, since, 'batch')
+local taken = lane_of(KEYS[1], ARGV[2], 'interactive')
+if taken then return taken end
+taken = lane_of(KEYS[5], ARGV[5], 'batch')
+if taken then return taken end
+return waiting

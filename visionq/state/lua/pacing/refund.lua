@@ -1,6 +1,6 @@
--- KEYS[1] = the model's slots for calls in flight (pacing)
--- KEYS[2] = the model's requests in the moving window (pacing)
--- KEYS[3] = the batch lane's theoretical arrival time (pacing)
+-- KEYS[1] = the account's slots for the model's calls in flight (pacing)
+-- KEYS[2] = the account's requests in the model's moving window (pacing)
+-- KEYS[3] = the account's batch lane's theoretical arrival time (pacing)
 -- ARGV[1] = the slot id (also the request's member in the window)
 -- ARGV[2] = the batch lane's interval to give back, in seconds (0 for an interactive job)
 --
