@@ -13,7 +13,7 @@ from flask import Flask, Response, g, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from service import batches_api, files_api, jobs_api, ops_api
+from service import batches_api, files_api, jobs_api, ops_api, usage_api
 from service.auth import authenticate
 from service.deps import Services, services
 from service.uploads import BODY_KEY, BodyInput, UploadRequest, body_deadline, buffered_uploads
@@ -59,6 +59,7 @@ def create_app(settings: Settings) -> Flask:
     app.register_blueprint(batches_api.blueprint)
     app.register_blueprint(files_api.blueprint)
     app.register_blueprint(ops_api.blueprint)
+    app.register_blueprint(usage_api.blueprint)
     return app
 
 

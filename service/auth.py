@@ -11,12 +11,14 @@ from visionq.errors import Unauthorized
 from visionq.settings import Settings
 
 
-def tenant_for_key(settings: Settings, key: str) -> str | None:
-    """The tenant owning `key`, comparing against every key in constant time."""
+def tenant_for_key(settings: Settings, key: str) -> tuple[str, bool] | None:
+    """The tenant owning `key`, and whether the key is an admin's (`VISIONQ_ADMIN_KEYS`),
+    comparing against every key in constant time."""
     found = None
-    for tenant, candidate in settings.api_keys:
-        if hmac.compare_digest(candidate.get_secret_value().encode(), key.encode()):
-            found = tenant
+    for admin, pairs in ((False, settings.api_keys), (True, settings.admin_keys)):
+        for tenant, candidate in pairs:
+            if hmac.compare_digest(candidate.get_secret_value().encode(), key.encode()):
+                found = (tenant, admin)
     return found
 
 
@@ -28,7 +30,7 @@ def authenticate() -> None:
         return
     settings = services().settings
     if settings.auth_disabled:
-        g.tenant = "default"
+        g.tenant, g.admin = "default", True
         return
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
@@ -37,7 +39,7 @@ def authenticate() -> None:
         key = request.headers.get("api-key", "")
     if not key and anthropic:
         key = request.headers.get("x-api-key", "")
-    tenant = tenant_for_key(settings, key) if key else None
-    if tenant is None:
+    found = tenant_for_key(settings, key) if key else None
+    if found is None:
         raise Unauthorized("missing or unknown API key")
-    g.tenant = tenant
+    g.tenant, g.admin = found

@@ -18,6 +18,7 @@ from visionq.state.connection import open_redis
 from visionq.state.idempotency import IdempotencyKeys
 from visionq.state.storewrites import WriteProbe, WriteRefusals
 from visionq.state.tenantlimits import UPLOAD_LEASE_MARGIN, TenantLimits, UploadSlots
+from visionq.state.usage import UsageStore
 
 
 class Services:
@@ -49,6 +50,7 @@ class Services:
             settings, shared.batches, self.files, self.intake, self.jobs, self.store
         )
         self.idempotency = IdempotencyKeys(self.redis)
+        self.usage = UsageStore(self.redis)
         #: Writes Redis refused in this process: counted, and logged now and then.
         self.write_refusals = WriteRefusals()
         self.write_probe = WriteProbe(self.redis)

@@ -22,6 +22,7 @@ from visionq.models import (
     JobList,
     JobRequest,
     TokenCount,
+    UsageReport,
 )
 
 _REF = "#/components/schemas/{model}"
@@ -33,6 +34,7 @@ _MODELS: list[type[BaseModel]] = [
     ErrorResponse,
     Health,
     TokenCount,
+    UsageReport,
     *REQUEST_MODELS,
     *ANSWER_MODELS,
 ]
@@ -258,9 +260,38 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             ],
                             "image_tokens": 1024,
+                            "input_tokens": 1031,
+                            "input_cost": 0.000412,
                         },
                     ),
                     **_errors(400, 401, 408, 413, 415, 422, 503),
+                },
+            }
+        },
+        "/v1/usage": {
+            "get": {
+                "summary": "The tenant's usage and cost per bucket",
+                "parameters": [
+                    {
+                        "name": name,
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": description,
+                    }
+                    for name, description in (
+                        ("start", "Unix seconds or ISO 8601 (default: 7 days before end)"),
+                        ("end", "Unix seconds or ISO 8601 (default: now)"),
+                        (
+                            "group_by",
+                            "one or more of hour, day, model, account, tenant, comma-separated "
+                            "(default day); tenant needs an admin key",
+                        ),
+                        ("tenant", "another tenant's usage (admin keys only)"),
+                    )
+                ],
+                "responses": {
+                    "200": _json(UsageReport, "the buckets and their total"),
+                    **_errors(400, 401, 503),
                 },
             }
         },

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from visionq import tokens
+from visionq import tokens, usage
 from visionq.broker import Broker
 from visionq.errors import (
     ContextLengthExceeded,
@@ -433,8 +433,10 @@ class Intake:
     def count_tokens(
         self, request: JobRequest, *, tenant: str, uploads: Sequence[BinaryIO] = ()
     ) -> dict[str, Any]:
-        """`POST /v1/tokens`: MiMo's count for each image from its header; nothing is stored."""
-        self.resolve_model(request)
+        """`POST /v1/tokens`: MiMo's count for each image from its header, the input's
+        estimate and, with a price for the model, what that input costs (as new input:
+        what the prompt cache saves is known only after the call); nothing is stored."""
+        model = self.resolve_model(request)
         messages = normalise_messages(request, len(uploads))
         self._check_text_as_given(request, messages, request.sampling())
         pending = self.check_images(messages, uploads, tenant=tenant)
@@ -454,7 +456,16 @@ class Intake:
                     "image_tokens": item.info.tokens,
                 }
             )
-        return {"images": counted, "image_tokens": sum(i["image_tokens"] for i in counted)}
+        image_tokens = sum(item.info.tokens for item in pending if item.info is not None)
+        answer: dict[str, Any] = {
+            "images": counted,
+            "image_tokens": image_tokens,
+            "input_tokens": tokens.input_tokens(messages, image_tokens),
+        }
+        if (price := self._settings.prices.get(model)) is not None:
+            nanos = usage.cost_nanos(answer["input_tokens"], 0, 0, price)
+            answer["input_cost"] = usage.dollars(nanos)
+        return answer
 
 
 def fingerprint(request: JobRequest, uploads: Sequence[BinaryIO]) -> str:

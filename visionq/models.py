@@ -235,6 +235,8 @@ class Job(BaseModel):
     attempts: int = 0
     #: The upstream account that answered its last call, by name (never its key).
     account: str | None = None
+    #: What its upstream usage cost, in dollars, at `VISIONQ_PRICES` (absent without one).
+    cost: float | None = None
     webhook: WebhookState | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     #: A batch line's job: its batch and the line's custom_id (absent otherwise).
@@ -253,6 +255,50 @@ class TokenCountImage(BaseModel):
 class TokenCount(BaseModel):
     images: list[TokenCountImage]
     image_tokens: int
+    #: The images and the text's estimate, as the context check counts them.
+    input_tokens: int
+    #: Dollars for that input at the model's input price, absent without `VISIONQ_PRICES`.
+    input_cost: float | None = None
+
+
+class UsageJobs(BaseModel):
+    succeeded: int
+    failed: int
+    canceled: int
+
+
+class UsageCounters(BaseModel):
+    """What a bucket's jobs used upstream (`GET /v1/usage`)."""
+
+    #: Upstream calls that answered (and were billed).
+    requests: int
+    jobs: UsageJobs
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    cached_tokens: int
+    image_tokens: int
+    #: Dollars at `VISIONQ_PRICES` as they were when each job finished; absent without
+    #: prices.
+    cost: float | None = None
+
+
+class UsageBucket(UsageCounters):
+    start_time: int
+    end_time: int
+    #: Set when the answer is grouped by it.
+    model: str | None = None
+    account: str | None = None
+    tenant: str | None = None
+
+
+class UsageReport(BaseModel):
+    object: Literal["usage"]
+    start_time: int
+    end_time: int
+    group_by: list[str]
+    data: list[UsageBucket]
+    total: UsageCounters
 
 
 class Health(BaseModel):

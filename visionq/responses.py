@@ -46,6 +46,7 @@ def job(record: JobRecord) -> Job:
             "error": f.get("error"),
             "attempts": int(f.get("attempts") or 0),
             "account": f.get("account"),
+            **({"cost": f["cost"]} if "cost" in f else {}),
             # `generation` orders the outbox's writes; it is not the client's business.
             "webhook": None
             if webhook is None

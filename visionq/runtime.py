@@ -74,6 +74,7 @@ class Resources:
                 queued_grace=settings.queued_grace,
                 wake_batch=wake_batch,
                 replicas=replicas,
+                usage_retention=settings.usage_retention_days * 86400,
             ),
             outbox=Outbox(client),
             store=store,

@@ -108,6 +108,32 @@ def _accounts_json(env: Mapping[str, str]) -> list[object] | None:
     return accounts
 
 
+def _prices(raw: str) -> dict[str, Price]:
+    """`mimo-v2.5=0.4/0.008/1.6,...` (input, cached input, output, dollars per million
+    tokens), or the same as JSON: `{"mimo-v2.5": {"input": 0.4, "cached_input": 0.008,
+    "output": 1.6}}`."""
+    what = "VISIONQ_PRICES"
+    try:
+        if raw.startswith("{"):
+            given = json.loads(raw)
+            return {
+                model: Price(float(p["input"]), float(p["cached_input"]), float(p["output"]))
+                for model, p in given.items()
+            }
+        out = {}
+        for model, triple in _pairs(raw, "=", what).items():
+            parts = [float(part) for part in triple.split("/")]
+            if len(parts) != 3:
+                raise ValueError(model)
+            out[model] = Price(*parts)
+        return out
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ConfigurationError(
+            f"{what} must be model=input/cached_input/output (dollars per million tokens), "
+            "comma-separated, or the same as a JSON object"
+        ) from None
+
+
 def _bool(raw: str) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
@@ -119,6 +145,15 @@ class Budget:
     rpm: int
     tpm: int
     concurrency: int
+
+
+@dataclass(frozen=True)
+class Price:
+    """One model's prices in dollars per million tokens (`VISIONQ_PRICES`)."""
+
+    input: float
+    cached_input: float
+    output: float
 
 
 #: An account's name: it goes into Redis keys, metric labels and job records.
@@ -168,6 +203,13 @@ class Settings(BaseModel):
     account_probe_interval: PositiveFloat = 60.0
     #: (tenant, client key) pairs
     api_keys: tuple[tuple[str, SecretStr], ...] = ()
+    #: (name, key) pairs of keys that may read every tenant's usage; each also acts as
+    #: the tenant `name` elsewhere.
+    admin_keys: tuple[tuple[str, SecretStr], ...] = ()
+    #: Per model; a model without one has no cost.
+    prices: dict[str, Price] = Field(default_factory=dict)
+    #: Days the hourly usage counters are kept.
+    usage_retention_days: PositiveInt = 400
     auth_disabled: bool = False
     webhook_secret: SecretStr | None = None
     #: The secret being rotated out, also signed with until `webhook_previous_secret_until`.
@@ -264,6 +306,7 @@ class Settings(BaseModel):
             "VISIONQ_BODY_READ_TIMEOUT": "body_read_timeout",
             "VISIONQ_BATCH_WINDOW": "batch_window",
             "VISIONQ_ACCOUNT_PROBE_INTERVAL": "account_probe_interval",
+            "VISIONQ_USAGE_RETENTION": "usage_retention_days",
             # prometheus-client's own variable, so that it and we agree on the directory.
             "PROMETHEUS_MULTIPROC_DIR": "metrics_dir",
         }
@@ -278,6 +321,10 @@ class Settings(BaseModel):
                 values[field] = raw.lower()
         if raw := env.get("VISIONQ_API_KEYS", "").strip():
             values["api_keys"] = tuple(_pairs(raw, ":", "VISIONQ_API_KEYS").items())
+        if raw := env.get("VISIONQ_ADMIN_KEYS", "").strip():
+            values["admin_keys"] = tuple(_pairs(raw, ":", "VISIONQ_ADMIN_KEYS").items())
+        if raw := env.get("VISIONQ_PRICES", "").strip():
+            values["prices"] = _prices(raw)
         auth = env.get("VISIONQ_AUTH", "").strip().lower()
         if auth not in {"", "enabled", "disabled"}:
             raise ConfigurationError("VISIONQ_AUTH must be 'enabled' or 'disabled'")
@@ -336,6 +383,14 @@ class Settings(BaseModel):
                 "set MIMO_API_KEY (one account) or VISIONQ_UPSTREAM_ACCOUNTS, not both"
             )
         return self
+
+    @field_validator("prices")
+    @classmethod
+    def _prices_are_not_negative(cls, value: dict[str, Price]) -> dict[str, Price]:
+        for price in value.values():
+            if min(price.input, price.cached_input, price.output) < 0:
+                raise ValueError("a price is negative")
+        return value
 
     @model_validator(mode="after")
     def _models_are_known(self) -> Settings:

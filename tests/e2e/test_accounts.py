@@ -8,6 +8,8 @@ run time (a revoked key, an empty balance, MiMo's 402 for a burst) and put them 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,10 +21,13 @@ import requests
 from tests.e2e.test_metrics import scrape, value
 from tests.support import CORPUS, Stack, data_url, running_stack
 from tests.support.databases import Databases
+from visionq.client import Client
+from visionq.models import UsageReport
 from visionq.state import keys
 
 PNG = data_url(CORPUS / "good" / "hopper.png")
 MODEL = "mimo-v2.5"
+ADMIN_KEY = "key-ops"
 RPM = 60  # one call a second per account, in the service's budget and the simulator's
 ACCOUNTS = (
     {"name": "a", "api_key": "sim-key-a", "rpm": RPM},
@@ -39,6 +44,8 @@ def stack(redis_databases: Databases, tmp_path_factory: pytest.TempPathFactory) 
         simulator_args=("--rpm", "0"),
         accounts=ACCOUNTS,
         VISIONQ_ACCOUNT_PROBE_INTERVAL="1",
+        VISIONQ_ADMIN_KEYS=f"ops:{ADMIN_KEY}",
+        VISIONQ_PRICES="mimo-v2.5=0.4/0.01/2",
     ) as stack:
         _configure(stack, "a", rpm=RPM)
         _configure(stack, "b", rpm=RPM)
@@ -164,3 +171,89 @@ def test_an_account_out_of_funds_fails_its_jobs_once_a_probe_confirms_it(stack: 
     assert value(metrics, "visionq_account_benched_total", account="own", reason="funds") >= 1
     assert value(metrics, "visionq_account_in_rotation", account="own") == 0
     assert value(metrics, "visionq_account_in_rotation", account="a") == 1
+
+
+def _usage(stack: Stack, key: str, **params: str) -> requests.Response:
+    return requests.get(
+        f"{stack.base_url}/v1/usage",
+        params=params,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+
+
+def test_usage_per_account_equals_the_simulators_own_count(stack: Stack) -> None:
+    _run(stack, "alice", 3, prompt="counted")
+    _run(stack, "bob", 2, prompt="counted")
+    answer = _usage(stack, ADMIN_KEY, group_by="tenant,account")
+    assert answer.status_code == 200, answer.text
+    UsageReport.model_validate(answer.json())  # the documented shape, field for field
+    ours: dict[str, dict[str, int]] = {}
+    for bucket in answer.json()["data"]:
+        mine = ours.setdefault(bucket["account"], {"prompt_tokens": 0, "completion_tokens": 0})
+        for name in mine:
+            mine[name] += bucket[name]
+    theirs = _stats(stack)["accounts"]
+    for name in ("a", "b", "own"):
+        expected = {k: theirs[name]["usage"][k] for k in ("prompt_tokens", "completion_tokens")}
+        assert ours.get(name, {"prompt_tokens": 0, "completion_tokens": 0}) == expected, name
+    total = answer.json()["total"]
+    assert total["requests"] == sum(s["by_status"].get("200", 0) for s in theirs.values())
+    expected_cost = (
+        (total["prompt_tokens"] - total["cached_tokens"]) * 0.4
+        + total["cached_tokens"] * 0.01
+        + total["completion_tokens"] * 2
+    ) / 1e6
+    assert total["cost"] == pytest.approx(expected_cost, abs=1e-8)
+
+
+def test_a_tenant_sees_only_its_own_usage_and_an_admin_key_any(stack: Stack) -> None:
+    _run(stack, "alice", 1, prompt="alice's")
+    mine = _usage(stack, "key-alice", group_by="model")
+    assert mine.status_code == 200, mine.text
+    assert [b["model"] for b in mine.json()["data"]] == [MODEL]
+    assert mine.json()["total"]["jobs"]["succeeded"] >= 1
+    refused = _usage(stack, "key-alice", tenant="bob")
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "tenant"
+    assert _usage(stack, "key-alice", group_by="tenant").status_code == 400
+    theirs = _usage(stack, ADMIN_KEY, tenant="alice", group_by="model")
+    assert theirs.json()["total"] == mine.json()["total"]
+    bad = _usage(stack, "key-alice", group_by="week")
+    assert (bad.status_code, bad.json()["error"]["param"]) == (400, "group_by")
+    days = _usage(stack, "key-alice", start="2026-01-01T00:00:00", end="2026-01-03")
+    assert [b["start_time"] for b in days.json()["data"]] == [1767225600, 1767312000]
+
+
+def test_the_usage_command_prints_the_buckets_and_the_sdk_reads_them(stack: Stack) -> None:
+    _run(stack, "alice", 1, prompt="printed")
+    env = dict(stack.env, VISIONQ_URL=stack.base_url, VISIONQ_KEY="key-alice")
+    done = subprocess.run(
+        [sys.executable, "-m", "visionq", "usage", "--by", "model,account"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:3] == ["MODEL", "ACCOUNT", "REQUESTS"] and "COST" in lines[0]
+    with Client(stack.base_url, "key-alice") as client:
+        answer = client.usage(group_by=["model", "account"])
+    assert len(lines) == len(answer["data"]) + 2  # the heading and the total
+    total = lines[-1].split()
+    assert total[0] == "total" and total[1] == f"{answer['total']['requests']:,}"
+    assert {b["account"] for b in answer["data"]} <= {"a", "b"}
+
+
+def test_counting_tokens_gives_the_inputs_cost_before_submitting(stack: Stack) -> None:
+    with stack.session() as http:
+        answer = http.post(
+            f"{stack.base_url}/v1/tokens",
+            json={"prompt": "what is it?", "images": [PNG]},
+            timeout=30,
+        )
+    assert answer.status_code == 200, answer.text
+    counted = answer.json()
+    assert counted["input_tokens"] > counted["image_tokens"] > 0  # the text counts too
+    assert counted["input_cost"] == pytest.approx(counted["input_tokens"] * 0.4 / 1e6)

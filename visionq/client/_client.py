@@ -232,6 +232,24 @@ class Client:
             body["messages"] = list(messages)
         return self._send_with_images(TokenCount.from_dict, "/v1/tokens", images, body)
 
+    def usage(
+        self,
+        *,
+        start: float | str | None = None,
+        end: float | str | None = None,
+        group_by: str | Sequence[str] = "day",
+        tenant: str | None = None,
+    ) -> dict[str, Any]:
+        """The tenant's usage and cost per bucket (`GET /v1/usage`): `start` and `end` as
+        Unix seconds or ISO 8601, `group_by` one or more of hour, day, model, account,
+        tenant; `tenant` and `group_by="tenant"` need an admin key."""
+        grouped = group_by if isinstance(group_by, str) else ",".join(group_by)
+        params: dict[str, str] = {"group_by": grouped}
+        for name, value in (("start", start), ("end", end), ("tenant", tenant)):
+            if value is not None:
+                params[name] = str(value)
+        return self._request(_usage_answer, "GET", "/v1/usage", params=params)
+
     def get(self, job_id: str, wait: float = 0.0) -> Job:
         """The job; with `wait` (up to 60 s) the API holds the answer until it finishes."""
         params = {"wait": f"{wait:g}"} if wait > 0 else None
@@ -325,3 +343,9 @@ class Client:
             if not page.has_more:
                 return
             after = page.next
+
+
+def _usage_answer(answer: Any) -> dict[str, Any]:
+    if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
+        raise TypeError("not a usage answer")
+    return answer

@@ -92,6 +92,8 @@ class Job:
     attempts: int = 0
     #: The upstream account that answered, by name.
     account: str | None = None
+    #: Dollars, when the service has prices.
+    cost: float | None = None
     webhook: WebhookState | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     #: A batch line's job: its batch and the line's custom_id.
@@ -155,12 +157,22 @@ class TokenCount:
 
     images: tuple[ImageCount, ...]
     image_tokens: int
+    #: With the text's estimate.
+    input_tokens: int | None = None
+    #: Dollars for that input, when the service has prices.
+    input_cost: float | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TokenCount:
         images = tuple(ImageCount(**_known(ImageCount, i)) for i in data["images"])
-        return cls(images, data["image_tokens"], raw=dict(data))
+        return cls(
+            images,
+            data["image_tokens"],
+            data.get("input_tokens"),
+            data.get("input_cost"),
+            raw=dict(data),
+        )
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The client side of the `visionq` command: submit, get, list, cancel, delete, watch, tokens,
-and `batch create|get|list|cancel|watch|results`.
+usage, and `batch create|get|list|cancel|watch|results`.
 
 Every call goes through `visionq.client.Client`; there is no HTTP code here. The server
 and key come from VISIONQ_URL (default http://127.0.0.1:8000; `--url` overrides it) and
@@ -31,7 +31,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Self, TextIO
 
 from visionq.client import (
@@ -243,6 +243,57 @@ def _tokens(client: Client, args: argparse.Namespace) -> int:
         size = f"{image.format} {image.width}x{image.height}"
         print(f"{args.images[image.index]:<{width}}  {size:<16} {image.image_tokens:>8} tokens")
     print(f"{'total':<{width}}  {'':<16} {count.image_tokens:>8} tokens")
+    return EXIT_OK
+
+
+#: `usage`'s number columns: the bucket's counter under each heading.
+_USAGE_COLUMNS = (
+    ("REQUESTS", "requests"),
+    ("PROMPT", "prompt_tokens"),
+    ("CACHED", "cached_tokens"),
+    ("COMPLETION", "completion_tokens"),
+    ("REASONING", "reasoning_tokens"),
+    ("IMAGE", "image_tokens"),
+)
+
+
+def usage_table(answer: dict[str, Any]) -> str:
+    """`usage`'s table: a row per bucket, then the total; cost when the API has prices."""
+    group_by = answer["group_by"]
+    labels = [g for g in group_by if g not in ("day", "hour")]
+    clock = "%Y-%m-%d %H:00" if "hour" in group_by else "%Y-%m-%d"
+    timed = "day" in group_by or "hour" in group_by
+    priced = "cost" in answer["total"]
+    head = [*(["PERIOD"] if timed else []), *(g.upper() for g in labels)]
+    first_number = len(head)
+    head += [name for name, _ in _USAGE_COLUMNS] + (["COST $"] if priced else [])
+
+    def numbers(bucket: dict[str, Any]) -> list[str]:
+        cost = [f"{bucket['cost']:.6f}"] if priced else []
+        return [f"{bucket[key]:,}" for _, key in _USAGE_COLUMNS] + cost
+
+    rows = [head]
+    for bucket in answer["data"]:
+        when = datetime.fromtimestamp(bucket["start_time"], UTC).strftime(clock)
+        names = [str(bucket.get(g) or "-") for g in labels]
+        rows.append([*([when] if timed else []), *names, *numbers(bucket)])
+    rows.append(["total", *[""] * (first_number - 1), *numbers(answer["total"])])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(
+            cell.rjust(width) if i >= first_number else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    )
+
+
+def _usage(client: Client, args: argparse.Namespace) -> int:
+    answer = client.usage(start=args.since, end=args.until, group_by=args.by, tenant=args.tenant)
+    if args.json:
+        _print_json(answer)
+    else:
+        print(usage_table(answer))
     return EXIT_OK
 
 
@@ -497,6 +548,18 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     tokens = command("tokens", _tokens, "count MiMo's image tokens, per image and in total")
     tokens.add_argument("images", nargs="+", metavar="FILE_OR_DATA_URL")
     tokens.add_argument("--model")
+
+    usage = command("usage", _usage, "your usage and cost per day, hour, model or account")
+    usage.add_argument(
+        "--since", metavar="WHEN", help="Unix seconds or an ISO date (default: 7 days ago)"
+    )
+    usage.add_argument("--until", metavar="WHEN", help="Unix seconds or an ISO date (default: now)")
+    usage.add_argument(
+        "--by",
+        default="day",
+        help="day, hour, model, account (or tenant, admin keys), comma-separated; default day",
+    )
+    usage.add_argument("--tenant", help="another tenant's usage (admin keys only)")
 
     _add_batch_commands(sub, common, command)
 

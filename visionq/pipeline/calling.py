@@ -238,7 +238,13 @@ def _record_outcome(
         try:
             if isinstance(outcome, VisionqError):
                 fail_job(rt, record, outcome, account=account)
-            elif rt.jobs.succeed(job_id, outcome, account=account):
+            elif rt.jobs.succeed(
+                job_id,
+                outcome,
+                account=account,
+                price=rt.settings.prices.get(record.model),
+                image_tokens=sum(int(i.get("image_tokens") or 0) for i in record.images),
+            ):
                 count_finish(record, "succeeded")
             break
         except Unavailable:

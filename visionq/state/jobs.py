@@ -26,18 +26,22 @@ its creation, then `result_ttl` from its finish); `blobs` removes what it leaves
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
 
+from visionq import usage
 from visionq.errors import Canceled, Conflict, NotFound, StaleLine, VisionqError
 from visionq.models import TERMINAL_STATUSES, JobStatus, StoredRequest, StoredResult
 from visionq.ops import metrics
+from visionq.settings import Price
 from visionq.state import keys
 from visionq.state.blobs import Blobs
 from visionq.state.completion import CompletionWaiter
@@ -80,6 +84,27 @@ class BatchLine:
 
 
 #: A finished batch line's counter on its batch, from how the job ended.
+def _usage_argument(counted: dict[str, int], *, account: str, now: float, retention: int) -> str:
+    """What `jobs/transition` adds to the tenant's usage for one finish (its ARGV[13])."""
+    when = datetime.fromtimestamp(now, UTC)
+    tokens = counted.get("prompt_tokens", 0) + counted.get("completion_tokens", 0)
+    return json.dumps(
+        {
+            "p": keys.USAGE_PREFIX,
+            "t": keys.USAGE_TENANTS,
+            "q": keys.QUOTA_PREFIX,
+            "h": when.strftime("%Y%m%d%H"),
+            "d": when.strftime("%Y%m%d"),
+            "m": when.strftime("%Y%m"),
+            "ttl": retention,
+            "a": account,
+            "c": counted,
+            "tokens": tokens,
+        },
+        separators=(",", ":"),
+    )
+
+
 def _batch_counter(status: str, error: VisionqError | None) -> str:
     if status == "succeeded":
         return "completed"
@@ -114,10 +139,13 @@ class JobStore:
         clock: Callable[[], float] = time.time,
         wake_batch: Callable[[str], object] | None = None,
         replicas: Replicas = NO_REPLICAS,
+        usage_retention: int = 400 * 86400,
     ) -> None:
         """`wake_batch(batch_id)` queues a batch's task: called when a line's finish leaves
-        the batch room for more lines, or none running (the transition says when)."""
+        the batch room for more lines, or none running (the transition says when).
+        `usage_retention`: seconds the usage counters a finish adds to are kept."""
         self._redis = client
+        self._usage_retention = usage_retention
         self._wake_batch = wake_batch
         self._replicas = replicas
         self._ttl = ttl
@@ -324,9 +352,11 @@ class JobStore:
         unless: str = "",
         counter: str = "failed",
         usage: dict[str, Any] | None = None,
+        counted: str = "",
     ) -> bool:
         """Run the guarded transition; whether it was applied. A finish of a batch line
-        adds to its batch's `counter` (and, for a success, the `usage`)."""
+        adds to its batch's `counter` (and, for a success, the `usage`); a finish adds
+        `counted` (`_usage_argument`) to its tenant's usage."""
         terminal = status in TERMINAL_STATUSES
         usage = usage or {}
         args: list[Any] = [
@@ -342,6 +372,7 @@ class JobStore:
             counter,
             int(usage.get("prompt_tokens") or 0),
             int(usage.get("completion_tokens") or 0),
+            counted,
         ]
         for name, value in encode_fields(fields or {}).items():
             args += [name, value]
@@ -374,15 +405,39 @@ class JobStore:
             unless="prepared",
         )
 
-    def succeed(self, job_id: str, result: StoredResult, *, account: str | None = None) -> bool:
-        """`account`: the upstream account that answered."""
-        fields = {"result": result, "account": account}
-        return self._finish(job_id, "succeeded", fields, counter="completed", usage=result["usage"])
+    def succeed(
+        self,
+        job_id: str,
+        result: StoredResult,
+        *,
+        account: str | None = None,
+        price: Price | None = None,
+        image_tokens: int = 0,
+    ) -> bool:
+        """`account`: the upstream account that answered; `price`: the model's, for the
+        job's cost; `image_tokens`: the service's count, for an answer that has none."""
+        counted = usage.counters(
+            result["usage"], status="succeeded", image_tokens=image_tokens, price=price
+        )
+        fields: dict[str, Any] = {"result": result, "account": account}
+        if price is not None:
+            fields["cost"] = usage.dollars(counted.get("cost_nanos", 0))
+        return self._finish(
+            job_id,
+            "succeeded",
+            fields,
+            counter="completed",
+            usage=result["usage"],
+            counted=counted,
+            account=account,
+        )
 
     def fail(self, job_id: str, error: VisionqError, *, account: str | None = None) -> bool:
         """`account`: the upstream account whose answer failed the job, if one did."""
         fields = {"error": error.to_dict(), "account": account}
-        return self._finish(job_id, "failed", fields, counter=_batch_counter("failed", error))
+        return self._finish(
+            job_id, "failed", fields, counter=_batch_counter("failed", error), account=account
+        )
 
     def end_line(self, job_id: str, error: VisionqError) -> bool:
         """End an unfinished batch line that its batch no longer runs: `canceled` when
@@ -415,8 +470,13 @@ class JobStore:
         *,
         counter: str,
         usage: dict[str, Any] | None = None,
+        counted: dict[str, int] | None = None,
+        account: str | None = None,
     ) -> bool:
-        fields = {**fields, "completed_at": round(self._clock(), 3)}
+        """A terminal transition, which also adds to the tenant's usage (`counted`, else
+        just the job's status) in the same step."""
+        now = self._clock()
+        fields = {**fields, "completed_at": round(now, 3)}
         return self._apply(
             job_id,
             allowed=("queued", "running"),
@@ -424,6 +484,12 @@ class JobStore:
             fields=fields,
             counter=counter,
             usage=usage,
+            counted=_usage_argument(
+                counted or {f"jobs_{status}": 1},
+                account=account or "",
+                now=now,
+                retention=self._usage_retention,
+            ),
         )
 
     def wait(self, job_id: str, *, tenant: str, timeout: float) -> JobRecord:

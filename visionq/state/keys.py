@@ -76,6 +76,25 @@ TPM_NAMESPACE = "vq:tpm"
 TENANT_LIMITS_PREFIX = "vq:ratelimit"
 
 
+#: A tenant's usage in one hour (UTC): `USAGE_PREFIX + tenant + ":" + YYYYMMDDHH`, a hash
+#: of `model|account|counter` to a count (`visionq.state.usage`). Written by
+#: `jobs/transition`, which builds the name from the prefix and the job's tenant.
+USAGE_PREFIX = "vq:usage:"
+#: The tenants with usage kept.
+USAGE_TENANTS = "vq:usage-tenants"
+#: A tenant's tokens in one day or month (UTC), for quotas: `QUOTA_PREFIX + tenant + ":" +
+#: YYYYMMDD or YYYYMM`.
+QUOTA_PREFIX = "vq:quota:"
+
+
+def usage(tenant: str, hour: str) -> str:
+    return f"{USAGE_PREFIX}{tenant}:{hour}"
+
+
+def quota(tenant: str, period: str) -> str:
+    return f"{QUOTA_PREFIX}{tenant}:{period}"
+
+
 def job(job_id: str) -> str:
     return f"{JOB_PREFIX}{job_id}"
 

@@ -74,6 +74,8 @@ class JobFields(TypedDict, total=False):
     attempts: int
     #: The upstream account that answered the job's last call.
     account: str
+    #: Dollars, from `VISIONQ_PRICES` at the finish (absent without a price).
+    cost: float
     input_tokens: int
     prepared: int
     lease_until: str
@@ -142,7 +144,7 @@ def decode_fields(raw: dict[str, str]) -> JobFields:
     for name, value in raw.items():
         if name in _JSON_FIELDS:
             out[name] = json.loads(value)
-        elif name in ("created_at", "started_at", "completed_at"):
+        elif name in ("created_at", "started_at", "completed_at", "cost"):
             out[name] = float(value)
         elif name in ("attempts", "input_tokens", "request_body", "prepared", "line"):
             out[name] = int(value)

@@ -15,7 +15,13 @@
 -- ARGV[10] = the batch counter a finish adds to (completed, failed, canceled, expired)
 -- ARGV[11] = the prompt tokens a success used
 -- ARGV[12] = the completion tokens a success used
--- ARGV[13..] = field/value pairs to set
+-- ARGV[13] = what a finish adds to its tenant's usage, as JSON (below), or ""
+-- ARGV[14..] = field/value pairs to set
+--
+-- The usage: {"p": keys.USAGE_PREFIX, "t": keys.USAGE_TENANTS, "q": keys.QUOTA_PREFIX,
+-- "h": the hour (YYYYMMDDHH), "d": the day (YYYYMMDD), "m": the month (YYYYMM), "ttl":
+-- seconds the hour's counters are kept, "a": the account, "c": {counter: n}, "tokens":
+-- what the quotas count}. It is added in the step that finishes the job, so once.
 --
 -- The one guarded step of a job's status: compare and set. Writes the hash, and with a
 -- TTL the expiry index. A finishing step also publishes the id on the done channel (for
@@ -30,7 +36,7 @@ if not cur then return nil end
 if not string.find(' ' .. ARGV[1] .. ' ', ' ' .. cur .. ' ', 1, true) then return {0, cur} end
 if ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[6]) == 1 then return {0, cur} end
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
-if #ARGV > 12 then redis.call('HSET', KEYS[1], unpack(ARGV, 13)) end
+if #ARGV > 13 then redis.call('HSET', KEYS[1], unpack(ARGV, 14)) end
 if tonumber(ARGV[3]) > 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[3])
   redis.call('ZADD', KEYS[5], tonumber(ARGV[5]) + tonumber(ARGV[3]), ARGV[7])
@@ -40,6 +46,23 @@ redis.call('PUBLISH', KEYS[2], ARGV[4])
 redis.call('ZREM', KEYS[4], ARGV[4])
 local webhook = redis.call('HGET', KEYS[1], 'webhook')
 if webhook and webhook ~= 'null' then redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4]) end
+local u = nil
+if ARGV[13] ~= '' then
+  u = cjson.decode(ARGV[13])
+  local tenant = redis.call('HGET', KEYS[1], 'tenant')
+  local prefix = redis.call('HGET', KEYS[1], 'model') .. '|' .. u.a .. '|'
+  local hour = u.p .. tenant .. ':' .. u.h
+  for name, n in pairs(u.c) do redis.call('HINCRBY', hour, prefix .. name, n) end
+  redis.call('EXPIRE', hour, u.ttl)
+  redis.call('SADD', u.t, tenant)
+  if u.tokens > 0 then
+    local day, month = u.q .. tenant .. ':' .. u.d, u.q .. tenant .. ':' .. u.m
+    redis.call('INCRBY', day, u.tokens)
+    redis.call('EXPIRE', day, 3 * 86400)
+    redis.call('INCRBY', month, u.tokens)
+    redis.call('EXPIRE', month, 40 * 86400)
+  end
+end
 local batch = redis.call('HGET', KEYS[1], 'batch_id')
 if not batch then return 1 end
 local bkey = ARGV[8] .. batch
@@ -49,6 +72,7 @@ redis.call('HINCRBY', bkey, ARGV[10], 1)
 local running = redis.call('HINCRBY', bkey, 'in_flight', -1)
 if tonumber(ARGV[11]) > 0 then redis.call('HINCRBY', bkey, 'prompt_tokens', ARGV[11]) end
 if tonumber(ARGV[12]) > 0 then redis.call('HINCRBY', bkey, 'completion_tokens', ARGV[12]) end
+if u and u.c.cost_nanos then redis.call('HINCRBY', bkey, 'cost_nanos', u.c.cost_nanos) end
 local b = redis.call('HMGET', bkey, 'status', 'admitted', 'total', 'window', 'wake')
 if b[5] then return 1 end
 local more = b[1] == 'in_progress' and tonumber(b[2]) < tonumber(b[3])
