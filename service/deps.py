@@ -40,7 +40,14 @@ class Services:
         shared = Resources.open(settings, client)
         self.redis, self.store, self.jobs = shared.client, shared.store, shared.jobs
         self.outbox, self.broker, self.files = shared.outbox, shared.broker, shared.files
-        self.intake = Intake(settings, self.store, self.jobs, self.broker, self.files.records)
+        self.intake = Intake(
+            settings,
+            self.store,
+            self.jobs,
+            self.broker,
+            self.files.records,
+            quotas=shared.quotas,
+        )
         # Each API process carries its own jobs' first messages on, where the broker is
         # not Redis (`Broker.relay`); the thread ends with the process.
         threading.Thread(

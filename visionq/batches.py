@@ -61,6 +61,7 @@ class Batches:
     ) -> BatchRecord:
         """A `validating` batch over an uploaded input file of `tenant`'s; `total`, when the
         caller knows it (an Anthropic batch's requests), counts its lines from the start."""
+        self._intake.check_quota(tenant)
         try:
             record = self._files.get(input_file_id, tenant=tenant)
         except NotFound:
@@ -114,6 +115,7 @@ class Batches:
     ) -> BatchRecord:
         """An Anthropic message batch: its requests become an input file, one a line, so
         that the same validation and admission run it."""
+        self._intake.check_quota(tenant)
         if webhook_url is not None:
             self._intake.check_webhook(webhook_url)
 

@@ -120,6 +120,14 @@ class RateLimited(_RetryAfter):
     type = "rate_limited"
 
 
+class QuotaExceeded(_RetryAfter):
+    """The tenant's token quota for the period is spent (`VISIONQ_TENANT_QUOTAS`); also the
+    error of a job refused before its paid call for it."""
+
+    status = 429
+    type = "quota_exceeded"
+
+
 class Unavailable(_RetryAfter):
     status = 503
     type = "unavailable"

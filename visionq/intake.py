@@ -44,6 +44,7 @@ from visionq.state.jobs import (
     request_body_name,
 )
 from visionq.state.records import ImageRecord, ImageSource, JobRecord
+from visionq.state.usage import Quotas
 from visionq.storage import BlobStore
 from visionq.storage.spool import sha256_of
 from visionq.upstream.body import image_ref
@@ -102,12 +103,21 @@ class Intake:
         jobs: JobStore,
         broker: Broker,
         files: FileStore,
+        *,
+        quotas: Quotas | None = None,
     ) -> None:
+        """`quotas`: checked before any job is made (None: none are)."""
         self._settings = settings
         self._store = store
         self._jobs = jobs
         self._broker = broker
         self._files = files
+        self._quotas = quotas
+
+    def check_quota(self, tenant: str) -> None:
+        """429 `quota_exceeded` once the tenant's token quota for the period is spent."""
+        if self._quotas is not None:
+            self._quotas.check(tenant, now=time.time())
 
     def resolve_model(self, request: JobRequest) -> str:
         model = request.model or self._settings.default_model
@@ -341,6 +351,7 @@ class Intake:
     ) -> JobRecord:
         """Store the images and write the job with its prepare task's message, together.
         A `batch` line's prepare message waits behind every other (`Broker.prepare_push`)."""
+        self.check_quota(tenant)
         checked = self._checked(request, uploads, tenant)
         messages, pending = checked.messages, checked.pending
         image_records = self.store(pending)

@@ -33,6 +33,7 @@ from visionq.state.leases import LeaseKeeper, Leases
 from visionq.state.outbox import Outbox
 from visionq.state.pacing import Lane, Pacer
 from visionq.state.redis import Replicas, redis_errors
+from visionq.state.usage import Quotas
 from visionq.storage import BlobStore, open_store
 from visionq.upstream.client import UpstreamClient
 from visionq.webhooks import Signer
@@ -50,6 +51,7 @@ class Resources:
     broker: Broker
     batches: BatchStore
     files: Files
+    quotas: Quotas
 
     @classmethod
     def open(cls, settings: Settings, client: redis.Redis) -> Resources:
@@ -89,6 +91,7 @@ class Resources:
             files=Files(
                 settings, store, FileStore(client, ttl=settings.result_ttl, replicas=replicas)
             ),
+            quotas=Quotas(client, settings.tenant_quotas),
         )
 
 

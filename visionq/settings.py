@@ -23,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
@@ -108,6 +109,23 @@ def _accounts_json(env: Mapping[str, str]) -> list[object] | None:
     return accounts
 
 
+def _quotas(raw: str) -> dict[str, Quota | None]:
+    """`50000000/month` (every tenant), `bob=1000000/day`, `carol=none`, comma-separated."""
+    out: dict[str, Quota | None] = {}
+    for name, spec in _per_key(raw).items():
+        tokens, _, period = spec.partition("/")
+        if spec.lower() == "none":
+            out[name] = None
+        elif tokens.isdigit() and int(tokens) > 0 and period in ("day", "month"):
+            out[name] = Quota(int(tokens), "day" if period == "day" else "month")
+        else:
+            raise ConfigurationError(
+                "VISIONQ_TENANT_QUOTAS must be TOKENS/day or TOKENS/month, with tenant= in "
+                f"front for one tenant, or none; not {spec!r}"
+            )
+    return out
+
+
 def _prices(raw: str) -> dict[str, Price]:
     """`mimo-v2.5=0.4/0.008/1.6,...` (input, cached input, output, dollars per million
     tokens), or the same as JSON: `{"mimo-v2.5": {"input": 0.4, "cached_input": 0.008,
@@ -145,6 +163,14 @@ class Budget:
     rpm: int
     tpm: int
     concurrency: int
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A tenant's tokens (prompt and completion) per UTC day or calendar month."""
+
+    tokens: int
+    period: Literal["day", "month"]
 
 
 @dataclass(frozen=True)
@@ -200,7 +226,7 @@ class Settings(BaseModel):
     upstream_accounts: tuple[UpstreamAccount, ...] = ()
     #: Seconds an account that answered 401/403 (or whose 402 a probe confirmed) stays
     #: out of rotation before one call probes it again.
-    account_probe_interval: PositiveFloat = 60.0
+    account_probe_interval: NonNegativeFloat = 60.0
     #: (tenant, client key) pairs
     api_keys: tuple[tuple[str, SecretStr], ...] = ()
     #: (name, key) pairs of keys that may read every tenant's usage; each also acts as
@@ -210,6 +236,8 @@ class Settings(BaseModel):
     prices: dict[str, Price] = Field(default_factory=dict)
     #: Days the hourly usage counters are kept.
     usage_retention_days: PositiveInt = 400
+    #: Per tenant, "*" for every tenant not named; None: no quota.
+    tenant_quotas: dict[str, Quota | None] = Field(default_factory=dict)
     auth_disabled: bool = False
     webhook_secret: SecretStr | None = None
     #: The secret being rotated out, also signed with until `webhook_previous_secret_until`.
@@ -325,6 +353,8 @@ class Settings(BaseModel):
             values["admin_keys"] = tuple(_pairs(raw, ":", "VISIONQ_ADMIN_KEYS").items())
         if raw := env.get("VISIONQ_PRICES", "").strip():
             values["prices"] = _prices(raw)
+        if raw := env.get("VISIONQ_TENANT_QUOTAS", "").strip():
+            values["tenant_quotas"] = _quotas(raw)
         auth = env.get("VISIONQ_AUTH", "").strip().lower()
         if auth not in {"", "enabled", "disabled"}:
             raise ConfigurationError("VISIONQ_AUTH must be 'enabled' or 'disabled'")
@@ -399,6 +429,9 @@ class Settings(BaseModel):
         if self.default_model not in self.models:
             raise ValueError("VISIONQ_DEFAULT_MODEL is not one of VISIONQ_MODELS")
         return self
+
+    def quota(self, tenant: str) -> Quota | None:
+        return self.tenant_quotas.get(tenant, self.tenant_quotas.get("*"))
 
     def budget(self, model: str) -> Budget:
         def pick(table: dict[str, int]) -> int:

@@ -11,10 +11,12 @@ they were then, as an invoice would be.
 
 from __future__ import annotations
 
+import calendar
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from visionq.settings import Price
+from visionq.settings import Price, Quota
 
 #: The token counters of a bucket, as `GET /v1/usage` names them.
 TOKEN_FIELDS = (
@@ -65,3 +67,14 @@ def cost_nanos(prompt: int, cached: int, completion: int, price: Price) -> int:
 
 def dollars(nanos: int) -> float:
     return round(nanos / NANOS, 9)
+
+
+def period(quota: Quota, now: float) -> tuple[str, float]:
+    """The quota's current period (UTC) as its counter names it (YYYYMMDD or YYYYMM), and
+    when it ends."""
+    day = time.gmtime(now)
+    if quota.period == "day":
+        start = calendar.timegm((day.tm_year, day.tm_mon, day.tm_mday, 0, 0, 0))
+        return time.strftime("%Y%m%d", day), start + 86400.0
+    year, month = (day.tm_year + 1, 1) if day.tm_mon == 12 else (day.tm_year, day.tm_mon + 1)
+    return time.strftime("%Y%m", day), float(calendar.timegm((year, month, 1, 0, 0, 0)))

@@ -146,6 +146,7 @@ def test_a_pinned_tenant_whose_key_is_revoked_fails_and_never_borrows_a_shared_o
     before = _served(stack)
     jobs = _run(stack, "bob", 3, prompt="pinned revoked")
     assert [(j["status"], j["error"]["type"]) for j in jobs] == [("failed", "upstream_auth")] * 3
+    assert {j["error"]["upstream_status"] for j in jobs} == {401}  # what its key answered
     assert _served(stack) == before  # no other account answered for bob
     assert "sim-key" not in str(jobs)
 
@@ -163,10 +164,15 @@ def test_a_burst_of_402s_is_not_taken_for_an_empty_account(stack: Stack) -> None
 
 def test_an_account_out_of_funds_fails_its_jobs_once_a_probe_confirms_it(stack: Stack) -> None:
     _configure(stack, "own", balance=0)
+    before = _stats(stack)["accounts"]["own"]["by_status"].get("402", 0)
     jobs = _run(stack, "bob", 3, prompt="no funds")
     assert [(j["status"], j["error"]["type"]) for j in jobs] == [
         ("failed", "insufficient_balance")
     ] * 3
+    assert {j["error"]["upstream_status"] for j in jobs} == {402}
+    # The first 402s (one for each job already in flight) were taken for a burst; one
+    # probe got a second one, and then the jobs failed without more calls.
+    assert 2 <= _stats(stack)["accounts"]["own"]["by_status"]["402"] - before <= 4
     metrics = scrape(f"{stack.base_url}/metrics")
     assert value(metrics, "visionq_account_benched_total", account="own", reason="funds") >= 1
     assert value(metrics, "visionq_account_in_rotation", account="own") == 0

@@ -140,6 +140,9 @@ def stack_env(redis_url: str, storage: Path, simulator_url: str, **extra: str) -
             # runs a stack of its own with a budget that binds.
             "VISIONQ_UPSTREAM_RPM": "60000",
             "VISIONQ_UPSTREAM_CONCURRENCY": "64",
+            # The shared stack's one account is made to answer 401, 402 and 403 by single
+            # requests (tests/e2e/test_upstream_faults.py); the next call probes it again.
+            "VISIONQ_ACCOUNT_PROBE_INTERVAL": "0",
             # carol's is the one limit that binds (tests/e2e/test_errors.py).
             "VISIONQ_RATE_LIMIT": "100000/minute,carol=3/minute",
             # What the tests read in the logs (tests/e2e/test_logs.py).

@@ -48,7 +48,7 @@ READ_CHUNK = 500
 
 def _intake(rt: Runtime) -> Intake:
     """The intake a line goes through, as a job submitted to the API does."""
-    return Intake(rt.settings, rt.store, rt.jobs, rt.broker, rt.files.records)
+    return Intake(rt.settings, rt.store, rt.jobs, rt.broker, rt.files.records, quotas=rt.quotas)
 
 
 def advance(batch_id: str, rt: Runtime) -> None:

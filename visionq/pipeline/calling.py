@@ -12,6 +12,7 @@ from visionq.accounts import Account
 from visionq.errors import (
     InsufficientBalance,
     Internal,
+    QuotaExceeded,
     Unavailable,
     UpstreamAuth,
     UpstreamError,
@@ -59,7 +60,7 @@ def call_upstream(model: str, rt: Runtime) -> float | None:
             return None
         bind_job(record, turn.attempt)
         if turn.refused is not None:
-            _record_outcome(rt, record, _refusal(turn.refused))
+            _record_outcome(rt, record, _refusal(turn.refused, turn.refused_status))
             return None
         if turn.attempt > rt.settings.upstream_max_attempts:
             # Every earlier attempt ended with no outcome (its worker died, or it could not
@@ -70,23 +71,48 @@ def call_upstream(model: str, rt: Runtime) -> float | None:
             )
             _record_outcome(rt, record, error)
             return None
-        rt.pacer.spend_tokens(model, turn.account, _input_tokens(record))
+        estimate = _input_tokens(record)
+        rt.pacer.spend_tokens(model, turn.account, estimate)
         waited = time.time() - turn.ready_since
         metrics.STAGE_SECONDS.labels("pacing_wait").observe(max(0.0, waited))
-        return _call_upstream(rt, record, turn)
+        # The quota again, now that the call is about to be paid for: a backlog queued
+        # before it was spent must not overrun it. Its input's estimate is held until the
+        # finish has counted what the call used.
+        hold = rt.settings.upstream_timeout + rt.settings.upstream_connect_timeout
+        held = estimate + _output_cap(record)
+        try:
+            rt.quotas.hold(record.tenant, record.id, held, now=time.time(), lease=hold)
+        except QuotaExceeded as exc:
+            _record_outcome(rt, record, exc)
+            return None
+        try:
+            return _call_upstream(rt, record, turn)
+        finally:
+            rt.quotas.release(record.tenant, record.id, now=time.time())
 
 
-def _refusal(reason: str) -> VisionqError:
-    """Why no account could take the job, as the error it fails with."""
+def _output_cap(record: JobRecord) -> int:
+    """The answer's `max_completion_tokens`, when the request carries one (a request kept
+    in the store, a large one, is not read here: its answer is not held for)."""
+    if record.request_in_store:
+        return 0
+    return int(record.request.get("max_completion_tokens") or 0)
+
+
+def _refusal(reason: str, status: int | None) -> VisionqError:
+    """Why no account could take the job, as the error it fails with (with the status the
+    account last answered)."""
     if reason == "funds":
         return InsufficientBalance(
             "every upstream account that serves this tenant is out of funds "
-            "(MiMo answered 402 to a probe)"
+            "(MiMo answered 402, and again to a probe)",
+            upstream_status=status,
         )
     if reason == "auth":
         return UpstreamAuth(
             "every upstream account that serves this tenant was refused by MiMo (401/403); "
-            "check the keys"
+            "check the keys",
+            upstream_status=status,
         )
     return UpstreamAuth("no upstream account serves this tenant (VISIONQ_UPSTREAM_ACCOUNTS)")
 
@@ -107,6 +133,8 @@ def _call_upstream(rt: Runtime, record: JobRecord, turn: Turn) -> float | None:
     except (UpstreamAuth, InsufficientBalance) as exc:
         return _account_fault(rt, record, turn, exc)
     except UpstreamRetryable as exc:
+        if turn.probe:  # no answer about the key: the next call probes instead
+            rt.pacer.probe_again(account.name)
         if exc.upstream_status == 429:
             # Our pacing should have kept it away; someone else shares the account.
             rt.pacer.pause(model, account.name, exc.retry_after or 1.0)
@@ -134,11 +162,10 @@ def _call_upstream(rt: Runtime, record: JobRecord, turn: Turn) -> float | None:
         )
         return None
     except VisionqError as exc:
+        _probe_answered(rt, turn)
         _record_outcome(rt, record, exc, account=account.name)
         return None
-    if turn.probe:
-        rt.pacer.restore(account.name)
-        log.warning("upstream account %s answered its probe: back in rotation", account.name)
+    _probe_answered(rt, turn)
     usage = result["usage"]
     for kind in ("prompt", "completion"):
         count = int(usage.get(f"{kind}_tokens") or 0)
@@ -150,10 +177,11 @@ def _call_upstream(rt: Runtime, record: JobRecord, turn: Turn) -> float | None:
 
 def _account_fault(
     rt: Runtime, record: JobRecord, turn: Turn, exc: UpstreamAuth | InsufficientBalance
-) -> float:
-    """The account, not the job, is at fault: take it out of rotation and offer the job
-    again without counting the attempt. The pacer then sends it to another account of its
-    tenant, or, when every one of them has a confirmed fault, refuses it (`_refusal`).
+) -> float | None:
+    """The account, not the job, is at fault: take it out of rotation, and offer the job
+    again without counting the attempt, so that the pacer sends it to another account of
+    its tenant, or refuses it when every one of them has a confirmed fault (`_refusal`).
+    A tenant with no other account gets the answer itself when the fault is confirmed.
 
     A 401/403 is a fault of the key at once. A 402 may be MiMo's answer to a burst of
     concurrent calls (its issue #99): the account is out for a moment, with half the
@@ -169,18 +197,31 @@ def _account_fault(
         fault, reason, confirmed = "funds", "funds_suspected", False
         rt.pacer.lower_concurrency(model, name, seconds=LOWERED_CONCURRENCY_SECONDS)
     seconds = rt.settings.account_probe_interval if confirmed else SUSPECTED_FUNDS_BENCH
-    rt.pacer.bench(name, fault, confirmed=confirmed, seconds=seconds)
+    status = exc.upstream_status or 0
+    rt.pacer.bench(name, fault, confirmed=confirmed, seconds=seconds, status=status)
     metrics.ACCOUNT_BENCHED.labels(name, reason).inc()
+    alone = rt.accounts.serving(record.tenant) == [name]
     log.warning(
-        "upstream account %s answered %s: out of rotation for %.0f s (%s); its job goes on",
+        "upstream account %s answered %s: out of rotation for %.0f s (%s)",
         name,
-        exc.upstream_status,
+        status,
         seconds,
         reason,
-        extra={"upstream_status": exc.upstream_status, "reason": reason},
+        extra={"upstream_status": status, "reason": reason},
     )
+    if confirmed and alone:
+        _record_outcome(rt, record, exc, account=name)
+        return None
     rt.hand_on(record.id, model=model, tenant=record.tenant, lane=lane_of(record), uncounted=True)
     return 0.0
+
+
+def _probe_answered(rt: Runtime, turn: Turn) -> None:
+    """The account a probe went to answered as an account in order does (a result, or a
+    refusal of the job rather than of the key): it is back in rotation."""
+    if turn.probe:
+        rt.pacer.restore(turn.account)
+        log.warning("upstream account %s answered its probe: back in rotation", turn.account)
 
 
 def _timed_call(

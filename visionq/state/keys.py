@@ -95,6 +95,11 @@ def quota(tenant: str, period: str) -> str:
     return f"{QUOTA_PREFIX}{tenant}:{period}"
 
 
+def quota_held(tenant: str, period: str) -> str:
+    """The tokens calls in flight hold in the period (`visionq.state.usage.Quotas`)."""
+    return f"{QUOTA_PREFIX}{tenant}:{period}:held"
+
+
 def job(job_id: str) -> str:
     return f"{JOB_PREFIX}{job_id}"
 

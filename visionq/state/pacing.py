@@ -127,6 +127,8 @@ class Turn:
     #: Set when no account of the job's tenant can serve it (`Fault`, or "unserved"):
     #: no room was taken, and the job is to fail.
     refused: str | None = None
+    #: With `refused`: what the account last answered (401, 402...), if known.
+    refused_status: int | None = None
 
 
 @dataclass(frozen=True)
@@ -251,14 +253,17 @@ class Pacer:
             if until > current:
                 self._redis.set(paused, until, exat=int(until) + 1)
 
-    def bench(self, account: str, fault: Fault, *, confirmed: bool, seconds: float) -> None:
-        """Take `account` out of rotation for `seconds`; then one call probes it."""
+    def bench(
+        self, account: str, fault: Fault, *, confirmed: bool, seconds: float, status: int = 0
+    ) -> None:
+        """Take `account` out of rotation for `seconds`; then one call probes it. `status`:
+        what it answered, for the jobs refused meanwhile."""
         until = self._clock() + seconds
         keep = max(3600, math.ceil(10 * self._settings.account_probe_interval))
         with redis_errors():
             self._bench(
                 keys=[keys.account(account)],
-                args=[until, fault, "1" if confirmed else "0", keep],
+                args=[until, fault, "1" if confirmed else "0", keep, status],
             )
 
     def lower_concurrency(self, model: str, account: str, *, seconds: int) -> int:
@@ -272,8 +277,9 @@ class Pacer:
             self._redis.set(cap, lowered, ex=seconds)
         return lowered
 
-    def _probe_again(self, account: str) -> None:
-        """A probe was never sent (its job could not be taken): the next call probes."""
+    def probe_again(self, account: str) -> None:
+        """A probe was never sent (its job could not be taken), or got no answer about the
+        key (a time-out, a 5xx): the next call probes."""
         health = keys.account(account)
         with redis_errors():
             if self._redis.exists(health):
@@ -466,6 +472,7 @@ class Pacer:
             job_id, lane = head[0].decode(), cast(Lane, head[2].decode())
             account = head[3].decode()
             refused = head[5].decode() if head[4] == b"refused" else None
+            refused_status = int(head[6]) if refused and len(head) > 6 and int(head[6]) else None
             attempt = self._leases.take(job_id, "upstream")
             if attempt is not None:
                 turn = Turn(
@@ -476,6 +483,7 @@ class Pacer:
                     account=account or MAIN,
                     probe=head[4] == b"1",
                     refused=refused,
+                    refused_status=refused_status,
                 )
                 return turn, "" if refused else slot
             if refused:
@@ -491,7 +499,7 @@ class Pacer:
                     args=[slot, interval if lane == "batch" else 0],
                 )
             if head[4] == b"1":
-                self._probe_again(account)
+                self.probe_again(account)
 
     def _leave(self, model: str, ticket: str, taken: tuple[Turn, str] | None) -> None:
         """Free the slot and, if it took no job, unregister the ticket: one round trip."""

@@ -4,6 +4,9 @@ and each tenant's tokens per day and month, which the quotas read.
 
 This module reads `keys.USAGE_PREFIX`, `keys.USAGE_TENANTS` and `keys.QUOTA_PREFIX`; the
 one writer is `jobs/transition` (`visionq.state.jobs`), whose finish is what is counted.
+It owns the quotas' holds (`keys.quota_held`): room a paid call takes in its tenant's
+quota before it is made, so that workers on every host racing for the last tokens of a
+quota cannot together pass it; the finish then counts what the call used.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from typing import cast
 
 import redis
 
+from visionq.errors import QuotaExceeded
+from visionq.settings import Quota
 from visionq.state import keys
-from visionq.state.redis import redis_errors
+from visionq.state.redis import redis_errors, script
+from visionq.usage import period
 
 HOUR = 3600
 #: Hashes read per round trip.
@@ -76,3 +82,63 @@ def _rows(tenant: str, hour: int, counts: dict[bytes, bytes]) -> Iterator[Row]:
         grouped.setdefault((model, account), {})[name] = int(count)
     for (model, account), counters in sorted(grouped.items()):
         yield Row(tenant, hour, model, account, counters)
+
+
+class Quotas:
+    """`VISIONQ_TENANT_QUOTAS` against the counters: at submit, and before each paid call."""
+
+    def __init__(self, client: redis.Redis, quota_of: dict[str, Quota | None]) -> None:
+        self._redis = client
+        self._quota_of = quota_of
+        self._reserve = script(client, "usage/reserve")
+
+    def _quota(self, tenant: str) -> Quota | None:
+        return self._quota_of.get(tenant, self._quota_of.get("*"))
+
+    def check(self, tenant: str, *, now: float) -> None:
+        """Refuse new work once the period's quota is spent (429, `Retry-After` at the
+        period's end)."""
+        quota = self._quota(tenant)
+        if quota is None:
+            return
+        name, ends = period(quota, now)
+        with redis_errors():
+            used = int(self._redis.get(keys.quota(tenant, name)) or 0)
+        if used >= quota.tokens:
+            raise _exceeded(quota, used, ends - now)
+
+    def hold(self, tenant: str, job_id: str, tokens: int, *, now: float, lease: float) -> None:
+        """Take room for one call of `tokens` (its input's estimate), or refuse when it
+        would pass the quota with what was used and what calls in flight hold."""
+        quota = self._quota(tenant)
+        if quota is None:
+            return
+        name, ends = period(quota, now)
+        with redis_errors():
+            held = self._reserve(
+                keys=[keys.quota(tenant, name), keys.quota_held(tenant, name)],
+                args=[now, quota.tokens, job_id, tokens, now + lease, int(ends - now) + 86400],
+            )
+        if not held:
+            raise _exceeded(quota, None, ends - now)
+
+    def release(self, tenant: str, job_id: str, *, now: float) -> None:
+        """The call is over (its finish counted what it used): let go of its hold."""
+        quota = self._quota(tenant)
+        if quota is None:
+            return
+        name, _ = period(quota, now)
+        held = keys.quota_held(tenant, name)
+        with redis_errors():
+            mine = [m for m, _ in self._redis.zscan_iter(held, match=f"{job_id}|*")]
+            if mine:
+                self._redis.zrem(held, *mine)
+
+
+def _exceeded(quota: Quota, used: int | None, seconds_left: float) -> QuotaExceeded:
+    spent = "is spent" if used is not None else "has no room for this call"
+    return QuotaExceeded(
+        f"the tenant's quota of {quota.tokens} tokens a {quota.period} {spent}; "
+        f"it renews in {seconds_left:.0f} s",
+        retry_after=max(1.0, seconds_left),
+    )

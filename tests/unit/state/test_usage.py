@@ -11,11 +11,11 @@ import redis
 
 from tests.support import bare_job
 from visionq import usage
-from visionq.errors import InvalidImage
-from visionq.settings import Price, Settings
+from visionq.errors import InvalidImage, QuotaExceeded
+from visionq.settings import Price, Quota, Settings
 from visionq.state import keys
 from visionq.state.jobs import JobStore
-from visionq.state.usage import UsageStore
+from visionq.state.usage import Quotas, UsageStore
 from visionq.usage_report import usage_report
 
 PRICE = Price(input=0.4, cached_input=0.01, output=2.0)
@@ -132,3 +132,48 @@ def test_prices_are_read_in_both_forms() -> None:
         {"VISIONQ_PRICES": '{"mimo-v2.5": {"input": 0.4, "cached_input": 0.01, "output": 2}}'}
     )
     assert compact.prices == as_json.prices == {"mimo-v2.5": PRICE}
+
+
+def test_a_quota_refuses_new_work_once_spent_until_the_periods_end(
+    redis_db: redis.Redis, store: JobStore
+) -> None:
+    quotas = Quotas(redis_db, {"*": Quota(1000, "day"), "free": None})
+    quotas.check("acme", now=time.time())  # nothing used yet
+    record = bare_job(store, tenant="acme")
+    store.succeed(record.id, _result({"prompt_tokens": 900, "completion_tokens": 100}))
+    with pytest.raises(QuotaExceeded) as refused:
+        quotas.check("acme", now=time.time())
+    _, ends = usage.period(Quota(1000, "day"), time.time())
+    assert refused.value.retry_after == pytest.approx(ends - time.time(), abs=2)
+    quotas.check("free", now=time.time())  # a tenant without a quota
+
+
+def test_calls_racing_for_the_last_of_a_quota_get_no_more_than_it_holds(
+    redis_db: redis.Redis, store: JobStore
+) -> None:
+    quotas = Quotas(redis_db, {"acme": Quota(1000, "month")})
+    record = bare_job(store, tenant="acme")
+    store.succeed(record.id, _result({"prompt_tokens": 600, "completion_tokens": 0}))
+    held: list[str] = []
+
+    def call(n: int) -> None:
+        try:
+            quotas.hold("acme", f"job{n}", 100, now=time.time(), lease=60)
+            held.append(f"job{n}")
+        except QuotaExceeded:
+            pass
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(held) == 4  # 600 used, and room for four calls of 100
+    quotas.release("acme", held[0], now=time.time())
+    quotas.hold("acme", "another", 100, now=time.time(), lease=60)  # its room came back
+    with pytest.raises(QuotaExceeded):
+        quotas.hold("acme", "one more", 100, now=time.time(), lease=60)
+    # A hold whose worker died lapses after its lease.
+    quotas.hold("acme", "dead", 0, now=time.time(), lease=60)
+    later = time.time() + 61
+    quotas.hold("acme", "after the lapse", 400, now=later, lease=60)

@@ -53,19 +53,21 @@ def test_an_anthropic_message_becomes_the_same_shape() -> None:
             {"type": "text", "text": "cat."},
         ],
         "stop_reason": "end_turn",
-        "usage": {"input_tokens": 70, "output_tokens": 3, "cache_read_input_tokens": 0},
+        "usage": {"input_tokens": 70, "output_tokens": 3, "cache_read_input_tokens": 20},
     }
     assert parse_result("anthropic", raw) == {
         "content": "A cat.",
         "reasoning_content": "whiskers, a tail",
         "finish_reason": "end_turn",
+        # Anthropic's input_tokens leave out what the cache read; OpenAI's words count it.
         "usage": {
             "input_tokens": 70,
             "output_tokens": 3,
-            "cache_read_input_tokens": 0,
-            "prompt_tokens": 70,
+            "cache_read_input_tokens": 20,
+            "prompt_tokens": 90,
             "completion_tokens": 3,
-            "total_tokens": 73,
+            "total_tokens": 93,
+            "prompt_tokens_details": {"cached_tokens": 20},
         },
         "response": raw,
     }
@@ -75,7 +77,12 @@ def test_an_anthropic_message_without_thinking_has_no_reasoning() -> None:
     raw = {"content": [{"type": "text", "text": "ok"}], "stop_reason": "max_tokens"}
     result = parse_result("anthropic", raw)
     assert result["reasoning_content"] is None
-    assert result["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    assert result["usage"] == {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,9 @@
 -- One step for a turn: room in an account's budget and the next job together, so that a
 -- job is only ever taken when it can be sent at once. Returns the taken job {id, ready
 -- since, lane, account, probe ('1' or '0')}; or {id, ready since, lane, '', 'refused',
--- reason} for a job that no account of its tenant can serve (every one is out of
--- rotation for 'auth' or 'funds', or none is configured: 'unserved'); or {'wait',
+-- reason, status} for a job that no account of its tenant can serve (every one is out of
+-- rotation for 'auth' or 'funds', with the status it answered, or none is configured:
+-- 'unserved'); or {'wait',
 -- seconds, limit, lane} when jobs are due but their accounts have no room; or nil when
 -- no job is due (the ticket's turn ends).
 --
@@ -50,7 +51,7 @@ local function look(i)
   if looked[i] then return looked[i] end
   local a = accounts[i]
   local p = ARGV[8] .. a.n
-  local health = redis.call('HMGET', ARGV[9] .. a.n, 'until', 'confirmed', 'reason')
+  local health = redis.call('HMGET', ARGV[9] .. a.n, 'until', 'confirmed', 'reason', 'status')
   redis.call('ZREMRANGEBYSCORE', p .. ':slots', '-inf', now)
   redis.call('ZREMRANGEBYSCORE', p .. ':requests', '-inf', now - a.w)
   local s = {
@@ -60,6 +61,7 @@ local function look(i)
     out_until = tonumber(health[1] or '0'),
     confirmed = health[2] == '1',
     reason = health[3],
+    status = health[4] or '0',
     in_flight = redis.call('ZCARD', p .. ':slots'),
     sent = redis.call('ZCARD', p .. ':requests'),
     paused = tonumber(redis.call('GET', p .. ':paused_until') or '0') - now,
@@ -89,12 +91,12 @@ local function held(s, batch)
 end
 
 -- The account for the tenant's next job: {account}, or {nil, seconds, limit} to wait,
--- or {nil, nil, reason} when none of its accounts can serve it.
+-- or {nil, nil, reason, status} when none of its accounts can serve it.
 local function choose(tenant, batch)
   local eligible = config.p[tenant] or config.s
   if #eligible == 0 then return nil, nil, 'unserved' end
   local last = redis.call('HGET', KEYS[6], tenant)
-  local best, best_room, wait_s, wait_l, out, reason = nil, -1, nil, nil, 0, nil
+  local best, best_room, wait_s, wait_l, out, reason, status = nil, -1, nil, nil, 0, nil, '0'
   for _, i in ipairs(eligible) do
     local s = look(i)
     local seconds, limit = held(s, batch)
@@ -105,13 +107,13 @@ local function choose(tenant, batch)
     else
       if s.confirmed and limit == 'benched' then
         out = out + 1
-        reason = reason or s.reason
+        if not reason then reason, status = s.reason, s.status end
       end
       if wait_s == nil or seconds < wait_s then wait_s, wait_l = seconds, limit end
     end
   end
   if best then return best end
-  if out == #eligible then return nil, nil, reason end
+  if out == #eligible then return nil, nil, reason, status end
   return nil, wait_s, wait_l
 end
 
@@ -154,11 +156,11 @@ local function lane_of(rotation, prefix, lane)
     local queue = prefix .. tenant
     local head = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'LIMIT', 0, 1)
     if #head == 1 then
-      local s, seconds, limit = choose(tenant, lane == 'batch')
+      local s, seconds, limit, status = choose(tenant, lane == 'batch')
       if s then
         return admit(s, head[1], take(rotation, queue, tenant, head[1]), lane, tenant)
       elseif seconds == nil then
-        return {head[1], take(rotation, queue, tenant, head[1]), lane, '', 'refused', limit}
+        return {head[1], take(rotation, queue, tenant, head[1]), lane, '', 'refused', limit, status or '0'}
       elseif waiting == nil or (waiting[4] == lane and seconds < tonumber(waiting[2])) then
         waiting = {'wait', tostring(math.max(0, seconds)), limit, lane}
       end
