@@ -25,8 +25,19 @@ from pathlib import Path
 from bench.report import Check, markdown, table
 
 RESULTS = Path(__file__).resolve().parent / "results"
-#: In the order they run and are reported; B7 is `pacing`, B8 `batch`.
-BENCHMARKS = ("intake", "e2e", "scaleout", "images", "tokens", "autofit", "pacing", "batch", "soak")
+#: In the order they run and are reported; B7 is `pacing`, B8 `batch`, B9 `accounts`.
+BENCHMARKS = (
+    "intake",
+    "e2e",
+    "scaleout",
+    "images",
+    "tokens",
+    "autofit",
+    "pacing",
+    "batch",
+    "accounts",
+    "soak",
+)
 #: The full soak takes about 30 minutes: it runs when named, its --quick with the others.
 _ONLY_WHEN_NAMED = ("soak",)
 

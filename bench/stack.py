@@ -69,10 +69,12 @@ def running(
     api_keys: str = "big:key-big,small:key-small",
     concurrency: dict[str, int] | None = None,
     api_args: tuple[str, ...] = (),
+    accounts: tuple[tuple[str, str], ...] = (),
 ) -> Iterator[BenchStack]:
     """`workers` maps a queue to how many worker processes consume it, `concurrency` a
     queue to each process's pool size (default: the worker's own); `api_args` go to
-    `visionq api` (e.g. `--workers`, `--threads`)."""
+    `visionq api` (e.g. `--workers`, `--threads`). `accounts`: (name, key) of each
+    simulator account, instead of the one key (`env` then names them to the service)."""
     root = Path(tempfile.mkdtemp(prefix="visionq-bench-"))
     redis_server = RedisServer(root / "redis").start()
     sim_port, api_port = free_port(), free_port()
@@ -81,7 +83,7 @@ def running(
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "VISIONQ_REDIS_URL": redis_server.url,
         "VISIONQ_STORAGE_URL": f"file://{root / 'images'}",
-        "MIMO_API_KEY": SIM_KEY,
+        **({} if accounts else {"MIMO_API_KEY": SIM_KEY}),
         "VISIONQ_UPSTREAM_BASE_URL": f"{simulator_url}/v1",
         "VISIONQ_UPSTREAM_ANTHROPIC_BASE_URL": f"{simulator_url}/anthropic",
         "VISIONQ_API_KEYS": api_keys,
@@ -102,7 +104,8 @@ def running(
 
     stack.spawn = spawn
     try:
-        sim_args = ("--port", str(sim_port), "--api-key", SIM_KEY, *simulator_args)
+        keys = [("--account", f"{n}={k}") for n, k in accounts] or [("--api-key", SIM_KEY)]
+        sim_args = ("--port", str(sim_port), *(a for pair in keys for a in pair), *simulator_args)
         sim = spawn("simulator", "simulator", *sim_args)
         _wait_for(f"{simulator_url}/", sim, root / "simulator.log")
         for queue, count in workers.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Collection
 from typing import Any, get_args
 
@@ -26,6 +27,33 @@ MAX_JSON_DEPTH = 32
 JOB_STATUSES = get_args(JobStatus)
 _FORM_FIELDS = JobForm.plain_fields()
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
+
+
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?")
+
+
+def cancel_after(raw: str | None) -> float | None:
+    """`Cancel-After` (Replicate's header: `90s`, `5m`, `1h30m`, `500ms`, or seconds) as
+    the deadline it sets, in Unix seconds from now."""
+    if raw is None or not raw.strip():
+        return None
+    text = raw.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        match = _DURATION.fullmatch(text)
+        if match is None or not any(match.groups()):
+            raise InvalidRequest(
+                "Cancel-After must be a duration such as 90s, 5m, 1h30m or 500ms",
+                param="Cancel-After",
+            ) from None
+        h, m, s, ms = (int(part or 0) for part in match.groups())
+        seconds = h * 3600 + m * 60 + s + ms / 1000
+    if not 0 < seconds <= 7 * 86400:
+        raise InvalidRequest(
+            "Cancel-After must be above 0 and at most 7 days", param="Cancel-After"
+        )
+    return time.time() + seconds
 
 
 def _wait_seconds(raw: str | None, *, param: str) -> float:
@@ -126,11 +154,16 @@ def create_job() -> Any:
     prefer = _PREFER_WAIT.search(request.headers.get("Prefer", ""))
     wait = _wait_seconds(prefer.group(1) if prefer else None, param="Prefer")
     job_request, uploads = parse_job_request()
+    deadline = cancel_after(request.headers.get("Cancel-After"))
     svc = services()
     idempotency_key = request.headers.get("Idempotency-Key")
     if idempotency_key is None:
         record = svc.intake.submit(
-            job_request, tenant=g.tenant, uploads=uploads, request_id=g.request_id
+            job_request,
+            tenant=g.tenant,
+            uploads=uploads,
+            request_id=g.request_id,
+            deadline=deadline,
         )
         _accepted(record)
         status = 202
@@ -142,6 +175,7 @@ def create_job() -> Any:
             tenant=g.tenant,
             uploads=uploads,
             request_id=g.request_id,
+            deadline=deadline,
         )
         if created:
             _accepted(record)

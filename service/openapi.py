@@ -170,6 +170,15 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [
                     {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},
                     {
+                        "name": "Cancel-After",
+                        "in": "header",
+                        "schema": {"type": "string"},
+                        "example": "5m",
+                        "description": "still waiting for a worker or the upstream budget "
+                        "after this long (90s, 5m, 1h30m, 500ms), the job ends canceled with "
+                        "deadline_exceeded, unsent",
+                    },
+                    {
                         "name": "Prefer",
                         "in": "header",
                         "schema": {"type": "string"},

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from visionq.models import Batch, MessageBatch
 from visionq.state.batches import BatchRecord
 from visionq.state.records import JobRecord
+from visionq.usage import dollars
 
 #: Anthropic's statuses, from ours.
 _ANTHROPIC_STATUS = {
@@ -41,13 +42,16 @@ def _usage(record: BatchRecord) -> dict[str, Any]:
     """OpenAI's batch `usage`: summed over finished lines as they finish (prompt and
     completion), and exactly, details included, from the results once the batch ended."""
     prompt, completion = record.count("prompt_tokens"), record.count("completion_tokens")
-    return {
+    usage: dict[str, Any] = {
         "input_tokens": prompt,
         "input_tokens_details": {"cached_tokens": record.count("cached_tokens")},
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": record.count("reasoning_tokens")},
         "total_tokens": prompt + completion,
     }
+    if nanos := record.count("cost_nanos"):
+        usage["cost"] = dollars(nanos)  # visionq's: the lines' costs at VISIONQ_PRICES
+    return usage
 
 
 def _webhook(record: BatchRecord) -> dict[str, Any] | None:

@@ -137,6 +137,12 @@ class JobError(VisionqError):
     """An error that fails a job after it was accepted."""
 
 
+class DeadlineExceeded(JobError):
+    """A job's `Cancel-After` (or `deadline`) passed while it waited: it ends `canceled`."""
+
+    type = "deadline_exceeded"
+
+
 class InvalidImageUrl(JobError):
     type = "invalid_image_url"
 

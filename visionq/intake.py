@@ -348,10 +348,15 @@ class Intake:
         remember: IdempotencyRecord | None = None,
         request_id: str | None = None,
         batch: BatchLine | None = None,
+        deadline: float | None = None,
     ) -> JobRecord:
         """Store the images and write the job with its prepare task's message, together.
-        A `batch` line's prepare message waits behind every other (`Broker.prepare_push`)."""
+        A `batch` line's prepare message waits behind every other (`Broker.prepare_push`).
+        `deadline`: from `Cancel-After`; the earlier of it and the body's holds."""
         self.check_quota(tenant)
+        deadline = _earliest(deadline, request.deadline)
+        if deadline is not None and deadline <= time.time():
+            raise InvalidRequest("the deadline has passed already", param="deadline")
         checked = self._checked(request, uploads, tenant)
         messages, pending = checked.messages, checked.pending
         image_records = self.store(pending)
@@ -384,6 +389,7 @@ class Intake:
                 ),
                 job_id=job_id,
                 batch=batch,
+                deadline=deadline,
             )
         except BaseException:
             if inline is None:
@@ -401,6 +407,7 @@ class Intake:
         tenant: str,
         uploads: Sequence[BinaryIO] = (),
         request_id: str | None = None,
+        deadline: float | None = None,
     ) -> tuple[JobRecord, bool]:
         """Submit under an Idempotency-Key: the job, and whether this call created it.
 
@@ -425,6 +432,7 @@ class Intake:
                 uploads=uploads,
                 remember=idempotency.remember(tenant, key, body),
                 request_id=request_id,
+                deadline=deadline,
             )
         except BaseException:
             idempotency.release(tenant, key, body)
@@ -477,6 +485,11 @@ class Intake:
             nanos = usage.cost_nanos(answer["input_tokens"], 0, 0, price)
             answer["input_cost"] = usage.dollars(nanos)
         return answer
+
+
+def _earliest(*deadlines: float | None) -> float | None:
+    given = [d for d in deadlines if d is not None]
+    return min(given) if given else None
 
 
 def fingerprint(request: JobRequest, uploads: Sequence[BinaryIO]) -> str:

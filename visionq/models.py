@@ -71,6 +71,9 @@ class JobRequest(_Strict):
     resize: Literal["auto", "never"] = "auto"
     webhook: WebhookSpec | None = None
     metadata: dict[str, str] | None = None
+    #: Unix seconds: still waiting for a worker or the upstream budget then, the job ends
+    #: `canceled` with `deadline_exceeded` (the `Cancel-After` header says it as a delay).
+    deadline: float | None = Field(default=None, gt=0)
     # Sampling fields passed through to the upstream as they are.
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
@@ -145,6 +148,7 @@ class JobForm(_Strict):
     webhook_url: str | None = None
     api: Literal["openai", "anthropic"] | None = None
     resize: Literal["auto", "never"] | None = None
+    deadline: float | None = None
 
     @classmethod
     def plain_fields(cls) -> frozenset[str]:
@@ -237,6 +241,8 @@ class Job(BaseModel):
     account: str | None = None
     #: What its upstream usage cost, in dollars, at `VISIONQ_PRICES` (absent without one).
     cost: float | None = None
+    #: Unix seconds, when it has one (`Cancel-After` or `deadline`).
+    deadline: float | None = None
     webhook: WebhookState | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     #: A batch line's job: its batch and the line's custom_id (absent otherwise).

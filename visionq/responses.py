@@ -47,6 +47,7 @@ def job(record: JobRecord) -> Job:
             "attempts": int(f.get("attempts") or 0),
             "account": f.get("account"),
             **({"cost": f["cost"]} if "cost" in f else {}),
+            **({"deadline": f["deadline"]} if "deadline" in f else {}),
             # `generation` orders the outbox's writes; it is not the client's business.
             "webhook": None
             if webhook is None

@@ -76,7 +76,9 @@ class Resources:
                 queued_grace=settings.queued_grace,
                 wake_batch=wake_batch,
                 replicas=replicas,
-                usage_retention=settings.usage_retention_days * 86400,
+                usage_retention=settings.usage_retention_days * 86400
+                if settings.usage_records
+                else None,
             ),
             outbox=Outbox(client),
             store=store,

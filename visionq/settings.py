@@ -236,6 +236,9 @@ class Settings(BaseModel):
     prices: dict[str, Price] = Field(default_factory=dict)
     #: Days the hourly usage counters are kept.
     usage_retention_days: PositiveInt = 400
+    #: Whether finishes add to the usage counters (off: no usage, cost or quotas; the
+    #: accounts benchmark measures what they cost).
+    usage_records: bool = True
     #: Per tenant, "*" for every tenant not named; None: no quota.
     tenant_quotas: dict[str, Quota | None] = Field(default_factory=dict)
     auth_disabled: bool = False
@@ -355,6 +358,8 @@ class Settings(BaseModel):
             values["prices"] = _prices(raw)
         if raw := env.get("VISIONQ_TENANT_QUOTAS", "").strip():
             values["tenant_quotas"] = _quotas(raw)
+        if raw := env.get("VISIONQ_USAGE_RECORDS", "").strip():
+            values["usage_records"] = _bool(raw)
         auth = env.get("VISIONQ_AUTH", "").strip().lower()
         if auth not in {"", "enabled", "disabled"}:
             raise ConfigurationError("VISIONQ_AUTH must be 'enabled' or 'disabled'")
@@ -414,6 +419,12 @@ class Settings(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _quotas_need_usage(self) -> Settings:
+        if self.tenant_quotas and not self.usage_records:
+            raise ValueError("VISIONQ_TENANT_QUOTAS needs VISIONQ_USAGE_RECORDS on")
+        return self
+
     @field_validator("prices")
     @classmethod
     def _prices_are_not_negative(cls, value: dict[str, Price]) -> dict[str, Price]:
@@ -430,8 +441,10 @@ class Settings(BaseModel):
             raise ValueError("VISIONQ_DEFAULT_MODEL is not one of VISIONQ_MODELS")
         return self
 
-    def quota(self, tenant: str) -> Quota | None:
-        return self.tenant_quotas.get(tenant, self.tenant_quotas.get("*"))
+    @property
+    def tenants(self) -> frozenset[str]:
+        """The tenants a configured key names."""
+        return frozenset(name for name, _ in (*self.api_keys, *self.admin_keys))
 
     def budget(self, model: str) -> Budget:
         def pick(table: dict[str, int]) -> int:

@@ -63,6 +63,8 @@ def run(settings: Settings) -> None:
                 app.send_task(WEBHOOK_TASK, args=[job_id, token], queue=WEBHOOK_QUEUE)
             for batch_id in rt.batches.claim_due(now=time.time()):
                 app.send_task(BATCH_TASK, args=[batch_id], queue=PREPARE_QUEUE)
+            for job_id in rt.jobs.cancel_overdue():
+                log.info("job %s: its deadline passed while it waited; canceled", job_id)
             for job_id in broker.claim_stranded(PREPARE_QUEUE, older_than=settings.job_lease):
                 if leases.received(job_id):  # still queued: looked at again a lease from now
                     log.warning("job %s: its worker never started it; queued again", job_id)

@@ -194,15 +194,18 @@ def test_usage_per_account_equals_the_simulators_own_count(stack: Stack) -> None
     answer = _usage(stack, ADMIN_KEY, group_by="tenant,account")
     assert answer.status_code == 200, answer.text
     UsageReport.model_validate(answer.json())  # the documented shape, field for field
+    counted = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens")
     ours: dict[str, dict[str, int]] = {}
     for bucket in answer.json()["data"]:
-        mine = ours.setdefault(bucket["account"], {"prompt_tokens": 0, "completion_tokens": 0})
-        for name in mine:
+        mine = ours.setdefault(bucket["account"], dict.fromkeys(counted, 0))
+        for name in counted:
             mine[name] += bucket[name]
     theirs = _stats(stack)["accounts"]
     for name in ("a", "b", "own"):
-        expected = {k: theirs[name]["usage"][k] for k in ("prompt_tokens", "completion_tokens")}
-        assert ours.get(name, {"prompt_tokens": 0, "completion_tokens": 0}) == expected, name
+        expected = {k: theirs[name]["usage"][k] for k in counted}
+        assert ours.get(name, dict.fromkeys(counted, 0)) == expected, name
+    # The same image sent again with the same key: MiMo's prompt cache answered part.
+    assert sum(mine["cached_tokens"] for mine in ours.values()) > 0
     total = answer.json()["total"]
     assert total["requests"] == sum(s["by_status"].get("200", 0) for s in theirs.values())
     expected_cost = (

@@ -94,6 +94,8 @@ class Job:
     account: str | None = None
     #: Dollars, when the service has prices.
     cost: float | None = None
+    #: Unix seconds, when it was given one.
+    deadline: float | None = None
     webhook: WebhookState | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     #: A batch line's job: its batch and the line's custom_id.

@@ -11,8 +11,8 @@ Queue depths are not counted by any process: the broker reports them (the length
 lists), read at scrape time by `ClusterGauges`, and so the same whichever API process
 answers the scrape.
 
-Label values stay few (models, stages, status codes, the configured accounts), never job ids
-or tenants.
+Label values stay few (models, stages, status codes, the configured accounts and tenants),
+never job ids; a tenant is a label only when a configured key names it (`tenant_label`).
 """
 
 from __future__ import annotations
@@ -72,6 +72,12 @@ ACCOUNT_BENCHED = Counter(
     "Times an upstream account was taken out of rotation, by reason: auth (401/403), "
     "funds_suspected (a 402 that may be a burst), funds (a probe confirmed the 402)",
     ["account", "reason"],
+)
+TENANT_TOKENS = Counter(
+    "visionq_tenant_tokens",
+    "Tokens the upstream counted per tenant and kind (prompt, completion); a tenant that "
+    "no configured key names counts as `other`, so the labels are as many as the keys",
+    ["tenant", "kind"],
 )
 #: `ACCOUNT_BENCHED`'s reasons, each shown at 0 from the start (`expose_accounts`).
 BENCH_REASONS = ("auth", "funds_suspected", "funds")
@@ -181,6 +187,12 @@ def served(settings: Settings) -> Iterator[None]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def tenant_label(tenant: str, known: frozenset[str]) -> str:
+    """The tenant as a label value: itself when a configured key names it, else `other`
+    (with authentication off every job is `default`'s)."""
+    return tenant if tenant in known or tenant == "default" else "other"
 
 
 def expose_accounts(accounts: Iterable[str]) -> None:

@@ -22,7 +22,7 @@ from visionq.errors import (
 )
 from visionq.models import StoredResult
 from visionq.ops import logs, metrics
-from visionq.pipeline.outcomes import bind_job, count_finish, fail_job, lane_of
+from visionq.pipeline.outcomes import bind_job, count_finish, fail_job, lane_of, miss_deadline
 from visionq.retries import retry_delay, retry_reason
 from visionq.runtime import Runtime
 from visionq.state.pacing import Fault, Turn
@@ -62,6 +62,8 @@ def call_upstream(model: str, rt: Runtime) -> float | None:
         if turn.refused is not None:
             _record_outcome(rt, record, _refusal(turn.refused, turn.refused_status))
             return None
+        if miss_deadline(rt, record):
+            return None
         if turn.attempt > rt.settings.upstream_max_attempts:
             # Every earlier attempt ended with no outcome (its worker died, or it could not
             # read the body): a job that stops its workers must not be offered for ever,
@@ -73,6 +75,8 @@ def call_upstream(model: str, rt: Runtime) -> float | None:
             return None
         estimate = _input_tokens(record)
         rt.pacer.spend_tokens(model, turn.account, estimate)
+        if miss_deadline(rt, record):  # it passed while the tokens budget was waited for
+            return None
         waited = time.time() - turn.ready_since
         metrics.STAGE_SECONDS.labels("pacing_wait").observe(max(0.0, waited))
         # The quota again, now that the call is about to be paid for: a backlog queued
@@ -167,10 +171,12 @@ def _call_upstream(rt: Runtime, record: JobRecord, turn: Turn) -> float | None:
         return None
     _probe_answered(rt, turn)
     usage = result["usage"]
+    tenant = metrics.tenant_label(record.tenant, rt.settings.tenants)
     for kind in ("prompt", "completion"):
         count = int(usage.get(f"{kind}_tokens") or 0)
         metrics.TOKENS.labels(model, kind).inc(count)
         metrics.ACCOUNT_TOKENS.labels(account.name, model, kind).inc(count)
+        metrics.TENANT_TOKENS.labels(tenant, kind).inc(count)
     _record_outcome(rt, record, result, account=account.name)
     return None
 

@@ -4,6 +4,7 @@ fail it or count its finish. Shared by the three steps of this package."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -47,6 +48,17 @@ def fail_job(
     """Fail the job with `error`, and count and log it if this call is what failed it."""
     if rt.jobs.fail(record.id, error, account=account):
         count_finish(record, "failed", error.type)
+
+
+def miss_deadline(rt: Runtime, record: JobRecord) -> bool:
+    """End the job this worker holds if its deadline has passed (`canceled`,
+    `deadline_exceeded`): no work is started for it, no call made. Whether it did."""
+    deadline = record.fields.get("deadline")
+    if deadline is None or time.time() < deadline:
+        return False
+    if rt.jobs.miss_deadline(record.id):
+        count_finish(record, "canceled", "deadline_exceeded")
+    return True
 
 
 def count_finish(record: JobRecord, status: str, error_type: str = "") -> None:

@@ -18,7 +18,7 @@ from visionq.errors import (
 from visionq.media import fit, guards, images
 from visionq.models import StoredRequest
 from visionq.ops import logs, metrics
-from visionq.pipeline.outcomes import bind_job, fail_job, holding_lease, lane_of
+from visionq.pipeline.outcomes import bind_job, fail_job, holding_lease, lane_of, miss_deadline
 from visionq.runtime import Runtime
 from visionq.settings import Settings
 from visionq.state.jobs import request_body_name
@@ -47,6 +47,8 @@ def prepare(job_id: str, rt: Runtime) -> str | None:
         if attempt == 1:
             waited = time.time() - record.fields["created_at"]
             metrics.STAGE_SECONDS.labels("queue_wait").observe(max(0.0, waited))
+        if miss_deadline(rt, record):
+            return None
         if attempt > MAX_PREPARE_ATTEMPTS:
             # Each earlier attempt's worker died holding it: an image that kills the worker
             # must end the job, not loop through the workers forever.

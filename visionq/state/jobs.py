@@ -38,7 +38,14 @@ from typing import Any, cast
 import redis
 
 from visionq import usage
-from visionq.errors import Canceled, Conflict, NotFound, StaleLine, VisionqError
+from visionq.errors import (
+    Canceled,
+    Conflict,
+    DeadlineExceeded,
+    NotFound,
+    StaleLine,
+    VisionqError,
+)
 from visionq.models import TERMINAL_STATUSES, JobStatus, StoredRequest, StoredResult
 from visionq.ops import metrics
 from visionq.settings import Price
@@ -139,11 +146,12 @@ class JobStore:
         clock: Callable[[], float] = time.time,
         wake_batch: Callable[[str], object] | None = None,
         replicas: Replicas = NO_REPLICAS,
-        usage_retention: int = 400 * 86400,
+        usage_retention: int | None = 400 * 86400,
     ) -> None:
         """`wake_batch(batch_id)` queues a batch's task: called when a line's finish leaves
         the batch room for more lines, or none running (the transition says when).
-        `usage_retention`: seconds the usage counters a finish adds to are kept."""
+        `usage_retention`: seconds the usage counters a finish adds to are kept (None:
+        finishes add to none)."""
         self._redis = client
         self._usage_retention = usage_retention
         self._wake_batch = wake_batch
@@ -172,6 +180,7 @@ class JobStore:
         message: FirstMessage | None = None,
         job_id: str | None = None,
         batch: BatchLine | None = None,
+        deadline: float | None = None,
     ) -> JobRecord:
         """Write a queued job, and in the same step `remember` (how an Idempotency-Key
         comes to name its job) and `message(job_id)`, its first broker message.
@@ -179,7 +188,9 @@ class JobStore:
         `request` None: it is too large to keep here, and the caller has stored it under
         `request_body_name(job_id)` (with the `job_id` it made for that).
         A `batch` line is admitted in the same step, or `StaleLine` when its batch has
-        moved past the line (nothing is written then)."""
+        moved past the line (nothing is written then). A job with a `deadline` (Unix
+        seconds) is canceled should it still wait for a worker or the budget then
+        (`cancel_overdue`)."""
         job_id = job_id or new_job_id()
         now = self._clock()
         fields: JobFields = {
@@ -211,6 +222,8 @@ class JobStore:
             fields["request"] = request
         else:
             fields["request_body"] = 1
+        if deadline is not None:
+            fields["deadline"] = deadline
         mapping = {"status": "queued", "tenant": tenant, **encode_fields(fields)}
         blobs = sorted({image["blob"] for image in images if image.get("blob")})
         queue, payload = message(job_id) if message is not None else (keys.job(job_id), "")
@@ -239,6 +252,7 @@ class JobStore:
                     queue,
                     remembered[0],
                     *batch_keys,
+                    keys.DEADLINES,
                     *(keys.blob(sha) for sha in blobs),
                 ],
                 args=[
@@ -253,6 +267,7 @@ class JobStore:
                     len(blobs),
                     "" if batch is None else batch.line,
                     0 if batch is None else batch.next_cursor,
+                    "" if deadline is None else repr(deadline),
                     *blobs,
                     *(item for pair in mapping.items() for item in pair),
                 ],
@@ -378,7 +393,14 @@ class JobStore:
             args += [name, value]
         with redis_errors():
             reply = self._transition(
-                keys=[keys.job(job_id), keys.DONE_CHANNEL, keys.OUTBOX, keys.LEASES, keys.EXPIRY],
+                keys=[
+                    keys.job(job_id),
+                    keys.DONE_CHANNEL,
+                    keys.OUTBOX,
+                    keys.LEASES,
+                    keys.EXPIRY,
+                    keys.DEADLINES,
+                ],
                 args=args,
             )
         if isinstance(reply, list) and reply[0] == 2:
@@ -420,7 +442,7 @@ class JobStore:
             result["usage"], status="succeeded", image_tokens=image_tokens, price=price
         )
         fields: dict[str, Any] = {"result": result, "account": account}
-        if price is not None:
+        if price is not None and self._usage_retention is not None:
             fields["cost"] = usage.dollars(counted.get("cost_nanos", 0))
         return self._finish(
             job_id,
@@ -447,6 +469,44 @@ class JobStore:
             job_id, status, {"error": error.to_dict()}, counter=_batch_counter(status, error)
         )
 
+    def miss_deadline(self, job_id: str, *, held_here: bool = True) -> bool:
+        """End a job whose deadline passed before its call: `canceled`, with
+        `deadline_exceeded`. `held_here`: the caller holds its lease (a worker about to
+        work on it); else it ends only if nobody does."""
+        error = DeadlineExceeded("its deadline (Cancel-After) passed before it was sent upstream")
+        return self._finish(
+            job_id,
+            "canceled",
+            {"error": error.to_dict()},
+            counter="canceled",
+            unless="" if held_here else "lease_until",
+        )
+
+    def cancel_overdue(self, *, limit: int = 200) -> list[str]:
+        """End the jobs whose deadline passed while they waited for a worker or the budget
+        (the sweeper's); their ids. One waited on now is left to its worker, which checks
+        the deadline before its call."""
+        now = self._clock()
+        with redis_errors():
+            due = self._redis.zrangebyscore(keys.DEADLINES, "-inf", now, 0, limit)
+        ended, gone = [], []
+        for job_id in (i.decode() for i in cast(list[bytes], due)):
+            if self.miss_deadline(job_id, held_here=False):
+                ended.append(job_id)
+                with redis_errors():
+                    model = cast(bytes | None, self._redis.hget(keys.job(job_id), "model"))
+                model_name = model.decode() if model else ""
+                metrics.JOBS_FINISHED.labels(model_name, "canceled", "deadline_exceeded").inc()
+                continue
+            with redis_errors():
+                status = cast(bytes | None, self._redis.hget(keys.job(job_id), "status"))
+            if status is None or status.decode() in TERMINAL_STATUSES:
+                gone.append(job_id)  # finished, deleted or expired meanwhile
+        if gone:
+            with redis_errors():
+                self._redis.zrem(keys.DEADLINES, *gone)
+        return ended
+
     def cancel(self, job_id: str, *, tenant: str) -> JobRecord:
         """Cancel an unfinished job; a finished one is a conflict (API.md)."""
         record = self.get(job_id, tenant=tenant)
@@ -472,6 +532,7 @@ class JobStore:
         usage: dict[str, Any] | None = None,
         counted: dict[str, int] | None = None,
         account: str | None = None,
+        unless: str = "",
     ) -> bool:
         """A terminal transition, which also adds to the tenant's usage (`counted`, else
         just the job's status) in the same step."""
@@ -482,9 +543,12 @@ class JobStore:
             allowed=("queued", "running"),
             status=status,
             fields=fields,
+            unless=unless,
             counter=counter,
             usage=usage,
-            counted=_usage_argument(
+            counted=""
+            if self._usage_retention is None
+            else _usage_argument(
                 counted or {f"jobs_{status}": 1},
                 account=account or "",
                 now=now,

@@ -26,6 +26,8 @@ BLOB_LOCK_SUFFIX = ":lock"
 LEASES = "vq:leases"
 #: Jobs by when their hash expires; a job leaves it once its files are seen to.
 EXPIRY = "vq:expiry"
+#: Jobs with a deadline (`Cancel-After`), by it; a job leaves it when it finishes.
+DEADLINES = "vq:deadlines"
 #: The pub/sub channel every terminal transition publishes the job id on.
 DONE_CHANNEL = "vq:done"
 #: With RabbitMQ as the broker: the messages a script queued, waiting for a relay to

@@ -76,6 +76,8 @@ class JobFields(TypedDict, total=False):
     account: str
     #: Dollars, from `VISIONQ_PRICES` at the finish (absent without a price).
     cost: float
+    #: Unix seconds: still waiting for a worker or the budget then, it is canceled.
+    deadline: float
     input_tokens: int
     prepared: int
     lease_until: str
@@ -144,7 +146,7 @@ def decode_fields(raw: dict[str, str]) -> JobFields:
     for name, value in raw.items():
         if name in _JSON_FIELDS:
             out[name] = json.loads(value)
-        elif name in ("created_at", "started_at", "completed_at", "cost"):
+        elif name in ("created_at", "started_at", "completed_at", "cost", "deadline"):
             out[name] = float(value)
         elif name in ("attempts", "input_tokens", "request_body", "prepared", "line"):
             out[name] = int(value)

@@ -163,3 +163,26 @@ def test_pages_without_a_filter_are_full_and_end_with_no_cursor(store: JobStore)
     second, end = store.list_jobs(tenant="t1", status=None, limit=3, after=cursor)
     assert [r.id for r in first + second] == list(reversed(made))
     assert end is None
+
+
+def test_a_job_past_its_deadline_is_canceled_only_while_nobody_works_on_it(
+    redis_db: redis.Redis, store: JobStore
+) -> None:
+    leases = Leases(redis_db, lease=30)
+    waiting = bare_job(store, deadline=time.time() + 0.2)
+    worked_on = bare_job(store, deadline=time.time() + 0.2)
+    finished = bare_job(store, deadline=time.time() + 0.2)
+    later = bare_job(store, deadline=time.time() + 3600)
+    assert leases.take(worked_on.id, "prepare") == 1
+    assert store.fail(finished.id, InvalidImage("bad"))
+    assert store.cancel_overdue() == []  # none is due yet
+    time.sleep(0.3)
+    assert store.cancel_overdue() == [waiting.id]
+    canceled = store.load(waiting.id)
+    assert canceled is not None and canceled.status == "canceled"
+    assert canceled.fields["error"]["type"] == "deadline_exceeded"
+    # The one being worked on is its worker's to end; the finished one left the index.
+    assert {m.decode() for m in redis_db.zrange(keys.DEADLINES, 0, -1)} == {worked_on.id, later.id}
+    assert store.miss_deadline(worked_on.id)  # as its worker does
+    assert store.load(worked_on.id).status == "canceled"  # type: ignore[union-attr]
+    assert {m.decode() for m in redis_db.zrange(keys.DEADLINES, 0, -1)} == {later.id}

@@ -8,7 +8,8 @@
 -- KEYS[8] = a batch line's batch hash (batches), or the job's hash
 -- KEYS[9] = the batch's line jobs (batches), or the job's hash
 -- KEYS[10] = the batch's unfinished line jobs (batches), or the job's hash
--- KEYS[11..10+n] = the sets of jobs using each of its n images (blobs)
+-- KEYS[11] = the index of jobs by deadline (jobs)
+-- KEYS[12..11+n] = the sets of jobs using each of its n images (blobs)
 -- ARGV[1] = the job id
 -- ARGV[2] = the hash's TTL (seconds)
 -- ARGV[3] = its score in the expiry index (when the hash expires)
@@ -19,8 +20,9 @@
 -- ARGV[8] = n, the number of images
 -- ARGV[9] = a batch line's line number, which must be the batch's next, or ""
 -- ARGV[10] = the byte offset just after the line in the batch's input
--- ARGV[11..10+n] = the images' hashes
--- ARGV[11+n..] = the job hash's field/value pairs
+-- ARGV[11] = its deadline (Unix seconds), or ""
+-- ARGV[12..11+n] = the images' hashes
+-- ARGV[12+n..] = the job hash's field/value pairs
 --
 -- A new job, whole or not at all, in one command: one small reply to parse where a MULTI
 -- of seven commands had nine, a third of the submit's Redis client CPU (bench/intake.py).
@@ -36,13 +38,14 @@ if ARGV[9] ~= '' then
   redis.call('RPUSH', KEYS[9], id)
   redis.call('SADD', KEYS[10], id)
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 11 + n))
+redis.call('HSET', KEYS[1], unpack(ARGV, 12 + n))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], id)
 redis.call('ZADD', KEYS[3], 0, id)
 redis.call('ZADD', KEYS[4], ARGV[4], id)
 if ARGV[6] ~= '' then redis.call('SET', KEYS[7], ARGV[6], 'EX', ARGV[7]) end
-for i = 1, n do redis.call('SADD', KEYS[10 + i], id) end
-if n > 0 then redis.call('SADD', KEYS[5], unpack(ARGV, 11, 10 + n)) end
+for i = 1, n do redis.call('SADD', KEYS[11 + i], id) end
+if n > 0 then redis.call('SADD', KEYS[5], unpack(ARGV, 12, 11 + n)) end
+if ARGV[11] ~= '' then redis.call('ZADD', KEYS[11], ARGV[11], id) end
 if ARGV[5] ~= '' then redis.call('LPUSH', KEYS[6], ARGV[5]) end
 return 1

@@ -3,12 +3,13 @@
 -- KEYS[3] = the webhook outbox (outbox)
 -- KEYS[4] = the lease index (leases)
 -- KEYS[5] = the expiry index (blobs)
+-- KEYS[6] = the index of jobs by deadline (jobs)
 -- ARGV[1] = the statuses allowed now, space separated
 -- ARGV[2] = the new status, or "" to keep it
 -- ARGV[3] = the TTL to set (seconds), or 0
 -- ARGV[4] = the job id when this finishes the job, else ""
 -- ARGV[5] = now (Unix seconds)
--- ARGV[6] = a field that must be absent, or ""
+-- ARGV[6] = a field that must be absent, or "" ("lease_until": no lease may be held)
 -- ARGV[7] = the job id
 -- ARGV[8] = keys.BATCH_PREFIX
 -- ARGV[9] = keys.BATCH_OPEN_SUFFIX
@@ -34,7 +35,13 @@
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return nil end
 if not string.find(' ' .. ARGV[1] .. ' ', ' ' .. cur .. ' ', 1, true) then return {0, cur} end
-if ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[6]) == 1 then return {0, cur} end
+if ARGV[6] == 'lease_until' then
+  -- Only a job nobody works on now: waiting for a worker, or for the upstream budget.
+  local held = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
+  if held > tonumber(ARGV[5]) then return {0, cur} end
+elseif ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[6]) == 1 then
+  return {0, cur}
+end
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
 if #ARGV > 13 then redis.call('HSET', KEYS[1], unpack(ARGV, 14)) end
 if tonumber(ARGV[3]) > 0 then
@@ -44,6 +51,7 @@ end
 if ARGV[4] == '' then return 1 end
 redis.call('PUBLISH', KEYS[2], ARGV[4])
 redis.call('ZREM', KEYS[4], ARGV[4])
+redis.call('ZREM', KEYS[6], ARGV[4])
 local webhook = redis.call('HGET', KEYS[1], 'webhook')
 if webhook and webhook ~= 'null' then redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4]) end
 local u = nil
