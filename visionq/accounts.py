@@ -91,9 +91,6 @@ class Accounts:
     def __iter__(self) -> Iterator[Account]:
         return iter(self._by_name.values())
 
-    def __len__(self) -> int:
-        return len(self._by_name)
-
     def get(self, name: str) -> Account:
         return self._by_name[name]
 

@@ -92,7 +92,7 @@ def call_upstream(model: str, rt: Runtime) -> float | None:
         try:
             return _call_upstream(rt, record, turn)
         finally:
-            rt.quotas.release(record.tenant, record.id, now=time.time())
+            rt.quotas.release(record.tenant, record.id, held, now=time.time())
 
 
 def _output_cap(record: JobRecord) -> int:

@@ -37,7 +37,6 @@ from typing import Any, cast
 
 import redis
 
-from visionq import usage
 from visionq.errors import (
     Canceled,
     Conflict,
@@ -62,6 +61,7 @@ from visionq.state.records import (
     encode_fields,
 )
 from visionq.state.redis import NO_REPLICAS, Replicas, redis_errors, script
+from visionq.usage import counters, dollars
 
 log = logging.getLogger(__name__)
 
@@ -438,12 +438,12 @@ class JobStore:
     ) -> bool:
         """`account`: the upstream account that answered; `price`: the model's, for the
         job's cost; `image_tokens`: the service's count, for an answer that has none."""
-        counted = usage.counters(
+        counted = counters(
             result["usage"], status="succeeded", image_tokens=image_tokens, price=price
         )
         fields: dict[str, Any] = {"result": result, "account": account}
         if price is not None and self._usage_retention is not None:
-            fields["cost"] = usage.dollars(counted.get("cost_nanos", 0))
+            fields["cost"] = dollars(counted.get("cost_nanos", 0))
         return self._finish(
             job_id,
             "succeeded",

@@ -89,6 +89,7 @@ class Quotas:
 
     def __init__(self, client: redis.Redis, quota_of: dict[str, Quota | None]) -> None:
         self._redis = client
+        self._usage = UsageStore(client)
         self._quota_of = quota_of
         self._reserve = script(client, "usage/reserve")
 
@@ -102,8 +103,7 @@ class Quotas:
         if quota is None:
             return
         name, ends = period(quota, now)
-        with redis_errors():
-            used = int(self._redis.get(keys.quota(tenant, name)) or 0)
+        used = self._usage.tokens(tenant, name)
         if used >= quota.tokens:
             raise _exceeded(quota, used, ends - now)
 
@@ -122,17 +122,15 @@ class Quotas:
         if not held:
             raise _exceeded(quota, None, ends - now)
 
-    def release(self, tenant: str, job_id: str, *, now: float) -> None:
-        """The call is over (its finish counted what it used): let go of its hold."""
+    def release(self, tenant: str, job_id: str, tokens: int, *, now: float) -> None:
+        """The call that `hold` took `tokens` for is over (its finish counted what it
+        used): let go of its hold."""
         quota = self._quota(tenant)
         if quota is None:
             return
         name, _ = period(quota, now)
-        held = keys.quota_held(tenant, name)
         with redis_errors():
-            mine = [m for m, _ in self._redis.zscan_iter(held, match=f"{job_id}|*")]
-            if mine:
-                self._redis.zrem(held, *mine)
+            self._redis.zrem(keys.quota_held(tenant, name), f"{job_id}|{tokens}")
 
 
 def _exceeded(quota: Quota, used: int | None, seconds_left: float) -> QuotaExceeded:

@@ -169,7 +169,7 @@ def test_calls_racing_for_the_last_of_a_quota_get_no_more_than_it_holds(
     for thread in threads:
         thread.join()
     assert len(held) == 4  # 600 used, and room for four calls of 100
-    quotas.release("acme", held[0], now=time.time())
+    quotas.release("acme", held[0], 100, now=time.time())
     quotas.hold("acme", "another", 100, now=time.time(), lease=60)  # its room came back
     with pytest.raises(QuotaExceeded):
         quotas.hold("acme", "one more", 100, now=time.time(), lease=60)
