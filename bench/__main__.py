@@ -25,7 +25,8 @@ from pathlib import Path
 from bench.report import Check, markdown, table
 
 RESULTS = Path(__file__).resolve().parent / "results"
-#: In the order they run and are reported; B7 is `pacing`, B8 `batch`, B9 `accounts`.
+#: In the order they run and are reported; B7 is `pacing`, B8 `batch`, B9 `accounts`,
+#: B10 `headtohead`, B11 `coldstart`.
 BENCHMARKS = (
     "intake",
     "e2e",
@@ -36,6 +37,8 @@ BENCHMARKS = (
     "pacing",
     "batch",
     "accounts",
+    "headtohead",
+    "coldstart",
     "soak",
 )
 #: The full soak takes about 30 minutes: it runs when named, its --quick with the others.

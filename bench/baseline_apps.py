@@ -64,6 +64,14 @@ class _Server(BaseApplication):  # type: ignore[misc]
         return self._app
 
 
+def serve(app: Flask, port: int) -> None:
+    """Serve `app` as `visionq api` serves the API, with its own defaults (read from its
+    parser rather than restated here)."""
+    api = visionq_parser().parse_args(["api"])
+    options = worker_options(workers=api.workers, threads=api.threads)
+    _Server(app, {"bind": f"127.0.0.1:{port}", "accesslog": None, **options}).run()
+
+
 def main() -> None:
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args.add_argument("app", choices=("hello", "upload"))
@@ -71,11 +79,8 @@ def main() -> None:
     args.add_argument("--redis-url")
     args.add_argument("--folder", type=Path)
     given = args.parse_args()
-    # `visionq api`'s own defaults, read from its parser rather than restated here.
-    api = visionq_parser().parse_args(["api"])
     app = hello_app() if given.app == "hello" else upload_app(given.redis_url, given.folder)
-    options = worker_options(workers=api.workers, threads=api.threads)
-    _Server(app, {"bind": f"127.0.0.1:{given.port}", "accesslog": None, **options}).run()
+    serve(app, given.port)
 
 
 if __name__ == "__main__":

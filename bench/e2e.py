@@ -35,7 +35,7 @@ from celery import Celery
 from bench.e2e_latency import hundred_kb_png
 from bench.report import Check
 from bench.stack import BenchStack, running
-from visionq.broker import DEFAULT_CONCURRENCY, POOLS, UPSTREAM_QUEUE
+from visionq.broker import POOLS, UPSTREAM_QUEUE, default_concurrency
 from visionq.state import keys
 
 NOOP_TASK = "bench.noop"
@@ -43,7 +43,7 @@ NOOP_POOL = (
     "--pool",
     POOLS[UPSTREAM_QUEUE],
     "--concurrency",
-    str(DEFAULT_CONCURRENCY[UPSTREAM_QUEUE]),
+    str(default_concurrency()[UPSTREAM_QUEUE]),
 )
 BATCH = 10
 STAGES = (

@@ -365,6 +365,8 @@ def test_workers_metrics_and_liveness(core: list[dict[str, Any]]) -> None:
             assert "VISIONQ_REDIS_URL" in command and ".ping()" in command, name
         if role == "worker":
             assert env["VISIONQ_METRICS_PORT"] == "9100", name
+            ready = container["readinessProbe"]["httpGet"]
+            assert (ready["path"], ready["port"]) == ("/readyz", "metrics"), name
             assert {"name": "metrics", "containerPort": 9100} in container["ports"], name
             annotations = pods[name]["metadata"]["annotations"]
             assert annotations["prometheus.io/port"] == env["VISIONQ_METRICS_PORT"], name
@@ -442,7 +444,7 @@ def test_secret_placeholders_fail_closed(core: list[dict[str, Any]]) -> None:
     # A prepare child hits its address-space cap before its pod hits the memory limit, so
     # an oversized image fails its job rather than getting the pod killed.
     prepare = _visionq_workloads(core)["worker-prepare"]
-    assert parser().parse_args(prepare["args"]).concurrency == 1
+    assert parser().parse_args(prepare["args"]).concurrency == [{"*": 1}]
     limit = _quantity(prepare["resources"]["limits"]["memory"])
     assert 0 < settings.prepare_memory_limit < limit
 

@@ -11,15 +11,19 @@ needs them, so `visionq submit` never imports Flask or Celery.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
-from visionq.broker import DEFAULT_CONCURRENCY, POOLS, QUEUES
+from visionq.broker import POOLS, QUEUES, cpu_count, default_concurrency
 from visionq.client import cli as client_cli
 from visionq.ops import logs, metrics
 from visionq.settings import Settings
 from visionq.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -33,6 +37,52 @@ def _api(args: argparse.Namespace) -> int:
     return 0
 
 
+#: In `--concurrency`, a size without a queue's name: each thread pool's (the prepare
+#: pool's only when prepare is the one queue).
+_ANY_QUEUE = "*"
+
+
+def _concurrency_option(text: str) -> dict[str, int]:
+    """`N`, or `QUEUE=N[,QUEUE=N...]`."""
+    sizes: dict[str, int] = {}
+    for part in text.split(","):
+        queue, _, size = part.strip().rpartition("=")
+        queue = queue.strip() or _ANY_QUEUE
+        if queue != _ANY_QUEUE and queue not in QUEUES:
+            raise argparse.ArgumentTypeError(f"unknown queue {queue!r}; queues are {QUEUES}")
+        try:
+            sizes[queue] = int(size)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: a pool size is a number") from None
+        if sizes[queue] < 1:
+            raise argparse.ArgumentTypeError(f"{part!r}: a pool size is at least 1")
+    return sizes
+
+
+def _pool_sizes(queues: list[str], asked: list[dict[str, int]]) -> dict[str, int]:
+    """Each queue's pool size. A bare `--concurrency 50` means fifty calls in flight: the
+    thread pools get it, while prepare, CPU-bound, keeps a process per core unless it is
+    named (`prepare=N`) or the only queue, because fifty forked decoders on two cores
+    would only take memory and start-up time."""
+    given = {queue: size for sizes in asked for queue, size in sizes.items()}
+    sizes = default_concurrency()
+    for queue in queues:
+        if queue in given:
+            sizes[queue] = given[queue]
+        elif _ANY_QUEUE in given and (POOLS[queue] == "threads" or len(queues) == 1):
+            sizes[queue] = given[_ANY_QUEUE]
+        elif _ANY_QUEUE in given:
+            log.info(
+                "the %s pool keeps %d processes, one per core; name it to change that "
+                "(--concurrency %s=N)",
+                queue,
+                sizes[queue],
+                queue,
+                extra={"queue": queue, "concurrency": sizes[queue]},
+            )
+    return {queue: sizes[queue] for queue in queues}
+
+
 def _worker(args: argparse.Namespace) -> int:
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     unknown = set(queues) - set(QUEUES)
@@ -41,22 +91,43 @@ def _worker(args: argparse.Namespace) -> int:
             f"unknown queue(s) {sorted(unknown)}; queues are {', '.join(QUEUES)}", file=sys.stderr
         )
         return client_cli.EXIT_USAGE
+    if args.ready_file and len(queues) > 1:
+        print("--ready-file is for one queue (several each get their own)", file=sys.stderr)
+        return client_cli.EXIT_USAGE
     settings = Settings.from_env()
     loglevel = args.loglevel or settings.log_level
     logs.configure(settings, level=loglevel)
+    sizes = _pool_sizes(queues, args.concurrency)
     # The pool's children, or one child per queue, fork from here: they count into one
-    # directory, which this process serves.
-    with metrics.process_tree(settings) as settings, metrics.served(settings):
-        if len(queues) > 1:
-            return _supervise(queues, args, loglevel)
-        _work(settings, queues[0], args.concurrency, loglevel)
+    # directory, which this process serves, with each queue's readiness.
+    with (
+        metrics.process_tree(settings) as settings,
+        tempfile.TemporaryDirectory(prefix="visionq-ready-") as ready_dir,
+    ):
+        ready = {queue: Path(args.ready_file or Path(ready_dir, queue)) for queue in queues}
+        with metrics.served(settings, ready):
+            if len(queues) > 1:
+                return _supervise(sizes, ready, loglevel)
+            _work(settings, queues[0], sizes[queues[0]], loglevel, ready[queues[0]])
     return 0
 
 
-def _work(settings: Settings, queue: str, concurrency: int, loglevel: str) -> None:
+def _work(
+    settings: Settings, queue: str, concurrency: int, loglevel: str, ready_file: Path
+) -> None:
     from workers.app import create_celery
 
+    if POOLS[queue] == "prefork" and concurrency > cpu_count():
+        log.warning(
+            "the %s pool is asked for %d processes on %d cores: each is a fork with its own "
+            "memory, and past the core count they only wait for each other",
+            queue,
+            concurrency,
+            cpu_count(),
+            extra={"queue": queue, "concurrency": concurrency, "cores": cpu_count()},
+        )
     app = create_celery(settings)
+    app.conf.visionq_ready_file = ready_file
     app.worker_main(
         [
             # No banner: it is plain text on stdout, and logs are JSON lines.
@@ -67,7 +138,7 @@ def _work(settings: Settings, queue: str, concurrency: int, loglevel: str) -> No
             "--pool",
             POOLS[queue],
             "--concurrency",
-            str(concurrency or DEFAULT_CONCURRENCY[queue]),
+            str(concurrency),
             "--hostname",
             f"{queue}-%h-{os.getpid()}",
             "--loglevel",
@@ -78,13 +149,12 @@ def _work(settings: Settings, queue: str, concurrency: int, loglevel: str) -> No
     )
 
 
-def _supervise(queues: list[str], args: argparse.Namespace, loglevel: str) -> int:
+def _supervise(sizes: dict[str, int], ready: dict[str, Path], loglevel: str) -> int:
     """Several queues: one child per queue, because each wants its own kind of pool, kept
     running by a supervisor (visionq.supervisor: restarts with backoff, exits 1 on a crash
     loop). They inherit this process's metrics directory; this process serves their
-    metrics."""
+    metrics, and is ready when each of them consumes."""
     env = {**os.environ, "VISIONQ_METRICS_PORT": "0"}
-    concurrency = ["--concurrency", str(args.concurrency)] if args.concurrency else []
     commands = {
         queue: [
             sys.executable,
@@ -95,9 +165,12 @@ def _supervise(queues: list[str], args: argparse.Namespace, loglevel: str) -> in
             queue,
             "--loglevel",
             loglevel,
-            *concurrency,
+            "--concurrency",
+            str(size),
+            "--ready-file",
+            str(ready[queue]),
         ]
-        for queue in queues
+        for queue, size in sizes.items()
     }
     return Supervisor(commands, env).run()
 
@@ -192,11 +265,20 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", default=",".join(QUEUES))
     worker.add_argument(
         "--concurrency",
-        type=int,
-        default=0,
-        help="pool size per queue (default: "
-        + ", ".join(f"{queue} {size}" for queue, size in DEFAULT_CONCURRENCY.items())
-        + ")",
+        action="append",
+        default=[],
+        type=_concurrency_option,
+        metavar="N|QUEUE=N[,QUEUE=N]",
+        help="pool size (repeatable): N for each thread pool (and for prepare when it is the "
+        "one queue), QUEUE=N for one queue; default "
+        + ", ".join(f"{queue} {size}" for queue, size in default_concurrency().items())
+        + " (prepare: a process per core)",
+    )
+    worker.add_argument(
+        "--ready-file",
+        default=None,
+        help="with one queue: a file written (holding the pid) once the worker consumes, "
+        "removed when it stops; the metrics port's /readyz answers from it",
     )
     worker.add_argument("--loglevel", default=None, help="default: VISIONQ_LOG_LEVEL (info)")
     worker.set_defaults(run=_worker)

@@ -1,5 +1,6 @@
-"""What a worker does on Celery's signals: its logging, a Redis durability check when it
-is ready, a memory bound in each prefork child, and a note on each prepare it receives.
+"""What a worker does on Celery's signals: its logging, a Redis durability check and its
+readiness file when it is ready (cleared as it stops), a memory bound in each prefork
+child, and a note on each prepare it receives.
 
 `connect` is called by every `create_celery`; Celery connects a module-level receiver
 once however often it is asked, so a process that makes several apps (the tests do) still
@@ -19,7 +20,7 @@ from celery import current_app, signals
 from visionq.broker import PREPARE_TASK
 from visionq.errors import Unavailable
 from visionq.media import guards
-from visionq.ops import logs
+from visionq.ops import logs, readiness
 from visionq.ops.durability import durability_warnings
 from visionq.settings import Settings
 from visionq.state.connection import open_redis
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 def connect() -> None:
     signals.setup_logging.connect(_configure_logging)
     signals.worker_ready.connect(_check_redis)
+    signals.worker_ready.connect(_mark_ready)
+    signals.worker_shutting_down.connect(_clear_ready)
+    signals.worker_shutdown.connect(_clear_ready)
     signals.worker_process_init.connect(_bound_memory)
     signals.task_received.connect(_received)
 
@@ -53,6 +57,19 @@ def _check_redis(sender: Any = None, **_: Any) -> None:
             log.warning("%s", warning)
     finally:
         client.close()
+
+
+def _mark_ready(sender: Any = None, **_: Any) -> None:
+    # Sent once the pool is up and the consumer consumes (visionq.ops.readiness).
+    if (path := sender.app.conf.get("visionq_ready_file")) is not None:
+        readiness.mark(path)
+
+
+def _clear_ready(sender: Any = None, **_: Any) -> None:
+    # As a warm shutdown begins (no sender's app then), and again as the worker ends.
+    app = getattr(sender, "app", None) or current_app
+    if (path := app.conf.get("visionq_ready_file")) is not None:
+        readiness.clear(path)
 
 
 def _bound_memory(**_: Any) -> None:

@@ -22,9 +22,13 @@ from visionq.dev.redisserver import RedisServer
 
 @contextmanager
 def one_worker_stack(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, **extra_env: str
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    worker_args: tuple[str, ...] = ("--concurrency", "2"),
+    **extra_env: str,
 ) -> Iterator[Stack]:
-    """The simulator, one all-queues worker (named "worker"), the sweeper and the API."""
+    """The simulator, one all-queues worker (named "worker") started with `worker_args`,
+    the sweeper and the API."""
     logs = tmp_path_factory.mktemp("logs")
     storage = tmp_path_factory.mktemp("storage")
     sim_port = free_port()
@@ -34,7 +38,7 @@ def one_worker_stack(
     processes = [Process("simulator", sim_cmd, env, logs)]
     try:
         wait_for_http(f"{simulator_url}/", processes[0])
-        processes.append(Process("worker", ["worker", "--concurrency", "2"], env, logs))
+        processes.append(Process("worker", ["worker", *worker_args], env, logs))
         processes.append(Process("sweeper", ["sweeper"], env, logs))
         api, base_url = start_api(env, logs)
         processes.append(api)

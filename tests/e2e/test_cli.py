@@ -18,7 +18,7 @@ import pytest
 
 from tests.support import CORPUS, KEYS, Stack, data_url
 from tests.support.processes import run_on_terminal
-from visionq.broker import DEFAULT_CONCURRENCY
+from visionq.broker import default_concurrency
 from visionq.client import Client
 from visionq.dev.ports import free_port
 
@@ -219,7 +219,7 @@ def _help(*args: str) -> str:
 
 def test_the_server_commands_help_names_every_queue_and_sweeper_duty() -> None:
     worker = _help("worker")
-    for queue, size in DEFAULT_CONCURRENCY.items():
+    for queue, size in default_concurrency().items():
         assert f"{queue} {size}" in worker
     sweeper = _help()
     for duty in ("queues due webhooks", "lease ran out", "tickets", "removes expired files"):

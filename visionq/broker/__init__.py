@@ -15,6 +15,7 @@ that `Broker.relay` carries on to RabbitMQ otherwise.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Protocol
 
@@ -36,7 +37,19 @@ BATCH_TASK = "visionq.batch"
 #: processes; upstream waits on the network for minutes and wants many cheap threads (here
 #: a threads pool ran a 0.2 s I/O task at about twice the rate of gevent).
 POOLS = {PREPARE_QUEUE: "prefork", UPSTREAM_QUEUE: "threads", WEBHOOK_QUEUE: "threads"}
-DEFAULT_CONCURRENCY = {PREPARE_QUEUE: 2, UPSTREAM_QUEUE: 64, WEBHOOK_QUEUE: 16}
+
+
+def cpu_count() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's)."""
+    return len(os.sched_getaffinity(0))
+
+
+def default_concurrency() -> dict[str, int]:
+    """Pool size per queue unless told: a process per core for the CPU-bound prepare
+    (more only queue behind each other and cost a fork and its memory each), many threads
+    for the two that wait on the network."""
+    return {PREPARE_QUEUE: cpu_count(), UPSTREAM_QUEUE: 64, WEBHOOK_QUEUE: 16}
+
 
 #: Hard time limits in seconds: past one the pool ends the task (and a prefork child).
 #: Each task's soft limit is 10 s shorter, so that it may still log why it was stopped.

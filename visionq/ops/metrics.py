@@ -17,13 +17,17 @@ never job ids; a tenant is a label only when a configured key names it (`tenant_
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis
 from prometheus_client import (
@@ -31,13 +35,14 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
-    start_http_server,
+    make_wsgi_app,
     values,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from visionq.errors import Unavailable
+from visionq.ops import readiness
 from visionq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -172,15 +177,48 @@ def scrape_registry(metrics_dir: str | None, *collectors: Any) -> CollectorRegis
     return registry
 
 
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """A probe every few seconds is not news."""
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def _metrics_and_readiness(
+    registry: CollectorRegistry, ready: Mapping[str, Path]
+) -> Callable[..., Iterable[bytes]]:
+    """The WSGI app of a worker's port: `/readyz` from its queues' readiness files
+    (visionq.ops.readiness), 200 once every one consumes, else 503; anything else the
+    scrape."""
+    scrape = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/readyz":
+            return scrape(environ, start_response)  # type: ignore[no-any-return]
+        queues = readiness.report(ready)
+        body = json.dumps({"ready": all(queues.values()), "queues": queues}).encode()
+        status = "200 OK" if all(queues.values()) else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "application/json")])
+        return [body]
+
+    return app
+
+
 @contextmanager
-def served(settings: Settings) -> Iterator[None]:
-    """The process tree's metrics over HTTP on `metrics_port` for the block (0: not)."""
+def served(settings: Settings, ready: Mapping[str, Path]) -> Iterator[None]:
+    """The process tree's metrics, and `/readyz` from the `ready` files of its queues, over
+    HTTP on `metrics_port` for the block (0: not)."""
     if not settings.metrics_port:
         yield
         return
-    server, thread = start_http_server(
-        settings.metrics_port, registry=scrape_registry(settings.metrics_dir)
+    app = _metrics_and_readiness(scrape_registry(settings.metrics_dir), ready)
+    server = make_server(
+        "", settings.metrics_port, app, _ThreadingWSGIServer, handler_class=_QuietHandler
     )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     try:
         yield
     finally:

@@ -106,6 +106,8 @@ class _Account:
     #: per model: [arrival, tokens] of each request admitted in the last minute
     window: dict[str, deque[list[float]]] = field(default_factory=lambda: defaultdict(deque))
     in_flight: Counter[str] = field(default_factory=Counter)
+    #: the most calls it had in flight at once, over all models
+    peak_in_flight: int = 0
     admitted: deque[float] = field(default_factory=lambda: deque(maxlen=_ADMITTED_KEPT))
     usage_by_model: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
 
@@ -193,6 +195,7 @@ class SimState:
             entry = [now, 0.0]
             window.append(entry)
             state.in_flight[model] += 1
+            state.peak_in_flight = max(state.peak_in_flight, sum(state.in_flight.values()))
             admitted_at = time.time()
             state.admitted.append(admitted_at)
             self.admitted.append(admitted_at)
@@ -300,6 +303,7 @@ class SimState:
                 "by_status": dict(self.by_status),
                 "rate_limited": sum(state.rate_limited for state in accounts),
                 "peak_rpm": _peak(admitted, _WINDOW),
+                "peak_in_flight": max(state.peak_in_flight for state in accounts),
                 "per_minute": _per_window(admitted, _WINDOW),
                 "first_admitted": admitted[0] if admitted else None,
                 "last_admitted": admitted[-1] if admitted else None,
@@ -316,6 +320,7 @@ def _account_stats(state: _Account) -> dict[str, Any]:
         "by_status": dict(state.by_status),
         "rate_limited": state.rate_limited,
         "peak_rpm": _peak(admitted, _WINDOW),
+        "peak_in_flight": state.peak_in_flight,
         "per_minute": _per_window(admitted, _WINDOW),
         "limits": asdict(state.limits),
         "usage": _usage(state.usage_by_model.values()),

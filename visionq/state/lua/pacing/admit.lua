@@ -17,9 +17,13 @@
 -- ARGV[11] = how long a probe keeps its account to itself, in seconds
 --
 -- The accounts: {"a": [{"n": name, "c": slots, "pw": requests per window, "w": the window
--- in seconds, "i": the batch interval, "ah": how far ahead of it the batch lane may run},
--- ...], "s": [the shared accounts' positions, 1-based], "p": {tenant: [its own accounts'
--- positions]}}.
+-- in seconds, "pm": requests per minute, "m": the minute and its guard in seconds, "i":
+-- the batch interval, "ah": how far ahead of it the batch lane may run}, ...], "s": [the
+-- shared accounts' positions, 1-based], "p": {tenant: [its own accounts' positions]}}.
+--
+-- The minute is counted too, over a little more than a minute: the upstream counts
+-- requests as they arrive, and two calls admitted a minute apart can arrive less than a
+-- minute apart when the first one took longer on its way.
 --
 -- One step for a turn: room in an account's budget and the next job together, so that a
 -- job is only ever taken when it can be sent at once. Returns the taken job {id, ready
@@ -53,7 +57,8 @@ local function look(i)
   local p = ARGV[8] .. a.n
   local health = redis.call('HMGET', ARGV[9] .. a.n, 'until', 'confirmed', 'reason', 'status')
   redis.call('ZREMRANGEBYSCORE', p .. ':slots', '-inf', now)
-  redis.call('ZREMRANGEBYSCORE', p .. ':requests', '-inf', now - a.w)
+  redis.call('ZREMRANGEBYSCORE', p .. ':requests', '-inf', now - math.max(a.w, a.m))
+  local minute = redis.call('ZCARD', p .. ':requests')
   local s = {
     a = a,
     p = p,
@@ -63,7 +68,8 @@ local function look(i)
     reason = health[3],
     status = health[4] or '0',
     in_flight = redis.call('ZCARD', p .. ':slots'),
-    sent = redis.call('ZCARD', p .. ':requests'),
+    minute = minute,
+    sent = a.w < a.m and redis.call('ZCOUNT', p .. ':requests', '(' .. (now - a.w), '+inf') or minute,
     paused = tonumber(redis.call('GET', p .. ':paused_until') or '0') - now,
     cap = tonumber(redis.call('GET', p .. ':cap') or a.c),
   }
@@ -80,8 +86,14 @@ local function held(s, batch)
   if batch and slots > 1 then slots = slots - 1 end
   if s.in_flight >= slots then return 0.05, 'concurrency' end
   if s.sent >= s.a.pw then
-    local oldest = redis.call('ZRANGE', s.p .. ':requests', s.sent - s.a.pw, s.sent - s.a.pw, 'WITHSCORES')
+    local at = s.minute - s.a.pw
+    local oldest = redis.call('ZRANGE', s.p .. ':requests', at, at, 'WITHSCORES')
     return tonumber(oldest[2]) + s.a.w - now, 'rpm'
+  end
+  if s.minute >= s.a.pm then
+    local at = s.minute - s.a.pm
+    local oldest = redis.call('ZRANGE', s.p .. ':requests', at, at, 'WITHSCORES')
+    return tonumber(oldest[2]) + s.a.m - now, 'rpm'
   end
   if batch then
     local tat = math.max(tonumber(redis.call('GET', s.p .. ':batch_due') or '0'), now)
@@ -120,7 +132,7 @@ end
 local function admit(s, job, since, lane, tenant)
   redis.call('ZADD', s.p .. ':slots', ARGV[7], ARGV[6])
   redis.call('ZADD', s.p .. ':requests', now, ARGV[6])
-  redis.call('EXPIRE', s.p .. ':requests', math.ceil(s.a.w) + 1)
+  redis.call('EXPIRE', s.p .. ':requests', math.ceil(math.max(s.a.w, s.a.m)) + 1)
   if lane == 'batch' then
     local tat = math.max(tonumber(redis.call('GET', s.p .. ':batch_due') or '0'), now) + s.a.i
     redis.call('SET', s.p .. ':batch_due', tostring(tat), 'PX', math.ceil((tat - now + s.a.ah) * 1000) + 1000)
