@@ -7,6 +7,10 @@ INFO commandstats, with per job the time Redis spent in commands (`usec`), its C
 jobs gives the idle background (worker polls, sweeper rounds), which is subtracted.
 Its inputs feed the capacity estimate in docs/deployment.md. A second argument, an
 `amqp://` URL, runs the stack with Celery's messages on RabbitMQ.
+
+Round trips per job come from Redis too: MONITOR over both windows, counting each command
+a client sent (one MULTI…EXEC block once) and none that a script ran. A pipeline's commands
+count one each, so the figure is an upper bound.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import io
 import json
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,6 +55,54 @@ def _costs(client: redis.Redis) -> dict[str, float]:
         "bytes_in": float(stats["total_net_input_bytes"]),
         "bytes_out": float(stats["total_net_output_bytes"]),
     }
+
+
+#: What the benchmark itself sends (counters, the window's end): not the stack's.
+_OURS = {"INFO", "CONFIG", "ECHO", "MONITOR"}
+_STOP = "vq-bench-monitor-stop"
+
+
+class _RoundTrips(threading.Thread):
+    """The round trips clients make to Redis until `stop`, from MONITOR."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self._url = url
+        self._ready = threading.Event()
+        self.count = 0
+
+    def __enter__(self) -> _RoundTrips:
+        self.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        redis.Redis.from_url(self._url).echo(_STOP)
+        self.join(60)
+
+    def run(self) -> None:
+        in_multi: set[str] = set()
+        with redis.Redis.from_url(self._url).monitor() as monitor:
+            self._ready.set()
+            while True:
+                line = monitor.connection.read_response()
+                if not isinstance(line, bytes):
+                    continue
+                _, _, rest = line.decode(errors="replace").partition(" [")
+                client, _, command = rest.partition("] ")
+                name = command.split(" ", 1)[0].strip('"').upper()
+                if _STOP in command:
+                    return
+                if client.endswith(" lua") or name in _OURS:
+                    continue
+                if name == "MULTI":
+                    in_multi.add(client)
+                    self.count += 1
+                elif client in in_multi:
+                    if name in ("EXEC", "DISCARD"):
+                        in_multi.discard(client)
+                else:
+                    self.count += 1
 
 
 def _tree_cpu(pid: int) -> float:
@@ -115,21 +168,23 @@ def main(n: int = 200, broker_url: str | None = None) -> None:
         for i in range(5):
             one(i)
         time.sleep(2)
-        client.config_resetstat()
-        costs_before, cpu_before = _costs(client), _stage_cpu(stack)
-        t0 = time.monotonic()
-        with ThreadPoolExecutor(8) as pool:
-            statuses = list(pool.map(one, range(n)))
-        busy = time.monotonic() - t0
-        time.sleep(1)
-        window = time.monotonic() - t0
-        with_jobs = _stats(client)
-        costs_after, cpu_after = _costs(client), _stage_cpu(stack)
-        client.config_resetstat()
-        idle_before, idle_cpu_before = _costs(client), _stage_cpu(stack)
-        time.sleep(window)
-        idle = _stats(client)
-        idle_after, idle_cpu_after = _costs(client), _stage_cpu(stack)
+        with _RoundTrips(stack.redis_url) as trips_with_jobs:
+            client.config_resetstat()
+            costs_before, cpu_before = _costs(client), _stage_cpu(stack)
+            t0 = time.monotonic()
+            with ThreadPoolExecutor(8) as pool:
+                statuses = list(pool.map(one, range(n)))
+            busy = time.monotonic() - t0
+            time.sleep(1)
+            window = time.monotonic() - t0
+            with_jobs = _stats(client)
+            costs_after, cpu_after = _costs(client), _stage_cpu(stack)
+        with _RoundTrips(stack.redis_url) as trips_idle:
+            client.config_resetstat()
+            idle_before, idle_cpu_before = _costs(client), _stage_cpu(stack)
+            time.sleep(window)
+            idle = _stats(client)
+            idle_after, idle_cpu_after = _costs(client), _stage_cpu(stack)
     assert all(s == "succeeded" for s in statuses), statuses
     names = sorted(set(with_jobs) | set(idle))
     per_job = {k: (with_jobs.get(k, 0) - idle.get(k, 0)) / n for k in names}
@@ -143,6 +198,7 @@ def main(n: int = 200, broker_url: str | None = None) -> None:
                 "commands_with_jobs": sum(with_jobs.values()),
                 "commands_idle_same_window": sum(idle.values()),
                 "commands_per_job": round(total / n, 1),
+                "round_trips_per_job": round((trips_with_jobs.count - trips_idle.count) / n, 1),
                 **{
                     name: round(value, 3)
                     for name, value in _per_job(

@@ -55,9 +55,7 @@ def call_upstream(model: str, rt: Runtime) -> float | None:
         if turn is None:  # no job due: an earlier ticket took this one's job
             return None
         logs.bind(job_id=turn.job_id, attempt=turn.attempt, account=turn.account)
-        record = rt.jobs.load(turn.job_id)
-        if record is None:
-            return None
+        record = turn.record
         bind_job(record, turn.attempt)
         if turn.refused is not None:
             _record_outcome(rt, record, _refusal(turn.refused, turn.refused_status))

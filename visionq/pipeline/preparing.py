@@ -37,12 +37,10 @@ def prepare(job_id: str, rt: Runtime) -> str | None:
     finished before we got to it).
     """
     with logs.context(job_id=job_id, stage="prepare"):
-        attempt = rt.leases.take(job_id, "prepare")
-        if attempt is None:  # finished, prepared, or a live worker has it
+        taken = rt.leases.take(job_id, "prepare")
+        if taken is None:  # finished, prepared, or a live worker has it
             return None
-        record = rt.jobs.load(job_id)
-        if record is None:
-            return None
+        attempt, record = taken.attempt, taken.record
         bind_job(record, attempt)
         if attempt == 1:
             waited = time.time() - record.fields["created_at"]

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import redis
 
@@ -29,7 +30,12 @@ class CompletionWaiter:
         self._subscribed = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def wait(self, job_id: str, timeout: float, is_finished: Callable[[], bool]) -> None:
+    @contextmanager
+    def watching(self, job_id: str, *, subscribe_within: float) -> Iterator[threading.Event]:
+        """An event set when `job_id` finishes, for the block. It is registered, and the
+        subscription confirmed (waiting up to `subscribe_within` s for it), before the
+        block starts: a read of the record inside the block then sees any finish that came
+        before it, and the event any after it, so one read and the event are enough."""
         event = threading.Event()
         with self._lock:
             self._events.setdefault(job_id, set()).add(event)
@@ -37,10 +43,8 @@ class CompletionWaiter:
                 self._thread = threading.Thread(target=self._listen, daemon=True, name="vq-wait")
                 self._thread.start()
         try:
-            # Subscribe first, then re-check, so a finish in between is not missed.
-            self._subscribed.wait(min(timeout, 5.0))
-            if not is_finished():
-                event.wait(timeout)
+            self._subscribed.wait(subscribe_within)
+            yield event
         finally:
             with self._lock:
                 waiters = self._events.get(job_id, set())

@@ -45,7 +45,7 @@ from visionq.errors import (
     StaleLine,
     VisionqError,
 )
-from visionq.models import TERMINAL_STATUSES, JobStatus, StoredRequest, StoredResult
+from visionq.models import TERMINAL_STATUSES, StoredRequest, StoredResult
 from visionq.ops import metrics
 from visionq.settings import Price
 from visionq.state import keys
@@ -57,8 +57,8 @@ from visionq.state.records import (
     ImageRecord,
     JobFields,
     JobRecord,
-    decode_fields,
     encode_fields,
+    record_from_hash,
 )
 from visionq.state.redis import NO_REPLICAS, Replicas, redis_errors, script
 from visionq.usage import counters, dollars
@@ -308,7 +308,7 @@ class JobStore:
                 for job_id, raw in zip(ids, pipe.execute(), strict=True):
                     scanned += 1
                     last_seen = job_id
-                    record = self._record(job_id, raw)
+                    record = record_from_hash(job_id, raw)
                     if record is None:
                         self._redis.zrem(index, job_id)
                     elif status is None or record.status == status:
@@ -329,7 +329,7 @@ class JobStore:
     def load(self, job_id: str) -> JobRecord | None:
         with redis_errors():
             raw = self._redis.hgetall(keys.job(job_id))
-        return self._record(job_id, cast(dict[bytes, bytes], raw))
+        return record_from_hash(job_id, cast(dict[bytes, bytes], raw))
 
     def load_many(self, job_ids: list[str]) -> dict[str, JobRecord]:
         """The records of those of `job_ids` that still exist, in one round trip."""
@@ -338,17 +338,8 @@ class JobStore:
             pipe.hgetall(keys.job(job_id))
         with redis_errors():
             raws = pipe.execute()
-        found = (self._record(job_id, raw) for job_id, raw in zip(job_ids, raws, strict=True))
+        found = (record_from_hash(job_id, raw) for job_id, raw in zip(job_ids, raws, strict=True))
         return {record.id: record for record in found if record is not None}
-
-    @staticmethod
-    def _record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord | None:
-        if not raw:
-            return None
-        decoded = {k.decode(): v.decode() for k, v in raw.items()}
-        status = cast(JobStatus, decoded.pop("status"))
-        tenant = decoded.pop("tenant")
-        return JobRecord(job_id, tenant, status, decode_fields(decoded))
 
     def get(self, job_id: str, *, tenant: str) -> JobRecord:
         """The job if `tenant` owns it; another tenant's job is as unknown as a missing one."""
@@ -557,11 +548,15 @@ class JobStore:
         )
 
     def wait(self, job_id: str, *, tenant: str, timeout: float) -> JobRecord:
-        """The job, once finished or after `timeout` seconds, whichever comes first."""
-        record = self.get(job_id, tenant=tenant)
-        if record.finished or timeout <= 0:
-            return record
-        self._waiter.wait(job_id, timeout, lambda: self.get(job_id, tenant=tenant).finished)
+        """The job, once finished or after `timeout` seconds, whichever comes first: two
+        reads of the record when it has to wait (`CompletionWaiter.watching`)."""
+        if timeout <= 0:
+            return self.get(job_id, tenant=tenant)
+        with self._waiter.watching(job_id, subscribe_within=min(timeout, 5.0)) as finished:
+            record = self.get(job_id, tenant=tenant)
+            if record.finished:
+                return record
+            finished.wait(timeout)
         return self.get(job_id, tenant=tenant)
 
     def ping(self) -> None:

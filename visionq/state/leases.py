@@ -35,9 +35,18 @@ from dataclasses import dataclass
 import redis
 
 from visionq.state import keys
+from visionq.state.records import JobRecord, record_from_hash
 from visionq.state.redis import redis_errors, script
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A job held for a stage: which attempt of that stage this is, and the record."""
+
+    attempt: int
+    record: JobRecord
 
 
 @dataclass(frozen=True)
@@ -66,14 +75,20 @@ class Leases:
         self._received = script(client, "leases/received")
         self._release = script(client, "leases/release")
 
-    def take(self, job_id: str, stage: str) -> int | None:
-        """Hold the job for `stage`; the stage's attempt number, or None: leave it alone."""
+    def take(self, job_id: str, stage: str) -> Taken | None:
+        """Hold the job for `stage`: the stage's attempt number and the record as taken, or
+        None: leave it alone."""
         now = self._clock()
         with redis_errors():
             reply = self._take(
                 keys=[keys.job(job_id), keys.LEASES], args=[now, now + self.lease, job_id, stage]
             )
-        return None if reply is None else int(reply)
+        if reply is None:
+            return None
+        attempt, flat = reply
+        record = record_from_hash(job_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+        assert record is not None  # the script took it, so it exists
+        return Taken(int(attempt), record)
 
     def received(self, job_id: str) -> bool:
         """A worker's main process took the job's message from the broker; False when the

@@ -82,6 +82,7 @@ from visionq.ops import metrics
 from visionq.settings import Settings
 from visionq.state import keys
 from visionq.state.leases import LeaseKeeper, Leases
+from visionq.state.records import JobRecord
 from visionq.state.redis import redis_errors, script
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,8 @@ class Turn:
 
     job_id: str
     attempt: int
+    #: The job as the lease was taken.
+    record: JobRecord
     #: Unix time since when the job has been ready for this attempt (prepared, or due).
     ready_since: float
     lane: Lane = "interactive"
@@ -480,11 +483,12 @@ class Pacer:
             account = head[3].decode()
             refused = head[5].decode() if head[4] == b"refused" else None
             refused_status = int(head[6]) if refused and len(head) > 6 and int(head[6]) else None
-            attempt = self._leases.take(job_id, "upstream")
-            if attempt is not None:
+            taken = self._leases.take(job_id, "upstream")
+            if taken is not None:
                 turn = Turn(
                     job_id,
-                    attempt,
+                    taken.attempt,
+                    taken.record,
                     ready_since=float(head[1]),
                     lane=lane,
                     account=account or MAIN,

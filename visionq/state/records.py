@@ -157,3 +157,13 @@ def decode_fields(raw: dict[str, str]) -> JobFields:
 
 #: Fields kept as JSON in the hash.
 _JSON_FIELDS = ("images", "request", "result", "error", "webhook", "metadata")
+
+
+def record_from_hash(job_id: str, raw: dict[bytes, bytes]) -> JobRecord | None:
+    """A job's record from its hash as Redis returns it (None: no such job)."""
+    if not raw:
+        return None
+    decoded = {k.decode(): v.decode() for k, v in raw.items()}
+    status = cast(JobStatus, decoded.pop("status"))
+    tenant = decoded.pop("tenant")
+    return JobRecord(job_id, tenant, status, decode_fields(decoded))

@@ -70,7 +70,7 @@ def test_other_tenant_is_not_found(store: JobStore) -> None:
 def test_transitions_only_forward_and_once(store: JobStore) -> None:
     record = _new(store)
     leases = Leases(store._redis, lease=30)
-    assert leases.take(record.id, "prepare") == 1
+    assert leases.take(record.id, "prepare").attempt == 1
     assert store.get(record.id, tenant="t1").status == "running"
     assert store.succeed(record.id, _result("first"))
     assert not store.succeed(record.id, _result("second"))
@@ -173,7 +173,7 @@ def test_a_job_past_its_deadline_is_canceled_only_while_nobody_works_on_it(
     worked_on = bare_job(store, deadline=time.time() + 0.2)
     finished = bare_job(store, deadline=time.time() + 0.2)
     later = bare_job(store, deadline=time.time() + 3600)
-    assert leases.take(worked_on.id, "prepare") == 1
+    assert leases.take(worked_on.id, "prepare").attempt == 1
     assert store.fail(finished.id, InvalidImage("bad"))
     assert store.cancel_overdue() == []  # none is due yet
     time.sleep(0.3)

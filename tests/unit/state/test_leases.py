@@ -29,10 +29,10 @@ def test_a_live_lease_keeps_others_out_and_an_expired_one_lets_them_in(redis_db)
     _, record = _job(redis_db)
     clock = Clock()
     short = Leases(redis_db, lease=0.2, clock=clock)
-    assert short.take(record.id, "prepare") == 1
+    assert short.take(record.id, "prepare").attempt == 1
     assert short.take(record.id, "prepare") is None  # a duplicate message: dropped
     clock.advance(0.25)
-    assert short.take(record.id, "prepare") == 2  # the holder died: taken over, counted
+    assert short.take(record.id, "prepare").attempt == 2  # the holder died: taken over, counted
 
 
 def test_upstream_needs_a_prepared_job_handed_on(redis_db) -> None:
@@ -43,7 +43,7 @@ def test_upstream_needs_a_prepared_job_handed_on(redis_db) -> None:
     assert jobs.save_images(record.id, [], input_tokens=0)
     assert leases.take(record.id, "upstream") is None  # prepare still holds it
     leases.release(record.id, look_in=30)
-    assert leases.take(record.id, "upstream") == 1
+    assert leases.take(record.id, "upstream").attempt == 1
     assert responses.job_object(jobs.get(record.id, tenant="t"))["attempts"] == 1
 
 
@@ -54,7 +54,7 @@ def test_a_late_renewal_does_not_take_back_a_handed_on_job(redis_db) -> None:
     jobs.save_images(record.id, [], input_tokens=0)
     leases.release(record.id, look_in=30)
     leases.renew(record.id)  # the keeper thread, a moment too late
-    assert leases.take(record.id, "upstream") == 1
+    assert leases.take(record.id, "upstream").attempt == 1
 
 
 def test_the_keeper_renews_while_held(redis_db) -> None:
@@ -67,7 +67,7 @@ def test_the_keeper_renews_while_held(redis_db) -> None:
     assert leases.take(record.id, "prepare") is None
     keeper.drop(record.id)
     time.sleep(0.4)
-    assert leases.take(record.id, "prepare") == 2
+    assert leases.take(record.id, "prepare").attempt == 2
 
 
 def test_expired_names_the_stage_to_queue_again(redis_db) -> None:
@@ -104,3 +104,11 @@ def test_a_job_waiting_its_turn_in_the_pacer_is_not_queued_again(redis_db) -> No
     redis_db.delete(keys.pace_queue("mimo-v2.5", "t"))  # taken, and its worker died
     redis_db.zadd(keys.LEASES, {waiting.id: 0})
     assert leases.expired(queued_grace=60) == [Expired(waiting.id, "upstream", "mimo-v2.5", "t")]
+
+
+def test_the_taker_gets_the_record_as_taken_with_no_second_read(redis_db) -> None:
+    jobs, record = _job(redis_db)
+    taken = Leases(redis_db, lease=30).take(record.id, "prepare")
+    assert taken is not None
+    assert taken.record.status == "running"
+    assert taken.record == jobs.load(record.id)

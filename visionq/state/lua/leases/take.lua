@@ -6,7 +6,8 @@
 -- ARGV[4] = the stage: "prepare" or "upstream"
 --
 -- Takes the job for a stage when nobody live holds it; returns the stage's attempt
--- count, or nil: leave it alone. Writes the lease fields (lease_until, and the stage's
+-- count and the job's hash as it now is (the taker's next read, saved), or nil: leave it
+-- alone. Writes the lease fields (lease_until, and the stage's
 -- attempt counter) and the lease index; the first prepare of a queued job also moves
 -- its status to running and sets started_at, the one status change outside jobs'
 -- transition, made here so that starting and holding the job are one step.
@@ -27,4 +28,5 @@ redis.call('HSET', KEYS[1], 'lease_until', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 local counter = 'prepare_attempts'
 if ARGV[4] == 'upstream' then counter = 'attempts' end
-return redis.call('HINCRBY', KEYS[1], counter, 1)
+local attempt = redis.call('HINCRBY', KEYS[1], counter, 1)
+return {attempt, redis.call('HGETALL', KEYS[1])}
