@@ -42,10 +42,11 @@ at a time waits for room, the others behind a lock, so the budget is polled by e
 process rather than by each of its threads.
 
 A ticket that is waiting for its turn is visible: it registers in the model's `tickets`
-set with an expiry when its turn begins, the process's lease keeper pushes the expiry
-forward (one call for all of the process's tickets), and it leaves the set when it takes
-a job (which then has a lease of its own) or its turn ends. Both steps ride on calls the
-turn makes anyway. A worker killed while its tickets wait leaves registrations that
+set with an expiry when it must wait (behind another thread of its process, or for room
+in the budget; a ticket that takes its job at once never registers), the process's lease
+keeper pushes the expiry forward (one call for all of the process's tickets), and it
+leaves the set when it takes a job (which then has a lease of its own) or its turn ends.
+Both steps ride on calls the turn makes anyway. A worker killed while its tickets wait leaves registrations that
 expire within a lease; the sweeper (`Pacer.tickets`, `TicketAudit`) then sends as many
 tickets again, and, as a net for tickets lost before they ever registered, tickets for
 any due jobs beyond the live tickets and those still in the broker's list.
@@ -307,32 +308,40 @@ class Pacer:
 
         Yields None when no job is due. The slot and the job's lease are held, and renewed,
         until the block ends; releasing the job (or finishing it) is the caller's part.
-        Until it takes a job the ticket is registered as waiting (see the module's doc).
+        A ticket that waits (behind another thread of this process, or for room) is
+        registered as waiting until it takes a job (see the module's doc); one that takes
+        its job at once never needs to be.
         """
         ticket = f"ticket_{uuid.uuid4().hex}"
         taken: tuple[Turn, str] | None = None
-        with redis_errors():
-            anything_ready = self._enter(
-                keys=[
-                    keys.pace(model, keys.PACE_TENANTS),
-                    keys.pace(model, keys.PACE_TICKETS),
-                    keys.pace(model, keys.PACE_BATCH_TENANTS),
-                ],
-                args=[ticket, self._clock() + self._leases.lease],
-            )
-        if not anything_ready:
-            yield None
-            return
-        self._hold_ticket(model, ticket)
+        gate = self._gate(model)
+        if not gate.acquire(blocking=False):
+            # Another thread of this process has the turn: wait behind it, registered.
+            with redis_errors():
+                anything_ready = self._enter(
+                    keys=[
+                        keys.pace(model, keys.PACE_TENANTS),
+                        keys.pace(model, keys.PACE_TICKETS),
+                        keys.pace(model, keys.PACE_BATCH_TENANTS),
+                    ],
+                    args=[ticket, self._clock() + self._leases.lease],
+                )
+            if not anything_ready:
+                yield None
+                return
+            self._hold_ticket(model, ticket)
+            gate.acquire()
         try:
-            with self._gate(model):
+            try:
                 taken = self._take_next(model, ticket)
-                if taken is not None:
-                    turn, slot = taken
-                    if slot:
-                        slots = keys.pace_account(model, turn.account, keys.PACE_SLOTS)
-                        self._keeper.hold(slot, lambda: self._renew_slot(slots, slot))
-                    self._keeper.hold(turn.job_id, lambda: self._leases.renew(turn.job_id))
+            finally:
+                gate.release()
+            if taken is not None:
+                turn, slot = taken
+                if slot:
+                    slots = keys.pace_account(model, turn.account, keys.PACE_SLOTS)
+                    self._keeper.hold(slot, lambda: self._renew_slot(slots, slot))
+                self._keeper.hold(turn.job_id, lambda: self._leases.renew(turn.job_id))
             yield None if taken is None else taken[0]
         finally:
             self._leave(model, ticket, taken)
@@ -389,9 +398,13 @@ class Pacer:
             self._tickets.setdefault(model, set()).add(ticket)
         self._keeper.hold(keys.pace(model, keys.PACE_TICKETS), lambda: self._renew_tickets(model))
 
-    def _drop_ticket(self, model: str, ticket: str) -> None:
+    def _drop_ticket(self, model: str, ticket: str) -> bool:
+        """Stop renewing the ticket's registration; whether it had one."""
         with self._tickets_lock:
-            self._tickets.get(model, set()).discard(ticket)
+            held = self._tickets.get(model, set())
+            registered = ticket in held
+            held.discard(ticket)
+            return registered
 
     def _renew_tickets(self, model: str) -> None:
         """One call for every ticket of `model` this process holds; XX: a ticket that took
@@ -473,6 +486,8 @@ class Pacer:
             if head is None:
                 return None
             if head[0] == b"wait":
+                # `pacing/admit` registered the ticket as waiting.
+                self._hold_ticket(model, ticket)
                 waits.held_by(head[2].decode())
                 # A batch line's wait is cut short: an interactive job may arrive meanwhile.
                 longest = SLOT_POLL_SECONDS if head[3] == b"batch" else _LONGEST_WAIT
@@ -513,10 +528,13 @@ class Pacer:
                 self.probe_again(account)
 
     def _leave(self, model: str, ticket: str, taken: tuple[Turn, str] | None) -> None:
-        """Free the slot and, if it took no job, unregister the ticket: one round trip."""
-        self._drop_ticket(model, ticket)
+        """Free the slot and, if it took no job, unregister the ticket: at most one round
+        trip (none for a ticket that found no job without waiting)."""
+        registered = self._drop_ticket(model, ticket)
         pipe = self._redis.pipeline(transaction=False)
         if taken is None:
+            if not registered:
+                return
             pipe.zrem(keys.pace(model, keys.PACE_TICKETS), ticket)
         else:
             turn, slot = taken

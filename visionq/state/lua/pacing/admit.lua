@@ -1,7 +1,7 @@
 -- KEYS[1] = the model's rotation of tenants (pacing)
 -- KEYS[2] = the model's counter of turns served (pacing)
 -- KEYS[3] = since when each waiting job has been ready (pacing)
--- KEYS[4] = the model's waiting tickets (pacing)
+-- KEYS[4] = the model's waiting tickets (pacing; joined to wait, left with a job)
 -- KEYS[5] = the model's rotation of tenants' batch lines (pacing)
 -- KEYS[6] = the account that served each tenant last (pacing)
 -- ARGV[1] = now (Unix seconds)
@@ -10,7 +10,7 @@
 -- ARGV[4] = the ticket
 -- ARGV[5] = the prefix of the model's tenants' batch queues
 -- ARGV[6] = the slot id (also the request's member in the window)
--- ARGV[7] = the slot's expiry
+-- ARGV[7] = the slot's expiry (and a waiting ticket's registration's)
 -- ARGV[8] = the prefix of the model's keys per account (keys.pace_account(model, ""))
 -- ARGV[9] = the prefix of the accounts' health hashes (keys.ACCOUNT_PREFIX)
 -- ARGV[10] = the accounts as JSON (below)
@@ -187,4 +187,7 @@ local taken = lane_of(KEYS[1], ARGV[2], 'interactive')
 if taken then return taken end
 taken = lane_of(KEYS[5], ARGV[5], 'batch')
 if taken then return taken end
+-- A ticket that has to wait is registered as waiting (one that took its job at once
+-- never was), with a slot's expiry.
+if waiting then redis.call('ZADD', KEYS[4], ARGV[7], ARGV[4]) end
 return waiting
