@@ -39,7 +39,7 @@ from PIL import Image
 from bench.intake import _tree_rss
 from bench.redis_commands import _stats, _tree_cpu
 from bench.report import Check
-from bench.stack import SIM_KEY, running
+from bench.stack import SIM_KEY, running, stop_children
 from visionq.dev.ports import free_port, wait_for_http
 from visionq.dev.redisserver import RedisServer
 
@@ -188,13 +188,7 @@ def _peer(processes: int) -> Iterator[_System]:
         pids = {"api": [api.pid], "workers": [worker.pid]}
         yield _System("peer", submit, wait, server.url, pids)
     finally:
-        for child in reversed(children):
-            child.terminate()
-        for child in children:
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_children(children)
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
 

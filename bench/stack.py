@@ -53,6 +53,17 @@ class BenchStack:
         return replacement
 
 
+def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each, the last started first; SIGKILL any still running after 30 s."""
+    for child in reversed(children):
+        child.terminate()
+    for child in children:
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
 def _wait_for(url: str, child: subprocess.Popen[bytes], log: Path) -> None:
     try:
         wait_for_http(url, child, timeout=60)
@@ -119,12 +130,6 @@ def running(
         _wait_for(f"{stack.api_url}/healthz", api, root / "api.log")
         yield stack
     finally:
-        for child in reversed(stack.children):
-            child.terminate()
-        for child in stack.children:
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_children(stack.children)
         redis_server.stop()
         shutil.rmtree(root, ignore_errors=True)
