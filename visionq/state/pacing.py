@@ -46,10 +46,11 @@ set with an expiry when it must wait (behind another thread of its process, or f
 in the budget; a ticket that takes its job at once never registers), the process's lease
 keeper pushes the expiry forward (one call for all of the process's tickets), and it
 leaves the set when it takes a job (which then has a lease of its own) or its turn ends.
-Both steps ride on calls the turn makes anyway. A worker killed while its tickets wait leaves registrations that
-expire within a lease; the sweeper (`Pacer.tickets`, `TicketAudit`) then sends as many
-tickets again, and, as a net for tickets lost before they ever registered, tickets for
-any due jobs beyond the live tickets and those still in the broker's list.
+Both steps ride on calls the turn makes anyway. A worker killed while its tickets wait
+leaves registrations that expire within a lease; the sweeper (`Pacer.tickets`,
+`TicketAudit`) then sends as many tickets again, and, as a net for tickets lost before
+they ever registered, tickets for any due jobs beyond the live tickets and those still in
+the broker's list.
 
 This module owns every key under `keys.PACE_PREFIX` and `keys.ACCOUNT_PREFIX` and the
 `limits` library's token window (`keys.PACE_LIMITS_PREFIX`); nothing else writes them.
