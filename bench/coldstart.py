@@ -16,6 +16,7 @@ from typing import Any
 
 import requests
 
+from bench.headtohead import UNLIMITED
 from bench.pacing import _png_data_url, _submit, _wait
 from bench.report import Check
 from bench.stack import running
@@ -28,13 +29,7 @@ LATENCY = 1.0
 def run(quick: bool, out: Path) -> dict[str, Any]:
     jobs = 100 if quick else 200
     port = free_port()
-    env = {
-        "VISIONQ_UPSTREAM_RPM": "1000000",
-        "VISIONQ_UPSTREAM_TPM": "1000000000",
-        "VISIONQ_UPSTREAM_CONCURRENCY": "256",
-        "VISIONQ_RATE_LIMIT": "none",
-        "VISIONQ_METRICS_PORT": str(port),
-    }
+    env = {**UNLIMITED, "VISIONQ_METRICS_PORT": str(port)}
     images = [_png_data_url(n) for n in range(50)]
     with running(workers={}, simulator_args=("--rpm", "0"), env=env) as stack:
         api = stack.api_url

@@ -17,7 +17,7 @@ at zero upstream latency:
 
 from __future__ import annotations
 
-import io
+import base64
 import os
 import shutil
 import statistics
@@ -35,9 +35,11 @@ from typing import Any
 
 import redis
 import requests
-from PIL import Image
 
+from bench.e2e import UNLIMITED_BUDGET
+from bench.intake import _png as _noise_png
 from bench.intake import _tree_rss
+from bench.redis_commands import _png as _small_png
 from bench.redis_commands import _stats, _tree_cpu
 from bench.report import Check
 from bench.stack import SIM_KEY, running, stop_children
@@ -46,23 +48,8 @@ from visionq.dev.redisserver import RedisServer
 
 PROCESSES = (1, 2, 4)
 BIG_BYTES = 40_000_000
-UNLIMITED = {
-    "VISIONQ_UPSTREAM_RPM": "1000000",
-    "VISIONQ_UPSTREAM_TPM": "1000000000",
-    "VISIONQ_UPSTREAM_CONCURRENCY": "256",
-    "VISIONQ_RATE_LIMIT": "none",
-}
+UNLIMITED = {**UNLIMITED_BUDGET, "VISIONQ_UPSTREAM_CONCURRENCY": "256"}
 KEY = "key-big"
-
-
-def _png(width: int, height: int, *, noise: bool = False) -> bytes:
-    if noise:
-        image = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
-    else:
-        image = Image.new("RGB", (width, height), (200, 30, 30))
-    out = io.BytesIO()
-    image.save(out, "PNG", compress_level=0 if noise else 6)
-    return out.getvalue()
 
 
 @dataclass
@@ -302,9 +289,9 @@ def _measure(
 
 
 def run(quick: bool, out: Path) -> dict[str, Any]:
-    small = _png(64, 48)
+    small = base64.b64decode(_small_png().partition(",")[2])
     side = int((BIG_BYTES / 3) ** 0.5)
-    big = _png(side, side, noise=True)
+    big = _noise_png(side, side)
     return {
         "cores": len(os.sched_getaffinity(0)),
         "big_upload_bytes": len(big),

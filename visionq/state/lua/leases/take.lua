@@ -7,10 +7,10 @@
 --
 -- Takes the job for a stage when nobody live holds it; returns the stage's attempt
 -- count and the job's hash as it now is (the taker's next read, saved), or nil: leave it
--- alone. Writes the lease fields (lease_until, and the stage's
--- attempt counter) and the lease index; the first prepare of a queued job also moves
--- its status to running and sets started_at, the one status change outside jobs'
--- transition, made here so that starting and holding the job are one step.
+-- alone. Writes the lease fields (lease_until, and the stage's attempt counter) and the
+-- lease index; the first prepare of a queued job also moves its status to running and
+-- sets started_at, the one status change outside jobs' transition, made here so that
+-- starting and holding the job are one step.
 local status = redis.call('HGET', KEYS[1], 'status')
 local prepared = redis.call('HEXISTS', KEYS[1], 'prepared') == 1
 if ARGV[4] == 'prepare' then

@@ -57,8 +57,8 @@ local function look(i)
   local p = ARGV[8] .. a.n
   local health = redis.call('HMGET', ARGV[9] .. a.n, 'until', 'confirmed', 'reason', 'status')
   redis.call('ZREMRANGEBYSCORE', p .. ':slots', '-inf', now)
-  redis.call('ZREMRANGEBYSCORE', p .. ':requests', '-inf', now - math.max(a.w, a.m))
-  local minute = redis.call('ZCARD', p .. ':requests')
+  -- The requests of the guarded minute (`m`, longer than any window `w`) are kept.
+  redis.call('ZREMRANGEBYSCORE', p .. ':requests', '-inf', now - a.m)
   local s = {
     a = a,
     p = p,
@@ -68,8 +68,8 @@ local function look(i)
     reason = health[3],
     status = health[4] or '0',
     in_flight = redis.call('ZCARD', p .. ':slots'),
-    minute = minute,
-    sent = a.w < a.m and redis.call('ZCOUNT', p .. ':requests', '(' .. (now - a.w), '+inf') or minute,
+    minute = redis.call('ZCARD', p .. ':requests'),
+    sent = redis.call('ZCOUNT', p .. ':requests', '(' .. (now - a.w), '+inf'),
     paused = tonumber(redis.call('GET', p .. ':paused_until') or '0') - now,
     cap = tonumber(redis.call('GET', p .. ':cap') or a.c),
   }
@@ -132,7 +132,7 @@ end
 local function admit(s, job, since, lane, tenant)
   redis.call('ZADD', s.p .. ':slots', ARGV[7], ARGV[6])
   redis.call('ZADD', s.p .. ':requests', now, ARGV[6])
-  redis.call('EXPIRE', s.p .. ':requests', math.ceil(math.max(s.a.w, s.a.m)) + 1)
+  redis.call('EXPIRE', s.p .. ':requests', math.ceil(s.a.m) + 1)
   if lane == 'batch' then
     local tat = math.max(tonumber(redis.call('GET', s.p .. ':batch_due') or '0'), now) + s.a.i
     redis.call('SET', s.p .. ':batch_due', tostring(tat), 'PX', math.ceil((tat - now + s.a.ah) * 1000) + 1000)
